@@ -1,0 +1,82 @@
+//! What a proxy tells the runner that owns a session, on the session's input
+//! queue. Keystrokes travel as raw bytes (message type `input`); everything
+//! else is one of these, as JSON (message type `control`).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
+    Run(RunSpec),
+    /// Cancel one run, or the current one when `run` is absent.
+    Cancel {
+        run: Option<Uuid>,
+    },
+    /// End the session: close the SSH connection.
+    Close {
+        reason: String,
+        by: Option<String>,
+    },
+}
+
+/// One run (command, task or batch) to execute in the session, step by step.
+/// Runs of a session execute one at a time, in the order they arrive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub run: Uuid,
+    pub kind: RunKind,
+    /// What people see: the command, the task name or `batch (3 steps)`.
+    pub label: String,
+    /// Shell command lines; a batch stops at the first failing step.
+    pub steps: Vec<String>,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunKind {
+    Command,
+    Task,
+    Batch,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::Task => "task",
+            Self::Batch => "batch",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_messages_are_tagged_by_op() {
+        let c = Control::Resize {
+            cols: 120,
+            rows: 40,
+        };
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        assert_eq!(json, r#"{"op":"resize","cols":120,"rows":40}"#);
+        let run = Control::Run(RunSpec {
+            run: Uuid::nil(),
+            kind: RunKind::Batch,
+            label: "batch".into(),
+            steps: vec!["cd /tmp".into(), "ls".into()],
+            by: "alice".into(),
+        });
+        let json = serde_json::to_string(&run).unwrap_or_default();
+        assert!(json.starts_with(r#"{"op":"run","run":"#), "{json}");
+        let back: Control = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, run);
+    }
+}

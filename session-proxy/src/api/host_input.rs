@@ -1,0 +1,317 @@
+//! Validation of a host as a client sends it. Every refusal names the field
+//! at fault; nothing that reaches a runner is taken on trust.
+
+use serde_json::{Map, Value};
+use shellway_common::HostKeyPolicy;
+
+use crate::error::ApiError;
+
+/// A host that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostInput {
+    pub name: String,
+    pub hostname: String,
+    pub port: u16,
+    pub username: String,
+    pub auth_method: AuthKind,
+    pub key_path: Option<String>,
+    pub host_key_policy: HostKeyPolicy,
+    pub host_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthKind {
+    KeyPath,
+    Agent,
+}
+
+impl AuthKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::KeyPath => "key_path",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+/// Key types a runner can verify.
+const KEY_ALGORITHMS: [&str; 8] = [
+    "ssh-ed25519",
+    "ssh-rsa",
+    "rsa-sha2-256",
+    "rsa-sha2-512",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+];
+
+fn string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+fn required(obj: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
+    string(obj, field)?.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
+}
+
+pub(crate) fn parse(body: &Value) -> Result<HostInput, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "a host must be a JSON object"))?;
+
+    let name = required(obj, "name")?;
+    check_name(&name)?;
+    let hostname = required(obj, "hostname")?;
+    check_hostname(&hostname)?;
+    let port = parse_port(obj.get("port"))?;
+    let username = required(obj, "username")?;
+    check_username(&username)?;
+
+    let auth_method = match required(obj, "auth_method")?.as_str() {
+        "key_path" => AuthKind::KeyPath,
+        "agent" => AuthKind::Agent,
+        "stored_key" | "password" => {
+            return Err(ApiError::not_supported(
+                "auth_method",
+                "stored_key and password authentication are not supported yet",
+            ))
+        }
+        other => {
+            return Err(ApiError::invalid(
+                "auth_method",
+                format!("unknown auth_method {other:?} (use key_path or agent)"),
+            ))
+        }
+    };
+    let key_path = string(obj, "key_path")?;
+    let key_path = match auth_method {
+        AuthKind::KeyPath => {
+            let path = key_path.ok_or_else(|| {
+                ApiError::invalid("key_path", "key_path is required with auth_method key_path")
+            })?;
+            check_key_path(&path)?;
+            Some(path)
+        }
+        AuthKind::Agent => None,
+    };
+
+    let host_key_policy = match string(obj, "host_key_policy")? {
+        None => HostKeyPolicy::Strict,
+        Some(p) => p
+            .parse::<HostKeyPolicy>()
+            .map_err(|msg| ApiError::invalid("host_key_policy", msg))?,
+    };
+    let host_keys = parse_host_keys(obj.get("host_keys"))?;
+    Ok(HostInput {
+        name,
+        hostname,
+        port,
+        username,
+        auth_method,
+        key_path,
+        host_key_policy,
+        host_keys,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    ok.then_some(()).ok_or_else(|| {
+        ApiError::invalid(
+            "name",
+            "name must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+        )
+    })
+}
+
+fn check_hostname(host: &str) -> Result<(), ApiError> {
+    let ok = (1..=253).contains(&host.len())
+        && !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:[]%".contains(&b));
+    ok.then_some(()).ok_or_else(|| {
+        ApiError::invalid(
+            "hostname",
+            "hostname must be a DNS name or an IP address (at most 253 characters, no spaces)",
+        )
+    })
+}
+
+fn parse_port(v: Option<&Value>) -> Result<u16, ApiError> {
+    let msg = "port must be between 1 and 65535";
+    match v {
+        None | Some(Value::Null) => Ok(22),
+        Some(v) => v
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ApiError::invalid("port", msg)),
+    }
+}
+
+fn check_username(user: &str) -> Result<(), ApiError> {
+    let first_ok = user
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ok = first_ok
+        && user.len() <= 32
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    ok.then_some(()).ok_or_else(|| {
+        ApiError::invalid(
+            "username",
+            "username must be 1 to 32 characters of A-Z, a-z, 0-9, '.', '_' or '-', not starting with '.' or '-'",
+        )
+    })
+}
+
+fn check_key_path(path: &str) -> Result<(), ApiError> {
+    let ok = path.starts_with('/') && path.len() <= 4096 && !path.chars().any(char::is_control);
+    ok.then_some(()).ok_or_else(|| {
+        ApiError::invalid(
+            "key_path",
+            "key_path must be an absolute path on the runner",
+        )
+    })
+}
+
+fn parse_host_keys(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "host_keys",
+                "host_keys must be a list of strings",
+            ))
+        }
+    };
+    if items.len() > 16 {
+        return Err(ApiError::invalid("host_keys", "at most 16 host keys"));
+    }
+    items
+        .iter()
+        .map(|item| {
+            item.as_str().and_then(normalize_host_key).ok_or_else(|| {
+                ApiError::invalid(
+                    "host_keys",
+                    "each host key must look like \"ssh-ed25519 AAAA… [comment]\"",
+                )
+            })
+        })
+        .collect()
+}
+
+/// `"<alg> <base64>[ comment]"` → `"<alg> <base64>"`, or `None`.
+fn normalize_host_key(key: &str) -> Option<String> {
+    if key.len() > 16 * 1024 {
+        return None;
+    }
+    let mut parts = key.split_whitespace();
+    let alg = parts.next()?;
+    let blob = parts.next()?;
+    (KEY_ALGORITHMS.contains(&alg) && is_base64(blob)).then(|| format!("{alg} {blob}"))
+}
+
+fn is_base64(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    s.len().is_multiple_of(4)
+        && s.len() - body.len() <= 2
+        && body.len() >= 16
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    fn valid() -> Value {
+        json!({
+            "name": "web-1.prod",
+            "hostname": "10.0.0.1",
+            "port": 2222,
+            "username": "deploy",
+            "auth_method": "key_path",
+            "key_path": "/keys/id_ed25519",
+            "host_key_policy": "tofu",
+            "host_keys": [format!("{KEY} root@web1")],
+        })
+    }
+
+    fn field_of(body: Value) -> Option<&'static str> {
+        parse(&body).err().and_then(|e| e.field)
+    }
+
+    #[test]
+    fn a_valid_host_parses_and_keys_lose_their_comment() {
+        let h = parse(&valid()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(h.port, 2222);
+        assert_eq!(h.host_keys, vec![KEY.to_owned()]);
+        assert_eq!(h.host_key_policy, HostKeyPolicy::Tofu);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            ("port", json!(0)),
+            ("port", json!(70000)),
+            ("port", json!("22")),
+            ("name", json!("web; rm -rf /")),
+            ("name", json!("")),
+            ("name", json!("x".repeat(65))),
+            ("hostname", json!("bad host")),
+            ("hostname", json!("evil\n.com")),
+            ("hostname", json!("-oProxyCommand=x")),
+            ("username", json!("root$(reboot)")),
+            ("username", json!("-l")),
+            ("username", json!("a b")),
+            ("host_key_policy", json!("sometimes")),
+            ("host_keys", json!(["not a key"])),
+            ("host_keys", json!(["ssh-ed25519 !!!notbase64!!!"])),
+            ("host_keys", json!("ssh-ed25519 AAAA")),
+            ("key_path", json!("relative/key")),
+            ("auth_method", json!("magic")),
+        ];
+        for (field, value) in cases {
+            let mut body = valid();
+            body[field] = value.clone();
+            assert_eq!(field_of(body), Some(field), "{field}={value}");
+        }
+    }
+
+    #[test]
+    fn key_path_is_required_only_for_key_path_auth() {
+        let mut body = valid();
+        body.as_object_mut().map(|o| o.remove("key_path"));
+        assert_eq!(field_of(body.clone()), Some("key_path"));
+        body["auth_method"] = json!("agent");
+        assert!(parse(&body).is_ok());
+    }
+
+    #[test]
+    fn secrets_in_the_database_are_not_supported_yet() {
+        let mut body = valid();
+        body["auth_method"] = json!("password");
+        let err = parse(&body).err();
+        assert_eq!(err.map(|e| e.code), Some("not_supported"));
+    }
+}

@@ -1,0 +1,169 @@
+//! The HTTP API: shared state, the router, and the JSON extractor whose
+//! rejections speak our error format.
+
+mod host_input;
+mod hosts;
+pub(crate) mod login;
+pub(crate) mod runs;
+pub(crate) mod sessions;
+mod tokens;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRequest;
+use axum::routing::{get, post};
+use axum::Router;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::fanout::Fanout;
+
+/// What the proxy knows once started, shared by every handler.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub request_ttl: Duration,
+    pub cookie_secure: bool,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub db: PgPool,
+    pub broker: Broker,
+    pub fanout: Fanout,
+    pub settings: Arc<Settings>,
+    /// Cancelled at shutdown; WebSockets end on it.
+    pub shutdown: CancellationToken,
+}
+
+/// `axum::Json`, with rejections in our error format.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub(crate) struct Json<T>(pub T);
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/login", post(login::login))
+        .route("/api/logout", post(login::logout))
+        .route("/api/me", get(login::me))
+        .route("/api/tokens", post(tokens::create))
+        .route("/api/hosts", get(hosts::list).post(hosts::create))
+        .route(
+            "/api/hosts/{id}",
+            get(hosts::get_one).put(hosts::update).delete(hosts::remove),
+        )
+        .route("/api/sessions", get(sessions::list).post(sessions::open))
+        .route(
+            "/api/sessions/{id}",
+            get(sessions::detail).delete(sessions::end),
+        )
+        .route("/api/sessions/{id}/runs", post(runs::create))
+        .route("/ws/sessions/{id}", get(crate::ws::upgrade))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz))
+        .fallback(|| async { ApiError::not_found("route") })
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use shellway_common::amqp::DurableQueueOptions;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A router whose database and broker are never reached.
+    fn app() -> Router {
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(300))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let topology = shellway_common::Topology::new("unit");
+        let broker = Broker::new(
+            "amqp://127.0.0.1:1",
+            "unit",
+            topology,
+            DurableQueueOptions::default(),
+        );
+        let shutdown = CancellationToken::new();
+        let fanout = Fanout::new(
+            broker.clone(),
+            "p".into(),
+            tokio_util::task::TaskTracker::new(),
+            shutdown.clone(),
+        );
+        router(AppState {
+            db,
+            broker,
+            fanout,
+            settings: Arc::new(Settings {
+                request_ttl: Duration::from_secs(1),
+                cookie_secure: false,
+            }),
+            shutdown,
+        })
+    }
+
+    async fn call(req: Request<Body>) -> (StatusCode, serde_json::Value) {
+        let resp = app().oneshot(req).await.unwrap_or_else(|e| match e {});
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn protected_routes_refuse_anonymous_callers() {
+        for path in [
+            "/api/hosts",
+            "/api/sessions",
+            "/api/me",
+            "/ws/sessions/00000000-0000-0000-0000-000000000000",
+        ] {
+            let (status, body) = call(get(path)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+            assert_eq!(body["error"]["code"], "unauthenticated", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn health_needs_no_credentials_and_unknown_routes_are_json_404s() {
+        let (status, _) = call(get("/healthz")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = call(get("/api/nope")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+
+    #[tokio::test]
+    async fn malformed_login_json_is_a_client_error_in_our_format() {
+        let req = Request::post("/api/login")
+            .header("content-type", "application/json")
+            .body(Body::from("{not json"))
+            .unwrap_or_default();
+        let (status, body) = call(req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "invalid_json");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_an_internal_error_without_detail() {
+        let req = Request::get("/api/hosts")
+            .header("authorization", "Bearer sw_x")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let (status, body) = call(req).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["message"], "internal error");
+        assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+    }
+}

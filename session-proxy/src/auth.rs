@@ -1,0 +1,363 @@
+//! Who is calling: passwords (argon2), login cookies with CSRF tokens, API
+//! tokens, and the `AuthUser` extractor every protected route takes.
+//!
+//! Cookie and API tokens are 256 random bits; only their SHA-256 is stored.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, UPGRADE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::api::AppState;
+use crate::error::ApiError;
+
+pub(crate) const COOKIE_NAME: &str = "shellway_session";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const TOKEN_PREFIX: &str = "sw_";
+/// How long a login lasts.
+pub(crate) const LOGIN_HOURS: i64 = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("password hashing task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Hashes a password with argon2id and a random salt (CPU-heavy: run it
+/// off the async threads).
+pub(crate) async fn hash_password(password: String) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || hash_now(&password)).await?
+}
+
+fn hash_now(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| AuthError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Checks a password; with no stored hash (unknown user) it still spends the
+/// same time on a dummy hash so timing does not reveal which users exist.
+pub(crate) async fn verify_password(stored: Option<String>, password: String) -> bool {
+    let res = tokio::task::spawn_blocking(move || {
+        let dummy = dummy_hash();
+        let (hash, real) = match stored.as_deref() {
+            Some(h) => (h, true),
+            None => (dummy.as_str(), false),
+        };
+        let ok = PasswordHash::new(hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        ok && real
+    })
+    .await;
+    res.unwrap_or(false)
+}
+
+fn dummy_hash() -> &'static String {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| hash_now("not the password of anyone").unwrap_or_default())
+}
+
+/// A fresh random secret (hex of 256 bits) and its stored hash.
+pub(crate) fn new_secret(prefix: &str) -> (String, Vec<u8>) {
+    let token = format!("{prefix}{}", hex::encode(rand::random::<[u8; 32]>()));
+    let hash = token_hash(&token);
+    (token, hash)
+}
+
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Compares two secrets without an early exit on the first difference.
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// The value of the login cookie, if the request carries one.
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE_NAME)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// `Set-Cookie` value of a login.
+pub(crate) fn login_cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{COOKIE_NAME}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        LOGIN_HOURS * 3600
+    )
+}
+
+/// `Set-Cookie` value that removes the login cookie.
+pub(crate) fn logout_cookie(secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}")
+}
+
+/// A WebSocket upgrade authenticated by cookie must come from a page of this
+/// very site (cross-site WebSocket hijacking): its Origin names our Host.
+pub(crate) fn origin_matches_host(headers: &HeaderMap) -> bool {
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(ORIGIN).and_then(|h| h.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(host)),
+        _ => false,
+    }
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// Login cookie; carries the session's CSRF token.
+    Cookie {
+        csrf_token: String,
+    },
+    Token,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthUser {
+    pub id: Uuid,
+    pub username: String,
+    pub is_admin: bool,
+    pub credential: Credential,
+}
+
+impl AuthUser {
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("only administrators may do this"))
+        }
+    }
+
+    pub(crate) fn audit_id(&self) -> Option<(Uuid, &str)> {
+        Some((self.id, self.username.as_str()))
+    }
+}
+
+type UserRow = (Uuid, String, bool);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(token) = bearer_token(&parts.headers) {
+            let row: Option<UserRow> = sqlx::query_as(
+                "UPDATE api_tokens t SET last_used_at = now() FROM users u \
+                 WHERE t.token_hash = $1 AND u.id = t.user_id \
+                 RETURNING u.id, u.username, u.is_admin",
+            )
+            .bind(token_hash(token))
+            .fetch_optional(&state.db)
+            .await?;
+            let (id, username, is_admin) = row.ok_or_else(ApiError::unauthenticated)?;
+            return Ok(Self {
+                id,
+                username,
+                is_admin,
+                credential: Credential::Token,
+            });
+        }
+        let cookie = session_cookie(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+        let row: Option<(Uuid, String, bool, String)> = sqlx::query_as(
+            "SELECT u.id, u.username, u.is_admin, w.csrf_token FROM web_sessions w \
+             JOIN users u ON u.id = w.user_id WHERE w.token_hash = $1 AND w.expires_at > now()",
+        )
+        .bind(token_hash(cookie))
+        .fetch_optional(&state.db)
+        .await?;
+        let (id, username, is_admin, csrf_token) = row.ok_or_else(ApiError::unauthenticated)?;
+        check_cookie_request(&parts.method, &parts.headers, &csrf_token)?;
+        Ok(Self {
+            id,
+            username,
+            is_admin,
+            credential: Credential::Cookie { csrf_token },
+        })
+    }
+}
+
+/// What a cookie-authenticated request must also show: the CSRF token on
+/// anything that changes state, the right Origin on a WebSocket upgrade.
+pub(crate) fn check_cookie_request(
+    method: &Method,
+    headers: &HeaderMap,
+    csrf_token: &str,
+) -> Result<(), ApiError> {
+    if is_websocket_upgrade(headers) {
+        return if origin_matches_host(headers) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "cross-origin WebSocket refused: open the console from this site",
+            ))
+        };
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+    match sent {
+        Some(sent) if same_secret(sent, csrf_token) => Ok(()),
+        _ => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "csrf",
+            "missing or wrong X-CSRF-Token header",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn finds_the_session_cookie_among_others() {
+        let h = headers(&[("cookie", "a=1; shellway_session=abc ; b=2")]);
+        assert_eq!(session_cookie(&h), Some("abc"));
+        let h = headers(&[("cookie", "x=1"), ("cookie", "shellway_session=zz")]);
+        assert_eq!(session_cookie(&h), Some("zz"));
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "shellway_session=")])),
+            None
+        );
+        assert_eq!(
+            session_cookie(&headers(&[("cookie", "not_shellway_session=1")])),
+            None
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_case_insensitively() {
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer sw_x")])),
+            Some("sw_x")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "bearer sw_y")])),
+            Some("sw_y")
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
+        assert_eq!(
+            bearer_token(&headers(&[("authorization", "Bearer ")])),
+            None
+        );
+    }
+
+    #[test]
+    fn state_changes_need_the_csrf_token() {
+        let ok = headers(&[("x-csrf-token", "tok")]);
+        assert!(check_cookie_request(&Method::POST, &ok, "tok").is_ok());
+        let wrong = headers(&[("x-csrf-token", "tok2")]);
+        let err = check_cookie_request(&Method::DELETE, &wrong, "tok");
+        assert_eq!(err.map_err(|e| e.code), Err("csrf"));
+        assert!(check_cookie_request(&Method::PUT, &HeaderMap::new(), "tok").is_err());
+        assert!(check_cookie_request(&Method::GET, &HeaderMap::new(), "tok").is_ok());
+    }
+
+    #[test]
+    fn cookie_websockets_must_come_from_our_origin() {
+        let same = headers(&[
+            ("upgrade", "websocket"),
+            ("host", "console.example:8080"),
+            ("origin", "https://console.example:8080"),
+        ]);
+        assert!(check_cookie_request(&Method::GET, &same, "t").is_ok());
+        let evil = headers(&[
+            ("upgrade", "websocket"),
+            ("host", "console.example:8080"),
+            ("origin", "https://evil.example"),
+        ]);
+        assert!(check_cookie_request(&Method::GET, &evil, "t").is_err());
+        let none = headers(&[("upgrade", "websocket"), ("host", "console.example")]);
+        assert!(check_cookie_request(&Method::GET, &none, "t").is_err());
+    }
+
+    #[test]
+    fn cookies_are_http_only_and_strict() {
+        let c = login_cookie("abc", true);
+        assert!(c.starts_with("shellway_session=abc;"));
+        for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(!login_cookie("abc", false).contains("Secure"));
+    }
+
+    #[test]
+    fn secrets_are_long_and_only_hashes_are_kept() {
+        let (token, hash) = new_secret(TOKEN_PREFIX);
+        assert!(token.starts_with("sw_") && token.len() == 3 + 64);
+        assert_eq!(hash, token_hash(&token));
+        assert!(same_secret(&token, &token.clone()));
+        assert!(!same_secret(&token, "sw_"));
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_and_unknown_users_fail() {
+        let hash = hash_password("pw".into()).await.unwrap_or_default();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(Some(hash.clone()), "pw".into()).await);
+        assert!(!verify_password(Some(hash), "nope".into()).await);
+        assert!(!verify_password(None, "not the password of anyone".into()).await);
+    }
+}

@@ -1,0 +1,104 @@
+//! The Postgres pool: create the database if needed, migrate, connect.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbSetupError {
+    #[error("invalid database URL: {0}")]
+    Url(sqlx::Error),
+    #[error("database name {0:?} is not a plain identifier")]
+    Name(String),
+    #[error("cannot reach Postgres: {0}")]
+    Connect(sqlx::Error),
+    #[error("cannot create the database: {0}")]
+    Create(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// How long to wait for Postgres at start before giving up.
+const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
+pub(crate) async fn connect(url: &str) -> Result<PgPool, DbSetupError> {
+    let opts = PgConnectOptions::from_str(url).map_err(DbSetupError::Url)?;
+    create_database_if_missing(&opts).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+        .map_err(DbSetupError::Connect)?;
+    sqlx::migrate!("./migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+async fn create_database_if_missing(opts: &PgConnectOptions) -> Result<(), DbSetupError> {
+    let Some(name) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(DbSetupError::Name(name));
+    }
+    let admin = opts.clone().database("postgres");
+    let started = tokio::time::Instant::now();
+    let mut conn = loop {
+        match admin.connect().await {
+            Ok(conn) => break conn,
+            Err(err) if started.elapsed() < STARTUP_WAIT => {
+                tracing::warn!(error = %err, "Postgres unavailable, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(DbSetupError::Connect(err)),
+        }
+    };
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await
+        .map_err(DbSetupError::Create)?;
+    if exists.is_none() {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await;
+        match created {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // Another proxy created it at the same moment.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(err) => return Err(DbSetupError::Create(err)),
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// Appends one line to the audit trail; failures are logged, not raised.
+pub(crate) async fn audit<'e, E>(
+    db: E,
+    user: Option<(uuid::Uuid, &str)>,
+    action: &str,
+    target: &str,
+    detail: serde_json::Value,
+) where
+    E: sqlx::PgExecutor<'e>,
+{
+    let res = sqlx::query(
+        "INSERT INTO audit (user_id, username, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user.map(|u| u.0))
+    .bind(user.map(|u| u.1))
+    .bind(action)
+    .bind(target)
+    .bind(sqlx::types::Json(detail))
+    .execute(db)
+    .await;
+    if let Err(err) = res {
+        tracing::error!(error = %err, action, "cannot write the audit trail");
+    }
+}

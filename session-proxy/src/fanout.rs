@@ -1,0 +1,254 @@
+//! Live output to this proxy's viewers: one queue per session per proxy
+//! (`<p>.out.<session>.<proxy>`), created when the first local viewer of the
+//! session attaches and deleted when the last one leaves, fanned out to the
+//! viewers through a bounded broadcast. A viewer that falls behind loses
+//! live messages (never memory) and resyncs from the recording.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use shellway_common::topology::session_binding;
+use tokio::sync::{broadcast, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::broker::{Broker, BrokerError, Report};
+
+/// Messages buffered per viewer before it counts as lagging.
+const VIEWER_BUFFER: usize = 1024;
+/// Unacknowledged messages the broker may push to one feed.
+const PREFETCH: u16 = 256;
+/// How long a viewer waits for its feed's queue to be bound.
+const READY_WAIT: Duration = Duration::from_secs(5);
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub(crate) struct Fanout {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    broker: Broker,
+    proxy_id: String,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    feeds: Mutex<HashMap<Uuid, Entry>>,
+}
+
+struct Entry {
+    feed: Arc<Feed>,
+    viewers: usize,
+}
+
+struct Feed {
+    tx: broadcast::Sender<Arc<Report>>,
+    /// Whether the queue is bound and consumed right now.
+    ready: watch::Sender<bool>,
+    /// Signalled when the last viewer leaves.
+    idle: Notify,
+}
+
+/// A viewer's live stream; leaving drops the feed's viewer count.
+pub(crate) struct Subscription {
+    pub rx: broadcast::Receiver<Arc<Report>>,
+    _guard: Guard,
+}
+
+struct Guard {
+    inner: Arc<Inner>,
+    session: Uuid,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = feeds.get_mut(&self.session) {
+            entry.viewers = entry.viewers.saturating_sub(1);
+            if entry.viewers == 0 {
+                entry.feed.idle.notify_one();
+            }
+        }
+    }
+}
+
+enum Ended {
+    Idle,
+    Shutdown,
+}
+
+impl Fanout {
+    pub(crate) fn new(
+        broker: Broker,
+        proxy_id: String,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                broker,
+                proxy_id,
+                tracker,
+                shutdown,
+                feeds: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Subscribes to the live stream of `session`. When this returns, every
+    /// message published from now on reaches the subscription (unless the
+    /// broker is down, in which case the viewer resyncs from the recording).
+    pub(crate) async fn subscribe(&self, session: Uuid) -> Subscription {
+        let (rx, mut ready, spawn) = {
+            let mut feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            let mut spawn = None;
+            let entry = feeds.entry(session).or_insert_with(|| {
+                let feed = Arc::new(Feed {
+                    tx: broadcast::channel(VIEWER_BUFFER).0,
+                    ready: watch::channel(false).0,
+                    idle: Notify::new(),
+                });
+                spawn = Some(feed.clone());
+                Entry { feed, viewers: 0 }
+            });
+            entry.viewers += 1;
+            (
+                entry.feed.tx.subscribe(),
+                entry.feed.ready.subscribe(),
+                spawn,
+            )
+        };
+        if let Some(feed) = spawn {
+            let inner = self.inner.clone();
+            let span = tracing::debug_span!("live_feed", session_id = %session);
+            self.inner
+                .tracker
+                .spawn(feed_task(inner, session, feed).instrument(span));
+        }
+        if tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r))
+            .await
+            .is_err()
+        {
+            tracing::warn!(session_id = %session, "live feed not ready; the viewer will resync from the recording");
+        }
+        Subscription {
+            rx,
+            _guard: Guard {
+                inner: self.inner.clone(),
+                session,
+            },
+        }
+    }
+}
+
+async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
+    loop {
+        match serve_feed(&inner, session, &feed).await {
+            Ok(Ended::Shutdown) => return,
+            Ok(Ended::Idle) => {
+                let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+                if feeds.get(&session).is_some_and(|e| e.viewers == 0) {
+                    feeds.remove(&session);
+                    return;
+                }
+            }
+            Err(err) => {
+                feed.ready.send_replace(false);
+                tracing::warn!(session_id = %session, error = %err, "live feed interrupted; rebuilding");
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+                if is_idle(&inner, session, &feed) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the feed if nobody watches it any more; true if removed.
+fn is_idle(inner: &Inner, session: Uuid, feed: &Feed) -> bool {
+    let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+    if feeds.get(&session).is_some_and(|e| e.viewers == 0) {
+        feed.ready.send_replace(false);
+        feeds.remove(&session);
+        return true;
+    }
+    false
+}
+
+async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, BrokerError> {
+    let t = inner.broker.topology();
+    let queue = t.out_queue(session, &inner.proxy_id);
+    let ch = inner.broker.channel().await?;
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), opts, FieldTable::default())
+        .await?;
+    ch.queue_bind(
+        queue.as_str().into(),
+        t.events_exchange().into(),
+        session_binding(session).into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    feed.ready.send_replace(true);
+    tracing::debug!(session_id = %session, "live feed started");
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => {
+                let _ = ch.close(200, "shutdown".into()).await;
+                return Ok(Ended::Shutdown);
+            }
+            _ = feed.idle.notified() => {
+                {
+                    let feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+                    if feeds.get(&session).is_none_or(|e| e.viewers != 0) {
+                        continue;
+                    }
+                    feed.ready.send_replace(false);
+                }
+                let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+                let _ = ch.close(200, "no viewers".into()).await;
+                tracing::debug!(session_id = %session, "live feed stopped");
+                return Ok(Ended::Idle);
+            }
+            delivery = consumer.next() => {
+                let delivery = match delivery {
+                    Some(Ok(d)) => d,
+                    Some(Err(err)) => return Err(err.into()),
+                    None => return Err(BrokerError::NotConnected),
+                };
+                let tag = delivery.delivery_tag;
+                match Report::decode(&delivery.properties, delivery.data) {
+                    // No viewer listening is fine: the recorder has it.
+                    Ok(report) => { let _ = feed.tx.send(Arc::new(report)); }
+                    Err(err) => tracing::warn!(session_id = %session, error = %err, "skipping a malformed message"),
+                }
+                ch.basic_ack(tag, BasicAckOptions::default()).await?;
+            }
+        }
+    }
+}

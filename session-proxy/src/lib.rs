@@ -1,0 +1,256 @@
+//! Shellway's session proxy: the HTTP API and WebSockets people use, the
+//! recorder that persists everything the runners report, and the watchers
+//! of runner liveness and rejected requests.
+//!
+//! `run(config, listener, shutdown)` is the whole service; the binary and the
+//! tests both call it.
+
+mod api;
+mod auth;
+mod broker;
+mod config;
+mod db;
+mod error;
+mod fanout;
+mod health;
+mod liveness;
+mod recorder;
+mod rejected;
+mod ws;
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use shellway_common::amqp::DurableQueueOptions;
+use shellway_common::Topology;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{AppState, Settings};
+use crate::broker::Broker;
+use crate::fanout::Fanout;
+
+/// Everything the proxy needs to start. See `docs/configuration.md`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub proxy_id: String,
+    pub request_ttl: Duration,
+    /// The runners' heartbeat interval; three missed make a runner dead.
+    pub heartbeat: Duration,
+    pub durable: DurableQueueOptions,
+    /// Created at start if that user does not exist.
+    pub bootstrap_admin: Option<(String, String)>,
+    pub cookie_secure: bool,
+    /// Run a runner in this process too.
+    pub with_runner: Option<ssh_runner::Config>,
+}
+
+/// How long to wait for RabbitMQ at start.
+const BROKER_STARTUP_WAIT: Duration = Duration::from_secs(60);
+/// How long background tasks get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs the proxy on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = db::connect(&config.database_url).await?;
+    if let Some((username, password)) = &config.bootstrap_admin {
+        if api::login::ensure_admin(&db, username, password).await? {
+            tracing::info!(%username, "created the bootstrap administrator");
+        }
+    }
+    let broker = Broker::new(
+        &config.amqp_url,
+        &format!("session-proxy {}", config.proxy_id),
+        config.topology.clone(),
+        config.durable.clone(),
+    );
+    wait_for_broker(&broker, &shutdown).await?;
+
+    let tasks = shutdown.child_token();
+    let tracker = TaskTracker::new();
+    let fanout = Fanout::new(
+        broker.clone(),
+        config.proxy_id.clone(),
+        tracker.clone(),
+        tasks.clone(),
+    );
+    let state = AppState {
+        db: db.clone(),
+        broker: broker.clone(),
+        fanout,
+        settings: Arc::new(Settings {
+            request_ttl: config.request_ttl,
+            cookie_secure: config.cookie_secure,
+        }),
+        shutdown: tasks.clone(),
+    };
+    tracker.spawn(recorder::run(db.clone(), broker.clone(), tasks.clone()));
+    tracker.spawn(liveness::run(
+        liveness::Liveness::new(
+            db.clone(),
+            broker.clone(),
+            config.proxy_id.clone(),
+            config.heartbeat,
+        ),
+        tasks.clone(),
+    ));
+    tracker.spawn(rejected::run(
+        db.clone(),
+        broker.clone(),
+        config.request_ttl,
+        tasks.clone(),
+    ));
+    tracker.spawn(health::watch(db.clone(), broker.clone(), tasks.clone()));
+    if let Some(runner) = config.with_runner.clone() {
+        let token = tasks.clone();
+        tracker.spawn(async move {
+            if let Err(err) = ssh_runner::run(runner, token).await {
+                tracing::error!(error = %err, "the in-process runner stopped");
+            }
+        });
+    }
+
+    tracing::info!(addr = ?listener.local_addr().ok(), proxy_id = %config.proxy_id, "session proxy listening");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    tasks.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        tracing::warn!("background tasks did not stop in time");
+    }
+    db.close().await;
+    served?;
+    Ok(())
+}
+
+async fn wait_for_broker(broker: &Broker, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    while !broker.check().await {
+        if started.elapsed() > BROKER_STARTUP_WAIT {
+            anyhow::bail!("RabbitMQ is unreachable");
+        }
+        tracing::warn!("RabbitMQ unavailable, retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for RabbitMQ"),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The `session-proxy` command line.
+pub fn cli_main() -> ExitCode {
+    let cli = config::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Err(msg) = cli.opts.validate() {
+        eprintln!("session-proxy: {msg}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("session-proxy: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(config::Command::CreateAdmin { username }) => {
+                create_admin(&cli.opts, &username).await
+            }
+            Some(config::Command::Serve) | None => serve(&cli.opts).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "session-proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(opts: &config::Options) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(opts.listen).await?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        on_signal.cancel();
+    });
+    run(opts.to_config(), listener, shutdown).await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn create_admin(opts: &config::Options, username: &str) -> anyhow::Result<()> {
+    let password = match &opts.admin_password {
+        Some(p) => p.clone(),
+        None => read_password()?,
+    };
+    if password.len() < 8 {
+        anyhow::bail!("the password must have at least 8 characters");
+    }
+    let db = db::connect(&opts.database_url).await?;
+    let created = api::login::ensure_admin(&db, username, &password).await?;
+    db.close().await;
+    if created {
+        tracing::info!(%username, "administrator created");
+    } else {
+        tracing::warn!(%username, "that user exists already; nothing changed");
+    }
+    Ok(())
+}
+
+/// One line from standard input, without echo when it is a terminal.
+fn read_password() -> anyhow::Result<String> {
+    let tty = std::io::stdin().is_terminal();
+    let stty = |arg: &str| {
+        let _ = std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status();
+    };
+    if tty {
+        eprint!("password: ");
+        stty("-echo");
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        stty("echo");
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

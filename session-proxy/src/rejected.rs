@@ -1,0 +1,161 @@
+//! Requests no runner took in time come back through the rejected queue:
+//! the session becomes `rejected` and its viewers get a capacity error.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::json;
+use shellway_common::{ErrorKind, Event, SessionRequest, SessionStatus};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::broker::{Broker, BrokerError};
+use crate::db;
+
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(crate) async fn run(db: PgPool, broker: Broker, ttl: Duration, shutdown: CancellationToken) {
+    loop {
+        match consume(&db, &broker, ttl, &shutdown).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "rejected-request consumer interrupted; resuming")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY) => {}
+        }
+    }
+}
+
+/// "waited 10 s", "waited 1.5 s".
+fn waited(ttl: Duration) -> String {
+    let ms = ttl.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", ttl.as_secs_f64())
+    }
+}
+
+async fn consume(
+    db: &PgPool,
+    broker: &Broker,
+    ttl: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), BrokerError> {
+    let ch = broker.channel().await?;
+    ch.basic_qos(16, BasicQosOptions::default()).await?;
+    let queue = broker.topology().rejected();
+    let mut consumer = ch
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            d = consumer.next() => d,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(err)) => return Err(err.into()),
+            None => return Err(BrokerError::NotConnected),
+        };
+        match handle(db, broker, ttl, &delivery).await {
+            Ok(()) => {
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot mark a session rejected yet; retrying");
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RejectError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+async fn handle(
+    db: &PgPool,
+    broker: &Broker,
+    ttl: Duration,
+    d: &Delivery,
+) -> Result<(), RejectError> {
+    let req: SessionRequest = match serde_json::from_slice(&d.data) {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(error = %err, "skipping a malformed rejected request");
+            return Ok(());
+        }
+    };
+    let message = format!(
+        "no runner available to open this session (waited {})",
+        waited(ttl)
+    );
+    let rejected: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE sessions SET status = 'rejected', ended_at = now(), error_kind = 'capacity', error = $2 \
+         WHERE id = $1 AND status = 'pending' RETURNING id",
+    )
+    .bind(req.session)
+    .bind(&message)
+    .fetch_optional(db)
+    .await?;
+    if rejected.is_none() {
+        return Ok(());
+    }
+    tracing::warn!(session_id = %req.session, "no runner took the session");
+    db::audit(
+        db,
+        None,
+        "session.rejected",
+        &req.session.to_string(),
+        json!({"host": req.host.name}),
+    )
+    .await;
+    broker
+        .publish_event(
+            req.session,
+            &Event::error(ErrorKind::Capacity, message.clone()),
+        )
+        .await?;
+    let status = Event::Status {
+        status: SessionStatus::Rejected,
+        runner: None,
+        message: Some(message),
+    };
+    broker.publish_event(req.session, &status).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_time_reads_naturally() {
+        assert_eq!(waited(Duration::from_secs(10)), "10 s");
+        assert_eq!(waited(Duration::from_millis(1500)), "1.5 s");
+    }
+}

@@ -1,0 +1,386 @@
+//! Exec runs of a session: one at a time, in arrival order, each step on a
+//! new exec channel of the session's SSH connection, so the PTY stays
+//! usable meanwhile. A batch stops at its first failing step and `cd`
+//! persists between steps. Cancel escalates INT → TERM → KILL.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::{ChannelMsg, Sig};
+use shellway_common::control::RunSpec;
+use shellway_common::script::{cd_target, in_directory, shell_quote};
+use shellway_common::{ErrorKind, Event, RunStatus, Stream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::output::{ChannelKind, ChannelReader, Next};
+use crate::publisher::SharedPublisher;
+use crate::ssh::SshConnection;
+
+/// Most runs waiting behind the current one in a session.
+pub(crate) const MAX_QUEUED_RUNS: usize = 64;
+/// Most bytes of a `cd` step's `pwd` output kept.
+const MAX_CWD: usize = 4096;
+/// Cancel: INT, then TERM after this…
+const TERM_AFTER: Duration = Duration::from_millis(300);
+/// …then KILL and close after this more…
+const KILL_AFTER: Duration = Duration::from_millis(700);
+/// …then stop waiting for the channel to close.
+const GIVE_UP_AFTER: Duration = Duration::from_millis(300);
+
+#[derive(Default)]
+struct RunState {
+    /// The run executing now and its cancel token.
+    current: Mutex<Option<(Uuid, CancellationToken)>>,
+    /// Queued runs canceled before they started.
+    canceled: Mutex<HashSet<Uuid>>,
+}
+
+/// The session actor's side: submit and cancel runs.
+pub(crate) struct RunQueue {
+    tx: mpsc::Sender<RunSpec>,
+    state: Arc<RunState>,
+}
+
+impl RunQueue {
+    /// Queues a run; gives it back if too many are waiting.
+    pub(crate) fn submit(&self, spec: RunSpec) -> Result<(), RunSpec> {
+        self.tx.try_send(spec).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(spec) | mpsc::error::TrySendError::Closed(spec) => spec,
+        })
+    }
+
+    /// Cancels `run` (the current run if `None`); returns the run being
+    /// canceled, if there is one.
+    pub(crate) fn cancel(&self, run: Option<Uuid>) -> Option<Uuid> {
+        let current = self.state.current.lock().ok()?.clone();
+        match (run, current) {
+            (None, Some((id, token))) => {
+                token.cancel();
+                Some(id)
+            }
+            (Some(run), Some((id, token))) if run == id => {
+                token.cancel();
+                Some(id)
+            }
+            (Some(run), _) => {
+                let mut canceled = self.state.canceled.lock().ok()?;
+                if canceled.len() < MAX_QUEUED_RUNS {
+                    canceled.insert(run);
+                }
+                Some(run)
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// Executes a session's runs until `stop`; then reports the ones still
+/// queued as canceled.
+pub(crate) struct RunWorker {
+    rx: mpsc::Receiver<RunSpec>,
+    state: Arc<RunState>,
+    ssh: Arc<SshConnection>,
+    publisher: SharedPublisher,
+    stop: CancellationToken,
+}
+
+pub(crate) fn queue(
+    ssh: Arc<SshConnection>,
+    publisher: SharedPublisher,
+    stop: CancellationToken,
+) -> (RunQueue, RunWorker) {
+    let (tx, rx) = mpsc::channel(MAX_QUEUED_RUNS);
+    let state = Arc::new(RunState::default());
+    let queue = RunQueue {
+        tx,
+        state: state.clone(),
+    };
+    let worker = RunWorker {
+        rx,
+        state,
+        ssh,
+        publisher,
+        stop,
+    };
+    (queue, worker)
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    status: RunStatus,
+    exit_code: Option<i32>,
+    exit_signal: Option<String>,
+    failed_step: Option<u32>,
+}
+
+impl Outcome {
+    fn of(status: RunStatus) -> Self {
+        Self {
+            status,
+            exit_code: None,
+            exit_signal: None,
+            failed_step: None,
+        }
+    }
+}
+
+/// How one exec ended.
+#[derive(Debug)]
+enum Exit {
+    Code(u32),
+    Signal(String),
+    Canceled,
+    /// The channel could not open or the SSH connection failed.
+    Error(String),
+}
+
+fn signal_name(sig: &Sig) -> String {
+    match sig {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl RunWorker {
+    pub(crate) async fn run(mut self) {
+        loop {
+            let spec = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => break,
+                spec = self.rx.recv() => spec,
+            };
+            match spec {
+                Some(spec) => self.execute(spec).await,
+                None => break,
+            }
+        }
+        self.rx.close();
+        while let Ok(spec) = self.rx.try_recv() {
+            self.complete(spec.run, Outcome::of(RunStatus::Canceled), Duration::ZERO)
+                .await;
+        }
+    }
+
+    async fn publish(&self, event: Event) {
+        self.publisher.lock().await.event(&event).await;
+    }
+
+    async fn complete(&self, run: Uuid, o: Outcome, took: Duration) {
+        self.publish(Event::Completed {
+            run,
+            status: o.status,
+            exit_code: o.exit_code,
+            exit_signal: o.exit_signal,
+            failed_step: o.failed_step,
+            duration_ms: took.as_millis() as u64,
+        })
+        .await;
+    }
+
+    async fn execute(&self, spec: RunSpec) {
+        let was_canceled = self
+            .state
+            .canceled
+            .lock()
+            .map(|mut c| c.remove(&spec.run))
+            .unwrap_or(false);
+        if was_canceled {
+            self.complete(spec.run, Outcome::of(RunStatus::Canceled), Duration::ZERO)
+                .await;
+            return;
+        }
+        let token = self.stop.child_token();
+        if let Ok(mut current) = self.state.current.lock() {
+            *current = Some((spec.run, token.clone()));
+        }
+        let span = tracing::info_span!("run", run_id = %spec.run, kind = spec.kind.as_str());
+        let started = Instant::now();
+        self.publish(Event::Started {
+            run: spec.run,
+            kind: spec.kind,
+            command: spec.label.clone(),
+            steps: spec.steps.len() as u32,
+        })
+        .await;
+        let outcome = tracing::Instrument::instrument(self.steps(&spec, &token), span).await;
+        if let Ok(mut current) = self.state.current.lock() {
+            *current = None;
+        }
+        tracing::info!(run_id = %spec.run, status = outcome.status.as_str(), "run finished");
+        self.complete(spec.run, outcome, started.elapsed()).await;
+    }
+
+    async fn steps(&self, spec: &RunSpec, token: &CancellationToken) -> Outcome {
+        let total = spec.steps.len() as u32;
+        let batch = total > 1;
+        let mut cwd: Option<String> = None;
+        for (i, step) in spec.steps.iter().enumerate() {
+            let current = i as u32 + 1;
+            if batch {
+                self.publish(Event::Progress {
+                    run: spec.run,
+                    current,
+                    total,
+                    step: step.clone(),
+                })
+                .await;
+            }
+            let cd = cd_target(step);
+            let command = match cd {
+                Some(dir) => {
+                    let dir = dir.map(shell_quote).unwrap_or_default();
+                    in_directory(cwd.as_deref(), &format!("cd {dir} && pwd"))
+                }
+                None => in_directory(cwd.as_deref(), step),
+            };
+            let mut captured = cd.is_some().then(Vec::new);
+            let exit = self
+                .exec(spec.run, &command, token, captured.as_mut())
+                .await;
+            let failed_step = batch.then_some(current);
+            match exit {
+                Exit::Code(0) => {
+                    if let Some(out) = captured {
+                        let dir = String::from_utf8_lossy(&out).trim_end().to_owned();
+                        if !dir.is_empty() {
+                            cwd = Some(dir);
+                        }
+                    }
+                }
+                Exit::Code(code) => {
+                    return Outcome {
+                        status: RunStatus::Failed,
+                        exit_code: Some(code as i32),
+                        exit_signal: None,
+                        failed_step,
+                    }
+                }
+                Exit::Signal(sig) => {
+                    return Outcome {
+                        status: RunStatus::Failed,
+                        exit_code: None,
+                        exit_signal: Some(sig),
+                        failed_step,
+                    }
+                }
+                Exit::Canceled => {
+                    return Outcome {
+                        failed_step,
+                        ..Outcome::of(RunStatus::Canceled)
+                    }
+                }
+                Exit::Error(message) => {
+                    self.publish(Event::Error {
+                        kind: ErrorKind::Runtime,
+                        message,
+                        run: Some(spec.run),
+                    })
+                    .await;
+                    return Outcome {
+                        failed_step,
+                        ..Outcome::of(RunStatus::Error)
+                    };
+                }
+            }
+        }
+        Outcome {
+            exit_code: Some(0),
+            ..Outcome::of(RunStatus::Ok)
+        }
+    }
+
+    /// Runs one command on a new exec channel, publishing its output
+    /// (or capturing stdout into `capture`, bounded).
+    async fn exec(
+        &self,
+        run: Uuid,
+        command: &str,
+        token: &CancellationToken,
+        mut capture: Option<&mut Vec<u8>>,
+    ) -> Exit {
+        let channel = match self.ssh.open_channel().await {
+            Ok(channel) => channel,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot open an exec channel");
+                return Exit::Error("cannot open a channel on the SSH connection".into());
+            }
+        };
+        let (read, write) = channel.split();
+        if let Err(err) = write.exec(true, command).await {
+            tracing::warn!(error = %err, "exec request failed");
+            return Exit::Error("the host refused to run the command".into());
+        }
+        let mut reader = ChannelReader::new(read, ChannelKind::Exec);
+        let mut exit = None;
+        // The next escalation step of a cancel, and when it is due.
+        let mut cancel: Option<(Sig, Instant)> = None;
+        loop {
+            let deadline = cancel.as_ref().map(|(_, at)| *at);
+            tokio::select! {
+                () = token.cancelled(), if cancel.is_none() => {
+                    tracing::info!("canceling: INT");
+                    signal(&write, Sig::INT).await;
+                    cancel = Some((Sig::TERM, Instant::now() + TERM_AFTER));
+                }
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    match cancel.take() {
+                        Some((Sig::TERM, _)) => {
+                            tracing::info!("canceling: TERM");
+                            signal(&write, Sig::TERM).await;
+                            cancel = Some((Sig::KILL, Instant::now() + KILL_AFTER));
+                        }
+                        Some((Sig::KILL, _)) => {
+                            tracing::info!("canceling: KILL and close");
+                            signal(&write, Sig::KILL).await;
+                            write.close().await.ok();
+                            cancel = Some((Sig::Custom("give up".into()), Instant::now() + GIVE_UP_AFTER));
+                        }
+                        _ => break,
+                    }
+                }
+                next = reader.next() => match next {
+                    Next::Output(batch) => match capture.as_deref_mut() {
+                        Some(buf) if batch.stream == Stream::Stdout => {
+                            let room = MAX_CWD.saturating_sub(buf.len());
+                            buf.extend(batch.data.iter().take(room));
+                        }
+                        _ => self.publisher.lock().await.output(batch.stream, Some(run), &batch.data).await,
+                    },
+                    Next::Msg(ChannelMsg::ExitStatus { exit_status }) => exit = Some(Exit::Code(exit_status)),
+                    Next::Msg(ChannelMsg::ExitSignal { signal_name: sig, .. }) => {
+                        exit = Some(Exit::Signal(signal_name(&sig)));
+                    }
+                    // Trailing output may follow the exit status: read on
+                    // until the channel closes.
+                    Next::Msg(ChannelMsg::Close) | Next::End => break,
+                    Next::Msg(_) => {}
+                },
+            }
+        }
+        if cancel.is_some() || token.is_cancelled() {
+            return Exit::Canceled;
+        }
+        exit.unwrap_or_else(|| Exit::Error("the command ended without an exit status".into()))
+    }
+}
+
+async fn signal<S>(write: &russh::ChannelWriteHalf<S>, sig: Sig)
+where
+    S: From<(russh::ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    if let Err(err) = write.signal(sig).await {
+        tracing::debug!(error = %err, "sending a signal failed");
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

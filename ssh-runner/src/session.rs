@@ -1,0 +1,439 @@
+//! One session, from request to close: connect to the host, open the PTY
+//! shell, then act on the session's input queue (keystrokes, resize, runs,
+//! cancel, close) until the session ends, and report it all as events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Consumer};
+use russh::{ChannelMsg, ChannelWriteHalf};
+use shellway_common::control::RunSpec;
+use shellway_common::topology::{KIND_CONTROL, KIND_INPUT};
+use shellway_common::{
+    Control, ErrorKind, Event, PtySize, RunStatus, SessionRequest, SessionStatus, Stream,
+};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::output::{ChannelKind, ChannelReader, Next};
+use crate::publisher::{SessionPublisher, SharedPublisher};
+use crate::runs::{self, RunQueue, MAX_QUEUED_RUNS};
+use crate::slots::Slot;
+use crate::ssh::{self, SshConnection};
+use crate::Config;
+
+/// Input messages the broker may hand a session before it acknowledges them.
+const INPUT_PREFETCH: u16 = 64;
+/// How long a closing session waits for its confirms.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// How long a closing session waits for the shell's last output.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+
+type PtyWriter = ChannelWriteHalf<russh::client::Msg>;
+
+/// What a session needs from the runner.
+pub(crate) struct SessionDeps {
+    pub(crate) broker: Broker,
+    pub(crate) config: Arc<Config>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) slot: Slot,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+struct End {
+    reason: String,
+    by: Option<String>,
+}
+
+impl End {
+    fn because(reason: &str) -> Self {
+        Self {
+            reason: reason.into(),
+            by: None,
+        }
+    }
+}
+
+/// Serves one session request to its end. Never fails: every failure is
+/// reported to the session's events.
+pub(crate) async fn serve(request: SessionRequest, deps: SessionDeps) {
+    let span = tracing::info_span!(
+        "session",
+        session_id = %request.session,
+        host = %request.host.name,
+        runner = %deps.config.runner_id,
+    );
+    serve_inner(request, deps).instrument(span).await;
+}
+
+async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
+    let SessionDeps {
+        broker,
+        config,
+        shutdown,
+        slot,
+    } = deps;
+    let session = request.session;
+    let publisher = SessionPublisher::new(
+        broker.publisher_for(session),
+        config.topology.events_exchange(),
+        session,
+    )
+    .shared();
+    let runner = Some(config.runner_id.clone());
+    let status = |status, message: Option<String>| Event::Status {
+        status,
+        runner: runner.clone(),
+        message,
+    };
+    publisher
+        .lock()
+        .await
+        .event(&status(SessionStatus::Connecting, None))
+        .await;
+    tracing::info!(addr = %format!("{}:{}", request.host.hostname, request.host.port), shell = request.shell, "opening session");
+
+    let queue = config.topology.input_queue(session);
+    let input = match open_input(&broker, &queue).await {
+        Ok(input) => input,
+        Err(message) => return fail(&publisher, status, ErrorKind::Runtime, message).await,
+    };
+    let attempt = ssh::connect(&request.host, config.connect_timeout).await;
+    if let Some(key) = attempt.host_key {
+        let event = Event::HostKey {
+            key: key.key,
+            fingerprint: key.fingerprint,
+        };
+        publisher.lock().await.event(&event).await;
+    }
+    let ssh = match attempt.result {
+        Ok(ssh) => Arc::new(ssh),
+        Err(err) => {
+            tracing::info!(error = %err, "cannot open session");
+            close_channel(&input).await;
+            return fail(&publisher, status, ErrorKind::Ssh, err.to_string()).await;
+        }
+    };
+    let pty = if request.shell {
+        match open_shell(&ssh, request.pty).await {
+            Ok(channel) => Some(channel),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start the shell");
+                ssh.disconnect().await;
+                close_channel(&input).await;
+                let message = "the host refused to start a shell".to_owned();
+                return fail(&publisher, status, ErrorKind::Ssh, message).await;
+            }
+        }
+    } else {
+        None
+    };
+    let tag = format!("{}.{session}", config.runner_id);
+    let consumer = match consume_input(&input, &queue, &tag).await {
+        Ok(consumer) => consumer,
+        Err(message) => {
+            ssh.disconnect().await;
+            return fail(&publisher, status, ErrorKind::Runtime, message).await;
+        }
+    };
+    publisher
+        .lock()
+        .await
+        .event(&status(SessionStatus::Open, None))
+        .await;
+    tracing::info!("session open");
+
+    let stop_runs = CancellationToken::new();
+    let (runs, worker) = runs::queue(ssh.clone(), publisher.clone(), stop_runs.clone());
+    let worker = AbortOnDropHandle::new(tokio::spawn(worker.run().in_current_span()));
+    let shell_done = CancellationToken::new();
+    let (pty_write, pty_task) = match pty {
+        Some(channel) => {
+            let (read, write) = channel.split();
+            let task = pty_reader(read, publisher.clone(), shell_done.clone());
+            let task = AbortOnDropHandle::new(tokio::spawn(task.in_current_span()));
+            (Some(write), Some(task))
+        }
+        None => (None, None),
+    };
+
+    let actor = Actor {
+        input: input.clone(),
+        consumer,
+        pty: pty_write,
+        runs,
+        publisher: publisher.clone(),
+    };
+    let End { reason, by } = actor.run(&shutdown, &shell_done, ssh.closed()).await;
+    tracing::info!(%reason, by = by.as_deref().unwrap_or(""), "closing session");
+
+    // Runs first (a canceled run reports itself), then the host, then the
+    // shell's last output, and only then the closing events.
+    stop_runs.cancel();
+    if worker.await.is_err() {
+        tracing::warn!("the run worker ended abnormally");
+    }
+    ssh.disconnect().await;
+    if let Some(task) = pty_task {
+        if tokio::time::timeout(DRAIN_LIMIT, task).await.is_err() {
+            tracing::warn!("the shell's output did not end in time");
+        }
+    }
+    close_channel(&input).await;
+    let mut p = publisher.lock().await;
+    p.event(&Event::Closed {
+        reason: reason.clone(),
+        by,
+    })
+    .await;
+    p.event(&status(SessionStatus::Closed, Some(reason))).await;
+    p.flush(FLUSH_LIMIT).await;
+    drop(slot);
+}
+
+/// Reports a session that could not open, and waits for the report to be
+/// confirmed before the slot is given back.
+async fn fail(
+    publisher: &SharedPublisher,
+    status: impl Fn(SessionStatus, Option<String>) -> Event,
+    kind: ErrorKind,
+    message: String,
+) {
+    let mut p = publisher.lock().await;
+    p.event(&Event::error(kind, message.clone())).await;
+    p.event(&status(SessionStatus::Failed, Some(message))).await;
+    p.flush(FLUSH_LIMIT).await;
+}
+
+/// A channel of the session's own, after checking its input queue exists.
+async fn open_input(broker: &Broker, queue: &str) -> Result<Channel, String> {
+    let channel = broker.input_channel().await.map_err(|err| {
+        tracing::warn!(error = %err, "cannot open a broker channel");
+        "the runner cannot reach the broker".to_owned()
+    })?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(_) => Ok(channel),
+        Err(err) => {
+            tracing::warn!(error = %err, queue, "session input queue is missing");
+            Err(format!("the session's input queue {queue} does not exist"))
+        }
+    }
+}
+
+async fn consume_input(channel: &Channel, queue: &str, tag: &str) -> Result<Consumer, String> {
+    let exclusive = BasicConsumeOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    let consumer = async {
+        channel
+            .basic_qos(INPUT_PREFETCH, BasicQosOptions::default())
+            .await?;
+        channel
+            .basic_consume(queue.into(), tag.into(), exclusive, FieldTable::default())
+            .await
+    };
+    consumer.await.map_err(|err| {
+        tracing::warn!(error = %err, queue, "cannot consume the session input queue");
+        format!("cannot take the session's input queue {queue}")
+    })
+}
+
+async fn close_channel(channel: &Channel) {
+    if channel.status().connected() {
+        if let Err(err) = channel.close(200, "session ended".into()).await {
+            tracing::debug!(error = %err, "closing the input channel failed");
+        }
+    }
+}
+
+async fn open_shell(
+    ssh: &SshConnection,
+    pty: PtySize,
+) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {
+    let channel = ssh.open_channel().await?;
+    channel
+        .request_pty(
+            false,
+            "xterm-256color",
+            pty.cols.into(),
+            pty.rows.into(),
+            0,
+            0,
+            &[],
+        )
+        .await?;
+    channel.request_shell(false).await?;
+    Ok(channel)
+}
+
+/// Publishes the shell's output until the shell ends.
+async fn pty_reader(
+    read: russh::ChannelReadHalf,
+    publisher: SharedPublisher,
+    done: CancellationToken,
+) {
+    let mut reader = ChannelReader::new(read, ChannelKind::Pty);
+    loop {
+        match reader.next().await {
+            Next::Output(batch) => {
+                publisher
+                    .lock()
+                    .await
+                    .output(Stream::Pty, None, &batch.data)
+                    .await
+            }
+            Next::Msg(ChannelMsg::ExitStatus { exit_status }) => {
+                tracing::info!(exit_status, "shell exited");
+            }
+            Next::Msg(ChannelMsg::Close) | Next::End => break,
+            Next::Msg(_) => {}
+        }
+    }
+    done.cancel();
+}
+
+/// The session's input side: the input queue consumer and what it drives.
+struct Actor {
+    input: Channel,
+    consumer: Consumer,
+    pty: Option<PtyWriter>,
+    runs: RunQueue,
+    publisher: SharedPublisher,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        shutdown: &CancellationToken,
+        shell_done: &CancellationToken,
+        host_gone: &CancellationToken,
+    ) -> End {
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return End::because("runner shutting down"),
+                // Before `shell_done`: a lost connection also ends the shell.
+                () = host_gone.cancelled() => return End::because("connection to the host was lost"),
+                () = shell_done.cancelled() => return End::because("shell exited"),
+                delivery = self.consumer.next() => delivery,
+            };
+            let mut delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "session input interrupted; waiting for the broker");
+                    if let Err(err) = self.input.wait_for_recovery(err).await {
+                        tracing::warn!(error = %err, "session input lost");
+                        return End::because("the session's input queue was lost");
+                    }
+                    continue;
+                }
+                None => return End::because("the session's input queue was deleted"),
+            };
+            let end = self.handle(&mut delivery).await;
+            if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::debug!(error = %err, "cannot acknowledge input");
+            }
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    async fn handle(&mut self, delivery: &mut Delivery) -> Option<End> {
+        let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+        match kind {
+            Some(KIND_INPUT) => {
+                self.write(std::mem::take(&mut delivery.data)).await;
+                None
+            }
+            Some(KIND_CONTROL) => match serde_json::from_slice::<Control>(&delivery.data) {
+                Ok(control) => self.control(control).await,
+                Err(err) => {
+                    tracing::warn!(error = %err, "malformed control message dropped");
+                    None
+                }
+            },
+            other => {
+                tracing::warn!(kind = ?other, "input message of unknown type dropped");
+                None
+            }
+        }
+    }
+
+    async fn write(&self, data: Vec<u8>) {
+        match &self.pty {
+            Some(pty) => {
+                if let Err(err) = pty.data_bytes(data).await {
+                    tracing::debug!(error = %err, "cannot write to the shell");
+                }
+            }
+            None => tracing::debug!("input for a session without a shell dropped"),
+        }
+    }
+
+    async fn control(&mut self, control: Control) -> Option<End> {
+        match control {
+            Control::Resize { cols, rows } => {
+                if let Some(pty) = &self.pty {
+                    if let Err(err) = pty.window_change(cols.into(), rows.into(), 0, 0).await {
+                        tracing::debug!(error = %err, "resize failed");
+                    }
+                }
+            }
+            Control::Run(spec) => {
+                tracing::info!(run_id = %spec.run, by = %spec.by, kind = spec.kind.as_str(), "run requested");
+                if let Err(spec) = self.runs.submit(spec) {
+                    self.refuse(spec).await;
+                }
+            }
+            Control::Cancel { run } => match self.runs.cancel(run) {
+                Some(run) => {
+                    tracing::info!(run_id = %run, "cancel requested");
+                    self.publisher
+                        .lock()
+                        .await
+                        .event(&Event::Canceling { run })
+                        .await;
+                }
+                None => tracing::info!("cancel requested with no run going"),
+            },
+            Control::Close { reason, by } => return Some(End { reason, by }),
+        }
+        None
+    }
+
+    async fn refuse(&self, spec: RunSpec) {
+        let message = format!("too many runs waiting in this session (at most {MAX_QUEUED_RUNS})");
+        let mut p = self.publisher.lock().await;
+        p.event(&Event::Error {
+            kind: ErrorKind::Runtime,
+            message,
+            run: Some(spec.run),
+        })
+        .await;
+        p.event(&Event::Completed {
+            run: spec.run,
+            status: RunStatus::Error,
+            exit_code: None,
+            exit_signal: None,
+            failed_step: None,
+            duration_ms: 0,
+        })
+        .await;
+    }
+}

@@ -1,0 +1,393 @@
+//! `TestEnv`: one isolated Shellway deployment per test.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use shellway_common::amqp::DurableQueueOptions;
+use shellway_common::Topology;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{sshd::free_port, Api, Sshd, WsClient, WAIT};
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Debug, Clone)]
+pub struct TestEnvOptions {
+    /// Runners started in-process with the environment.
+    pub runners: usize,
+    pub runner_capacity: u32,
+    pub request_ttl: Duration,
+    pub heartbeat: Duration,
+    pub connect_timeout: Duration,
+    /// Run the proxy as a process (so a test can kill it) instead of
+    /// in-process.
+    pub proxy_process: bool,
+}
+
+impl Default for TestEnvOptions {
+    fn default() -> Self {
+        Self {
+            runners: 1,
+            runner_capacity: 50,
+            request_ttl: Duration::from_secs(8),
+            heartbeat: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(5),
+            proxy_process: false,
+        }
+    }
+}
+
+/// A service running inside the test process.
+struct InProcess {
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("service ended with an error: {e:#}"),
+            Ok(Err(e)) => panic!("service task panicked: {e}"),
+            Err(_) => panic!("service did not shut down within 10 s"),
+        }
+    }
+}
+
+pub struct TestEnv {
+    pub opts: TestEnvOptions,
+    pub prefix: String,
+    pub amqp_url: String,
+    pub db_name: String,
+    pub db_url: String,
+    pub sshd: Sshd,
+    /// Base URL of the in-process proxy, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    /// Admin API client (bearer token).
+    pub api: Api,
+    proxy: Option<InProcess>,
+    proxy_child: Option<Child>,
+    runners: Vec<InProcess>,
+}
+
+fn base_database_url() -> String {
+    std::env::var("SHELLWAY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("SHELLWAY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{db}"),
+        None => format!("{url}/{db}"),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Drops test databases left behind by runs that crashed hours ago.
+async fn drop_stale_databases(conn: &mut PgConnection) {
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'sw_t_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for (name,) in names {
+        let born = name
+            .split('_')
+            .nth(2)
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        if born.saturating_add(3 * 3600) < now_secs() {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        Self::start_with(TestEnvOptions::default()).await
+    }
+
+    pub async fn start_with(opts: TestEnvOptions) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let prefix = crate::unique("swt-");
+        let db_name = format!(
+            "sw_t_{}_{}",
+            now_secs(),
+            hex::encode(rand::random::<[u8; 4]>())
+        );
+        let base_url = base_database_url();
+        if let Ok(mut conn) = PgConnection::connect(&base_url).await {
+            drop_stale_databases(&mut conn).await;
+        }
+        let db_url = with_database(&base_url, &db_name);
+        let sshd = Sshd::start().await;
+
+        let mut env = Self {
+            opts,
+            prefix,
+            amqp_url: amqp_url(),
+            db_name,
+            db_url,
+            sshd,
+            base: String::new(),
+            api: Api::new("", None),
+            proxy: None,
+            proxy_child: None,
+            runners: Vec::new(),
+        };
+        env.start_proxy().await;
+        for _ in 0..env.opts.runners {
+            env.start_runner().await;
+        }
+        env
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.prefix.clone())
+    }
+
+    fn durable(&self) -> DurableQueueOptions {
+        DurableQueueOptions {
+            expires: Some(Duration::from_secs(120)),
+        }
+    }
+
+    pub fn proxy_config(&self, proxy_id: &str) -> session_proxy::Config {
+        session_proxy::Config {
+            database_url: self.db_url.clone(),
+            amqp_url: self.amqp_url.clone(),
+            topology: self.topology(),
+            proxy_id: proxy_id.to_owned(),
+            request_ttl: self.opts.request_ttl,
+            heartbeat: self.opts.heartbeat,
+            durable: self.durable(),
+            bootstrap_admin: Some((ADMIN.into(), ADMIN_PASSWORD.into())),
+            cookie_secure: false,
+            with_runner: None,
+        }
+    }
+
+    pub fn runner_config(&self, runner_id: &str) -> ssh_runner::Config {
+        ssh_runner::Config {
+            amqp_url: self.amqp_url.clone(),
+            topology: self.topology(),
+            runner_id: runner_id.to_owned(),
+            capacity: self.opts.runner_capacity,
+            heartbeat: self.opts.heartbeat,
+            connect_timeout: self.opts.connect_timeout,
+            durable: self.durable(),
+        }
+    }
+
+    /// Starts the proxy (in-process on port 0, or as a process) and logs in
+    /// as the admin.
+    pub async fn start_proxy(&mut self) {
+        if self.opts.proxy_process {
+            let (child, base) = self.spawn_proxy_process(&crate::unique("p")).await;
+            self.proxy_child = Some(child);
+            self.base = base;
+            self.api = Api::login(&self.base, ADMIN, ADMIN_PASSWORD).await;
+            return;
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let config = self.proxy_config(&crate::unique("p"));
+        let task = tokio::spawn(session_proxy::run(config, listener, shutdown.clone()));
+        self.proxy = Some(InProcess { shutdown, task });
+        self.wait_healthy(&self.base.clone()).await;
+        self.api = Api::login(&self.base, ADMIN, ADMIN_PASSWORD).await;
+    }
+
+    pub async fn wait_healthy(&self, base: &str) {
+        let http = reqwest::Client::new();
+        crate::eventually("the proxy to be ready", WAIT, || {
+            let http = http.clone();
+            async move {
+                let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Starts one more in-process runner and returns its id.
+    pub async fn start_runner(&mut self) -> String {
+        let id = crate::unique("r");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ssh_runner::run(self.runner_config(&id), shutdown.clone()));
+        self.runners.push(InProcess { shutdown, task });
+        id
+    }
+
+    /// Environment for the proxy and runner binaries run as processes.
+    fn process_env(&self, cmd: &mut Command) {
+        cmd.env("SHELLWAY_AMQP_URL", &self.amqp_url)
+            .env("SHELLWAY_AMQP_PREFIX", &self.prefix)
+            .env("SHELLWAY_DATABASE_URL", &self.db_url)
+            .env(
+                "SHELLWAY_HEARTBEAT_MS",
+                self.opts.heartbeat.as_millis().to_string(),
+            )
+            .env(
+                "SHELLWAY_REQUEST_TTL_MS",
+                self.opts.request_ttl.as_millis().to_string(),
+            )
+            .env(
+                "SHELLWAY_CONNECT_TIMEOUT_MS",
+                self.opts.connect_timeout.as_millis().to_string(),
+            )
+            .env(
+                "SHELLWAY_RUNNER_CAPACITY",
+                self.opts.runner_capacity.to_string(),
+            )
+            .env("SHELLWAY_QUEUE_EXPIRES_MS", "120000")
+            .env("SHELLWAY_ADMIN_USERNAME", ADMIN)
+            .env("SHELLWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+    }
+
+    /// Starts the runner binary as a process (so a test can kill it).
+    pub fn spawn_runner_process(&self, runner_id: &str) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shellway-test-runner"));
+        self.process_env(&mut cmd);
+        cmd.env("SHELLWAY_RUNNER_ID", runner_id);
+        cmd.spawn().expect("start runner process")
+    }
+
+    /// Starts the proxy binary as a process on a free port; returns its base URL.
+    pub async fn spawn_proxy_process(&self, proxy_id: &str) -> (Child, String) {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shellway-test-proxy"));
+        self.process_env(&mut cmd);
+        cmd.env("SHELLWAY_PROXY_ID", proxy_id)
+            .env("SHELLWAY_LISTEN", format!("127.0.0.1:{port}"));
+        let child = cmd.spawn().expect("start proxy process");
+        let base = format!("http://127.0.0.1:{port}");
+        self.wait_healthy(&base).await;
+        (child, base)
+    }
+
+    /// Host JSON for the test sshd, authenticating with the accepted key and
+    /// pinning the real host key.
+    pub fn host_json(&self, name: &str) -> Value {
+        self.host_json_with(name, &self.sshd.user_key, "strict", &[&self.sshd.host_key])
+    }
+
+    pub fn host_json_with(&self, name: &str, key: &Path, policy: &str, pinned: &[&str]) -> Value {
+        json!({
+            "name": name,
+            "hostname": "127.0.0.1",
+            "port": self.sshd.port,
+            "username": self.sshd.username,
+            "auth_method": "key_path",
+            "key_path": key.display().to_string(),
+            "host_key_policy": policy,
+            "host_keys": pinned,
+        })
+    }
+
+    pub async fn add_host(&self) -> Uuid {
+        self.api
+            .create_host(self.host_json(&crate::unique("h")))
+            .await
+    }
+
+    pub async fn attach(&self, session: Uuid) -> WsClient {
+        WsClient::connect(&self.base, &format!("/ws/sessions/{session}"), self.token()).await
+    }
+
+    pub fn token(&self) -> &str {
+        self.api.token.as_deref().unwrap_or_default()
+    }
+
+    /// Opens an interactive shell on the test sshd and waits until it is open.
+    pub async fn open_shell(&self) -> (Uuid, WsClient) {
+        let host = self.add_host().await;
+        let id = self.api.open_session(host).await;
+        let mut ws = self.attach(id).await;
+        ws.wait_open().await;
+        (id, ws)
+    }
+
+    pub async fn db(&self) -> PgPool {
+        PgPool::connect(&self.db_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Every recorded output chunk of a session: (seq, stream, bytes).
+    pub async fn recording(&self, session: Uuid) -> Vec<(i64, String, Vec<u8>)> {
+        let pool = self.db().await;
+        let rows: Vec<(i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, stream, data FROM output_chunks WHERE session_id = $1 ORDER BY seq",
+        )
+        .bind(session)
+        .fetch_all(&pool)
+        .await
+        .expect("read output_chunks");
+        pool.close().await;
+        rows
+    }
+
+    /// Kills the proxy process with SIGKILL: no graceful shutdown at all.
+    pub async fn kill_proxy_process(&mut self) {
+        let mut child = self
+            .proxy_child
+            .take()
+            .expect("the proxy runs as a process");
+        child.start_kill().expect("kill proxy");
+        child.wait().await.expect("reap proxy");
+    }
+
+    /// Stops everything and drops the test database.
+    pub async fn finish(mut self) {
+        if let Some(mut child) = self.proxy_child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        for r in std::mem::take(&mut self.runners) {
+            r.stop().await;
+        }
+        if let Some(p) = self.proxy.take() {
+            p.stop().await;
+        }
+        if let Ok(mut conn) = PgConnection::connect(&base_database_url()).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}

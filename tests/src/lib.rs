@@ -1,0 +1,49 @@
+//! The integration-test harness.
+//!
+//! `TestEnv::start()` gives a test its own world: a fresh Postgres
+//! database, broker names under a unique prefix, a real OpenSSH sshd on a
+//! free loopback port with generated keys, and a session proxy and runner
+//! on port 0. Every test can run in parallel with every other.
+//!
+//! Services are found through environment variables with local defaults:
+//! `SHELLWAY_TEST_DATABASE_URL` (postgres://postgres@127.0.0.1:5432/test) and
+//! `SHELLWAY_TEST_AMQP_URL` (amqp://guest:guest@127.0.0.1:5672/%2f).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+pub mod api;
+pub mod env;
+pub mod sshd;
+pub mod ws;
+
+pub use api::Api;
+pub use env::{TestEnv, TestEnvOptions};
+pub use sshd::Sshd;
+pub use ws::{Frame, WsClient};
+
+use std::time::Duration;
+
+/// Default time to wait for anything a test expects to happen.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming
+/// `what`. For state that has no event to wait on (database rows).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 6]>()))
+}

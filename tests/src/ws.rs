@@ -1,0 +1,161 @@
+//! A WebSocket client speaking the console protocol, for tests.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use shellway_common::output::decode_frame;
+
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// Terminal output: sequence number and bytes.
+    Output(u64, Vec<u8>),
+    /// A JSON event.
+    Event(Value),
+    /// The server closed the connection.
+    Closed,
+}
+
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Every PTY byte received so far, in order.
+    pub screen: Vec<u8>,
+    /// Highest output sequence number seen.
+    pub last_seq: u64,
+    /// Every JSON event received so far.
+    pub events: Vec<Value>,
+}
+
+impl WsClient {
+    /// Connects to `path` (e.g. `/ws/sessions/<id>?after=3`) on `base`.
+    pub async fn connect(base: &str, path: &str, token: &str) -> Self {
+        Self::try_connect(base, path, Some(token))
+            .await
+            .unwrap_or_else(|e| panic!("websocket connect to {path}: {e}"))
+    }
+
+    pub async fn try_connect(
+        base: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("{}{path}", base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {t}").parse().expect("header"),
+            );
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(req).await?;
+        Ok(Self {
+            stream,
+            screen: Vec::new(),
+            last_seq: 0,
+            events: Vec::new(),
+        })
+    }
+
+    pub async fn send(&mut self, action: Value) {
+        self.stream
+            .send(Message::Text(action.to_string().into()))
+            .await
+            .expect("send action");
+    }
+
+    pub async fn send_raw(&mut self, msg: Message) {
+        self.stream.send(msg).await.expect("send raw frame");
+    }
+
+    pub async fn type_text(&mut self, text: &str) {
+        self.send(serde_json::json!({"action": "input", "data": text}))
+            .await;
+    }
+
+    /// Next frame, or `None` if nothing arrives within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Frame> {
+        loop {
+            let msg = match tokio::time::timeout(timeout, self.stream.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(Frame::Closed),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                Message::Binary(b) => {
+                    let (seq, data) = decode_frame(&b).expect("binary frame has a seq");
+                    assert!(
+                        seq > self.last_seq,
+                        "output seq went from {} to {seq}: duplicate or reordered",
+                        self.last_seq
+                    );
+                    self.last_seq = seq;
+                    self.screen.extend_from_slice(data);
+                    return Some(Frame::Output(seq, data.to_vec()));
+                }
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).expect("event is JSON");
+                    if let Some(seq) = v["seq"].as_u64() {
+                        self.last_seq = self.last_seq.max(seq);
+                    }
+                    self.events.push(v.clone());
+                    return Some(Frame::Event(v));
+                }
+                Message::Close(_) => return Some(Frame::Closed),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits until the terminal output contains `needle`.
+    pub async fn wait_output(&mut self, needle: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !String::from_utf8_lossy(&self.screen).contains(needle) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Frame::Closed) | None => panic!(
+                    "terminal never showed {needle:?}; it shows:\n{}\nevents: {:?}",
+                    String::from_utf8_lossy(&self.screen),
+                    self.events
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits for the first event satisfying `pred` and returns it.
+    pub async fn wait_event(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        if let Some(e) = self.events.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(Frame::Event(e)) if pred(&e) => return e,
+                Some(Frame::Closed) | None => {
+                    panic!("no {what} event within {timeout:?}; got {:?}", self.events)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Waits until the shell is open (a `status` event with `open`).
+    pub async fn wait_open(&mut self) {
+        self.wait_event("status open", crate::WAIT, |e| {
+            e["event"] == "status" && e["status"] == "open"
+                || e["event"] == "connected" && e["status"] == "open"
+        })
+        .await;
+    }
+}
