@@ -102,6 +102,24 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Path of one of this package's binaries. Cargo builds them before it runs
+/// the integration tests and puts them one level above the test executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<bin>`).
+pub fn test_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let mut dir = exe.parent().expect("test executable has a directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("deps has a parent");
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run the tests with `cargo test -p shellway-tests`",
+        path.display()
+    );
+    path
+}
+
 /// Drops test databases left behind by runs that crashed hours ago.
 async fn drop_stale_databases(conn: &mut PgConnection) {
     let names: Vec<(String,)> =
@@ -116,7 +134,8 @@ async fn drop_stale_databases(conn: &mut PgConnection) {
             .and_then(|t| t.parse::<u64>().ok())
             .unwrap_or(u64::MAX);
         if born.saturating_add(3 * 3600) < now_secs() {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
                 .execute(&mut *conn)
                 .await;
         }
@@ -278,7 +297,7 @@ impl TestEnv {
 
     /// Starts the runner binary as a process (so a test can kill it).
     pub fn spawn_runner_process(&self, runner_id: &str) -> Child {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shellway-test-runner"));
+        let mut cmd = Command::new(test_binary("shellway-test-runner"));
         self.process_env(&mut cmd);
         cmd.env("SHELLWAY_RUNNER_ID", runner_id);
         cmd.spawn().expect("start runner process")
@@ -287,7 +306,7 @@ impl TestEnv {
     /// Starts the proxy binary as a process on a free port; returns its base URL.
     pub async fn spawn_proxy_process(&self, proxy_id: &str) -> (Child, String) {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shellway-test-proxy"));
+        let mut cmd = Command::new(test_binary("shellway-test-proxy"));
         self.process_env(&mut cmd);
         cmd.env("SHELLWAY_PROXY_ID", proxy_id)
             .env("SHELLWAY_LISTEN", format!("127.0.0.1:{port}"));
@@ -382,12 +401,10 @@ impl TestEnv {
             p.stop().await;
         }
         if let Ok(mut conn) = PgConnection::connect(&base_database_url()).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.db_name
-            ))
-            .execute(&mut conn)
-            .await;
+            let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                .execute(&mut conn)
+                .await;
         }
     }
 }

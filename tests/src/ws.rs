@@ -153,8 +153,7 @@ impl WsClient {
     /// Waits until the shell is open (a `status` event with `open`).
     pub async fn wait_open(&mut self) {
         self.wait_event("status open", crate::WAIT, |e| {
-            e["event"] == "status" && e["status"] == "open"
-                || e["event"] == "connected" && e["status"] == "open"
+            (e["event"] == "status" || e["event"] == "connected") && e["status"] == "open"
         })
         .await;
     }
