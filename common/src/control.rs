@@ -22,7 +22,24 @@ pub enum Control {
         reason: String,
         by: Option<String>,
     },
+    /// Render the current screen for a late joiner; answered by an
+    /// `Event::Snapshot` carrying the same `request`.
+    Snapshot {
+        request: Uuid,
+    },
+    /// The complete list of one proxy's viewers of this session. The runner
+    /// merges the lists of all proxies into `Event::Presence`; a list that is
+    /// not refreshed within `PRESENCE_TTL` is dropped (its proxy died).
+    Presence {
+        proxy: String,
+        viewers: Vec<crate::event::Viewer>,
+    },
 }
+
+/// How often a proxy re-sends its viewer lists.
+pub const PRESENCE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a proxy's viewer list counts without a refresh.
+pub const PRESENCE_TTL: std::time::Duration = std::time::Duration::from_secs(16);
 
 /// One run (command, task or batch) to execute in the session, step by step.
 /// Runs of a session execute one at a time, in the order they arrive.

@@ -31,8 +31,16 @@ pub enum Event {
         key: String,
         fingerprint: String,
     },
-    /// The current screen, for a late joiner, before live output.
+    /// The current screen, for a late joiner, before live output: `data`
+    /// is terminal output that paints the screen as it is after output
+    /// `seq` (live output continues with `seq + 1`). `request` pairs it with
+    /// the `Control::Snapshot` that asked; clients may ignore it.
     Snapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<Uuid>,
+        seq: u64,
+        cols: u16,
+        rows: u16,
         data: String,
     },
     Started {
@@ -68,6 +76,12 @@ pub enum Event {
     Presence {
         viewers: Vec<Viewer>,
     },
+    /// A share link was revoked: its viewers are disconnected. Published by
+    /// the proxy that revoked it; never forwarded to clients.
+    Revoked {
+        share: Uuid,
+        by: String,
+    },
     Error {
         #[serde(rename = "type")]
         kind: ErrorKind,
@@ -95,6 +109,7 @@ impl Event {
             Self::Canceling { .. } => "canceling",
             Self::Completed { .. } => "completed",
             Self::Presence { .. } => "presence",
+            Self::Revoked { .. } => "revoked",
             Self::Error { .. } => "error",
             Self::Closed { .. } => "closed",
         }

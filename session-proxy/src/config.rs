@@ -116,6 +116,30 @@ pub(crate) struct Options {
     pub runner_capacity: Option<u32>,
     #[arg(long, env = "SHELLWAY_CONNECT_TIMEOUT_MS", global = true)]
     pub connect_timeout_ms: Option<u64>,
+    /// Longest lifetime of a share link, in seconds.
+    #[arg(
+        long,
+        env = "SHELLWAY_SHARE_MAX_EXPIRY_S",
+        global = true,
+        default_value_t = 86_400
+    )]
+    pub share_max_expiry_s: u64,
+    /// Let `view` share links work without signing in.
+    #[arg(
+        long,
+        env = "SHELLWAY_SHARE_ANONYMOUS_VIEW",
+        global = true,
+        default_value_t = false
+    )]
+    pub share_anonymous_view: bool,
+    /// Viewers one session accepts (owner included).
+    #[arg(
+        long,
+        env = "SHELLWAY_MAX_VIEWERS",
+        global = true,
+        default_value_t = 64
+    )]
+    pub max_viewers: usize,
 }
 
 /// Eight random hex digits.
@@ -127,6 +151,12 @@ impl Options {
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.heartbeat_ms < 100 {
             return Err("SHELLWAY_HEARTBEAT_MS must be at least 100".into());
+        }
+        if self.share_max_expiry_s == 0 {
+            return Err("SHELLWAY_SHARE_MAX_EXPIRY_S must be at least 1".into());
+        }
+        if self.max_viewers == 0 {
+            return Err("SHELLWAY_MAX_VIEWERS must be at least 1".into());
         }
         if self.request_ttl_ms < 100 {
             return Err("SHELLWAY_REQUEST_TTL_MS must be at least 100".into());
@@ -187,6 +217,11 @@ impl Options {
             bootstrap_admin: self.admin_username.clone().zip(self.admin_password.clone()),
             cookie_secure: self.cookie_secure,
             with_runner,
+            sharing: crate::Sharing {
+                max_expiry: Duration::from_secs(self.share_max_expiry_s),
+                anonymous_view: self.share_anonymous_view,
+                max_viewers: self.max_viewers,
+            },
         }
     }
 }

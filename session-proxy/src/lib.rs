@@ -13,7 +13,9 @@ mod db;
 mod error;
 mod fanout;
 mod health;
+mod inputs;
 mod liveness;
+mod presence;
 mod recorder;
 mod rejected;
 mod ws;
@@ -49,7 +51,10 @@ pub struct Config {
     pub cookie_secure: bool,
     /// Run a runner in this process too.
     pub with_runner: Option<ssh_runner::Config>,
+    pub sharing: Sharing,
 }
+
+pub use crate::api::shares::Sharing;
 
 /// How long to wait for RabbitMQ at start.
 const BROKER_STARTUP_WAIT: Duration = Duration::from_secs(60);
@@ -84,13 +89,18 @@ pub async fn run(
         tracker.clone(),
         tasks.clone(),
     );
+    let presence = presence::Presence::new(config.proxy_id.clone());
+    tracker.spawn(presence.clone().run(broker.clone(), tasks.clone()));
     let state = AppState {
         db: db.clone(),
         broker: broker.clone(),
         fanout,
+        presence,
+        inputs: inputs::InputLog::new(db.clone(), &tracker, tasks.clone()),
         settings: Arc::new(Settings {
             request_ttl: config.request_ttl,
             cookie_secure: config.cookie_secure,
+            sharing: config.sharing.clone(),
         }),
         shutdown: tasks.clone(),
     };

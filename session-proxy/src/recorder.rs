@@ -306,12 +306,23 @@ async fn apply_event(
             db::audit(&mut *conn, None, "session.error", &session.to_string(), detail).await;
             Ok(())
         }
+        Event::Presence { viewers } => {
+            // The live monitor's viewer column; an ended session has none.
+            sqlx::query(
+                "UPDATE sessions SET viewers = CASE WHEN status IN ('pending', 'connecting', 'open')                  THEN $2 ELSE '[]' END WHERE id = $1",
+            )
+            .bind(session)
+            .bind(sqlx::types::Json(viewers))
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+        }
         Event::Connected { .. }
         | Event::Snapshot { .. }
         | Event::Chunk { .. }
         | Event::Progress { .. }
         | Event::Canceling { .. }
-        | Event::Presence { .. } => Ok(()),
+        | Event::Revoked { .. } => Ok(()),
     }
 }
 

@@ -5,15 +5,17 @@
 //! Every output message has a per-session `seq`; the viewer sends each seq
 //! once, in order, filling any gap (lag, reconnect) from the recording.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
-use shellway_common::event::ViewMode;
+use shellway_common::event::{ViewMode, Viewer as Attendee};
 use shellway_common::output::encode_frame;
 use shellway_common::{
     ClientAction, Control, ErrorKind, Event, SessionStatus, Stream as OutStream,
@@ -25,11 +27,14 @@ use uuid::Uuid;
 
 use crate::api::runs::{self, RunRequest};
 use crate::api::sessions;
+use crate::api::shares::{self, Share};
 use crate::api::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Credential};
 use crate::broker::Report;
 use crate::error::ApiError;
 use crate::fanout::Subscription;
+use crate::inputs::Typed;
+use crate::presence::Attendance;
 
 /// Largest client frame accepted by the parser.
 const MAX_ACTION: usize = 256 * 1024;
@@ -46,10 +51,31 @@ const STATUS_POLL: Duration = Duration::from_secs(1);
 /// Messages still forwarded after the session ended, before closing.
 const LINGER: Duration = Duration::from_millis(300);
 const PAGE: i64 = 256;
+/// How long a joiner waits for the runner's snapshot before falling back
+/// to replaying the recording.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+/// Input one viewer may send: a sustained rate and a burst. A viewer over
+/// it is slowed down (its socket is read later), so one flooding
+/// controller cannot starve the others.
+const INPUT_RATE: f64 = 1024.0 * 1024.0;
+const INPUT_BURST: f64 = 1024.0 * 1024.0;
 
 #[derive(Deserialize)]
 pub(crate) struct WsQuery {
     after: Option<u64>,
+    /// `view` or `control` (owner and admins only; an admin who does not
+    /// own the session watches read-only unless asking for control).
+    mode: Option<String>,
+    /// Start with a snapshot of the screen instead of recorded output.
+    snapshot: Option<bool>,
+}
+
+fn too_many_viewers(max: usize) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "too_many_viewers",
+        format!("this session already has {max} viewers, the most it accepts"),
+    )
 }
 
 pub(crate) async fn upgrade(
@@ -60,26 +86,46 @@ pub(crate) async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let session = sessions::load(&st.db, id, &user).await?;
-    let span = tracing::info_span!("viewer", session_id = %id, user = %user.username);
-    span.in_scope(|| tracing::info!("viewer attached"));
-    let viewer = Viewer {
-        st,
-        user,
-        session: session.id,
-        after: q.after,
-        last_sent: 0,
-        status: SessionStatus::Pending,
-        error_sent: false,
+    let owner = session.owner_id == user.id;
+    let mode = match q.mode.as_deref() {
+        None if owner => ViewMode::Control,
+        None => ViewMode::View,
+        Some("view") => ViewMode::View,
+        Some("control") => ViewMode::Control,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "mode",
+                "mode must be \"view\" or \"control\"",
+            ))
+        }
     };
-    Ok(ws
-        .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            viewer.serve(sink, stream).instrument(span)
-        }))
+    let snapshot = q.snapshot.unwrap_or(!owner);
+    let viewer = Viewer::new(st, user, session.id, mode, None, q.after, snapshot)?;
+    Ok(viewer.upgrade(ws))
+}
+
+/// `GET /ws/join/{token}`: a viewer who came through a share link.
+pub(crate) async fn join(
+    State(st): State<AppState>,
+    user: Result<AuthUser, ApiError>,
+    Path(token): Path<String>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let share = shares::resolve(&st.db, &token).await?;
+    let user = match user {
+        Ok(user) => user,
+        Err(_) if share.mode == ViewMode::View && st.settings.sharing.anonymous_view => AuthUser {
+            id: Uuid::nil(),
+            username: "anonymous".into(),
+            is_admin: false,
+            credential: Credential::Token,
+        },
+        Err(err) => return Err(err),
+    };
+    let session = share.session;
+    let viewer = Viewer::new(st, user, session, share.mode, Some(share), q.after, true)?;
+    Ok(viewer.upgrade(ws))
 }
 
 /// One attached viewer.
@@ -87,11 +133,105 @@ pub(crate) struct Viewer {
     st: AppState,
     user: AuthUser,
     session: Uuid,
+    mode: ViewMode,
+    /// The link this viewer came through, if any.
+    share: Option<Share>,
     after: Option<u64>,
+    /// Start with a snapshot of the screen (when `after` is not given).
+    snapshot: bool,
     /// Highest output seq sent to this viewer.
     last_sent: u64,
     status: SessionStatus,
     error_sent: bool,
+    /// Set when the viewer must leave: the reason, and who caused it.
+    ended: Option<(String, Option<String>)>,
+    budget: InputBudget,
+    _attendance: Attendance,
+}
+
+impl Viewer {
+    fn new(
+        st: AppState,
+        user: AuthUser,
+        session: Uuid,
+        mode: ViewMode,
+        share: Option<Share>,
+        after: Option<u64>,
+        snapshot: bool,
+    ) -> Result<Self, ApiError> {
+        let max = st.settings.sharing.max_viewers;
+        let attendee = Attendee {
+            user: user.username.clone(),
+            mode,
+        };
+        let attendance = st
+            .presence
+            .attend(session, attendee, max)
+            .ok_or_else(|| too_many_viewers(max))?;
+        Ok(Self {
+            st,
+            user,
+            session,
+            mode,
+            share,
+            after,
+            snapshot,
+            last_sent: 0,
+            status: SessionStatus::Pending,
+            error_sent: false,
+            ended: None,
+            budget: InputBudget::new(),
+            _attendance: attendance,
+        })
+    }
+
+    fn upgrade(self, ws: WebSocketUpgrade) -> Response {
+        let span = tracing::info_span!(
+            "viewer",
+            session_id = %self.session,
+            user = %self.user.username,
+            mode = ?self.mode,
+            share = ?self.share.as_ref().map(|s| s.id),
+        );
+        span.in_scope(|| tracing::info!("viewer attached"));
+        let viewer = self;
+        ws.read_buffer_size(SOCKET_BUFFER)
+            .write_buffer_size(SOCKET_BUFFER)
+            .max_message_size(MAX_MESSAGE)
+            .max_frame_size(MAX_MESSAGE)
+            .on_upgrade(move |socket| {
+                let (sink, stream) = socket.split();
+                viewer.serve(sink, stream).instrument(span)
+            })
+    }
+}
+
+/// A token bucket over the bytes of a viewer's input.
+struct InputBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl InputBudget {
+    fn new() -> Self {
+        Self {
+            tokens: INPUT_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// How long to wait before `bytes` more may be sent.
+    fn take(&mut self, bytes: usize) -> Duration {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * INPUT_RATE;
+        self.tokens = (self.tokens + earned).min(INPUT_BURST) - bytes as f64;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / INPUT_RATE)
+        }
+    }
 }
 
 /// Why the socket stopped.
@@ -103,6 +243,7 @@ enum Step {
     Live(Result<Arc<Report>, RecvError>),
     Poll,
     Linger,
+    Expired,
     Shutdown,
 }
 
@@ -145,13 +286,28 @@ impl Viewer {
         let connected = Event::Connected {
             session: self.session,
             runner: row.runner.clone(),
-            mode: ViewMode::Control,
+            mode: self.mode,
             status: row.status,
         };
         self.send_event(sink, &connected).await?;
-        self.last_sent = match self.after {
-            Some(n) => n,
-            None => self.replay_start().await,
+        let mut backlog: VecDeque<Arc<Report>> = VecDeque::new();
+        let snapshot = match self.after {
+            None if self.snapshot && row.status == SessionStatus::Open => {
+                self.take_snapshot(&mut sub, &mut backlog).await
+            }
+            _ => None,
+        };
+        self.last_sent = match (self.after, snapshot) {
+            (Some(n), _) => n,
+            (None, Some(snapshot)) => {
+                let seq = match &snapshot {
+                    Event::Snapshot { seq, .. } => *seq,
+                    _ => 0,
+                };
+                self.send_event(sink, &snapshot).await?;
+                seq
+            }
+            (None, None) => self.replay_start().await,
         };
         self.replay(sink, None).await?;
         if !self.status.is_live() {
@@ -161,9 +317,9 @@ impl Viewer {
 
         let mut poll = tokio::time::interval(STATUS_POLL);
         let mut linger: Option<Instant> = None;
-        let mut held: Option<Arc<Report>> = None;
+        let expires = self.share.as_ref().map(|s| s.expires_at);
         loop {
-            let step = match held.take() {
+            let step = match backlog.pop_front() {
                 Some(report) => Step::Live(Ok(report)),
                 None => {
                     let until =
@@ -174,12 +330,16 @@ impl Viewer {
                         live = sub.rx.recv() => Step::Live(live),
                         _ = poll.tick() => Step::Poll,
                         _ = tokio::time::sleep_until(until), if linger.is_some() => Step::Linger,
+                        _ = sleep_until_utc(expires), if expires.is_some() => Step::Expired,
                     }
                 }
             };
             match step {
                 Step::Shutdown => return Ok("server shutting down".into()),
                 Step::Linger => return Ok(format!("session {}", self.status.as_str())),
+                Step::Expired => {
+                    self.ended = Some(("the share link expired".into(), None));
+                }
                 Step::Client(None) | Step::Client(Some(Message::Close(_))) => return Err(Gone),
                 Step::Client(Some(msg)) => self.on_client(sink, msg).await?,
                 Step::Live(Err(RecvError::Lagged(missed))) => {
@@ -188,9 +348,19 @@ impl Viewer {
                 }
                 Step::Live(Err(RecvError::Closed)) => return Ok("live feed closed".into()),
                 Step::Live(Ok(report)) => {
-                    held = self.on_live(sink, &mut sub, &report).await?;
+                    if let Some(held) = self.on_live(sink, &mut sub, &report).await? {
+                        backlog.push_front(held);
+                    }
                 }
                 Step::Poll => self.poll_status(sink).await?,
+            }
+            if let Some((reason, by)) = self.ended.take() {
+                let closed = Event::Closed {
+                    reason: reason.clone(),
+                    by,
+                };
+                self.send_event(sink, &closed).await?;
+                return Ok(reason);
             }
             if !self.status.is_live() && linger.is_none() {
                 linger = Some(Instant::now() + LINGER);
@@ -241,7 +411,7 @@ impl Viewer {
                     .await
             }
         };
-        if let Err(err) = self.act(action).await {
+        if let Err(err) = self.act(action, sink).await {
             let kind = match err.code {
                 "not_supported" | "invalid_field" => ErrorKind::Protocol,
                 _ => ErrorKind::Runtime,
@@ -253,13 +423,38 @@ impl Viewer {
         Ok(())
     }
 
-    async fn act(&self, action: ClientAction) -> Result<(), ApiError> {
+    async fn act<Si: Sink<Message, Error = E> + Unpin, E>(
+        &mut self,
+        action: ClientAction,
+        sink: &mut Si,
+    ) -> Result<(), ApiError> {
+        let _ = sink;
+        if self.mode == ViewMode::View {
+            if let Some(what) = refused_when_viewing(&action) {
+                return Err(ApiError::not_supported(
+                    "action",
+                    format!("{what} refused: you are watching this session read-only"),
+                ));
+            }
+        }
         let (st, id) = (&self.st, self.session);
         match action {
             ClientAction::Input { data } if !data.is_empty() => {
+                let wait = self.budget.take(data.len());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 st.broker
                     .publish_input(id, data.as_bytes(), &self.user.username)
-                    .await?
+                    .await?;
+                let typed = Typed {
+                    session: id,
+                    user: (!self.user.id.is_nil()).then_some(self.user.id),
+                    username: self.user.username.clone(),
+                    share: self.share.as_ref().map(|s| s.id),
+                    data: data.into_bytes(),
+                };
+                st.inputs.record(typed).await;
             }
             ClientAction::Input { .. } | ClientAction::Ack { .. } => {}
             ClientAction::Resize { cols, rows } => {
@@ -285,9 +480,65 @@ impl Viewer {
                 };
                 runs::start_run(st, id, &self.user, &req, true).await?;
             }
+            // Someone who joined by a link leaves; only the owner (or an
+            // admin) ends the session for everybody.
+            ClientAction::Close if self.share.is_some() => {
+                self.ended = Some(("left".into(), Some(self.user.username.clone())));
+            }
             ClientAction::Close => sessions::end_session(st, id, &self.user).await?,
         }
         Ok(())
+    }
+
+    /// Asks the runner for the current screen and waits for it, keeping the
+    /// live reports that arrive meanwhile in `backlog`.
+    async fn take_snapshot(
+        &self,
+        sub: &mut Subscription,
+        backlog: &mut VecDeque<Arc<Report>>,
+    ) -> Option<Event> {
+        let request = Uuid::now_v7();
+        let ask = Control::Snapshot { request };
+        if let Err(err) = self
+            .st
+            .broker
+            .publish_control(self.session, &ask, true)
+            .await
+        {
+            tracing::warn!(error = %err, "cannot ask for a snapshot");
+            return None;
+        }
+        let deadline = Instant::now() + SNAPSHOT_WAIT;
+        loop {
+            let report = match tokio::time::timeout_at(deadline, sub.rx.recv()).await {
+                Ok(Ok(report)) => report,
+                Ok(Err(RecvError::Lagged(_))) => continue,
+                Ok(Err(RecvError::Closed)) | Err(_) => {
+                    tracing::info!("no snapshot in time; replaying the recording instead");
+                    return None;
+                }
+            };
+            if let Report::Event(Event::Snapshot {
+                request: Some(r),
+                seq,
+                cols,
+                rows,
+                data,
+            }) = report.as_ref()
+            {
+                if *r == request {
+                    return Some(Event::Snapshot {
+                        request: None,
+                        seq: *seq,
+                        cols: *cols,
+                        rows: *rows,
+                        data: data.clone(),
+                    });
+                }
+                continue;
+            }
+            backlog.push_back(report);
+        }
     }
 
     // ---- live → client ----------------------------------------------------
@@ -353,7 +604,21 @@ impl Viewer {
         event: &Event,
     ) -> Result<(), Gone> {
         match event {
-            Event::HostKey { .. } | Event::Connected { .. } => return Ok(()),
+            // Snapshots answer one joiner's request and are sent by
+            // `take_snapshot`; revocations are for the proxies.
+            Event::HostKey { .. } | Event::Connected { .. } | Event::Snapshot { .. } => {
+                return Ok(())
+            }
+            Event::Revoked { share, by } => {
+                if self.share.as_ref().is_some_and(|s| s.id == *share) {
+                    let reason = "the share link was revoked".to_owned();
+                    self.ended = Some((reason, Some(by.clone())));
+                }
+                return Ok(());
+            }
+            Event::Presence { viewers } => {
+                self.st.presence.note_total(self.session, viewers.len());
+            }
             Event::Status { status, .. } => {
                 if !self.status.is_live() {
                     return Ok(());
@@ -566,6 +831,25 @@ impl Viewer {
         };
         self.send_event(sink, &event).await
     }
+}
+
+/// What a read-only viewer may not do, by name.
+fn refused_when_viewing(action: &ClientAction) -> Option<&'static str> {
+    match action {
+        ClientAction::Input { .. } => Some("input"),
+        ClientAction::Resize { .. } => Some("resize"),
+        ClientAction::Run { .. } => Some("run"),
+        ClientAction::Cancel { .. } => Some("cancel"),
+        ClientAction::Ack { .. } | ClientAction::Close => None,
+    }
+}
+
+/// Sleeps until a wall-clock instant (a share link's expiry).
+async fn sleep_until_utc(at: Option<DateTime<Utc>>) {
+    let left = at
+        .map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+        .unwrap_or(Duration::from_secs(86_400));
+    tokio::time::sleep(left).await;
 }
 
 type StatusTuple = (String, Option<String>, Option<String>, Option<String>);

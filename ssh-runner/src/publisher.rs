@@ -59,6 +59,11 @@ impl SessionPublisher {
             .await;
     }
 
+    /// Sequence number of the last output message published.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Publishes one output message with the next sequence number.
     pub(crate) async fn output(&mut self, stream: Stream, run: Option<Uuid>, data: &[u8]) {
         self.seq += 1;

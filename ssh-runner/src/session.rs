@@ -3,7 +3,7 @@
 //! cancel, close) until the session ends, and report it all as events.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -11,7 +11,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::FieldTable;
 use lapin::{Channel, Consumer};
 use russh::{ChannelMsg, ChannelWriteHalf};
-use shellway_common::control::RunSpec;
+use shellway_common::control::{RunSpec, PRESENCE_REFRESH, PRESENCE_TTL};
 use shellway_common::topology::{KIND_CONTROL, KIND_INPUT};
 use shellway_common::{
     Control, ErrorKind, Event, PtySize, RunStatus, SessionRequest, SessionStatus, Stream,
@@ -19,11 +19,14 @@ use shellway_common::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::output::{ChannelKind, ChannelReader, Next};
+use crate::presence::Board;
 use crate::publisher::{SessionPublisher, SharedPublisher};
 use crate::runs::{self, RunQueue, MAX_QUEUED_RUNS};
+use crate::screen::Screen;
 use crate::slots::Slot;
 use crate::ssh::{self, SshConnection};
 use crate::Config;
@@ -154,20 +157,25 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     let (runs, worker) = runs::queue(ssh.clone(), publisher.clone(), stop_runs.clone());
     let worker = AbortOnDropHandle::new(tokio::spawn(worker.run().in_current_span()));
     let shell_done = CancellationToken::new();
-    let (pty_write, pty_task) = match pty {
-        Some(channel) => {
+    let screen = pty
+        .as_ref()
+        .map(|_| Screen::new(request.pty.cols, request.pty.rows));
+    let (pty_write, pty_task) = match (pty, &screen) {
+        (Some(channel), Some(screen)) => {
             let (read, write) = channel.split();
-            let task = pty_reader(read, publisher.clone(), shell_done.clone());
+            let task = pty_reader(read, publisher.clone(), screen.clone(), shell_done.clone());
             let task = AbortOnDropHandle::new(tokio::spawn(task.in_current_span()));
             (Some(write), Some(task))
         }
-        None => (None, None),
+        _ => (None, None),
     };
 
     let actor = Actor {
         input: input.clone(),
         consumer,
         pty: pty_write,
+        screen,
+        presence: Board::default(),
         runs,
         publisher: publisher.clone(),
     };
@@ -281,21 +289,21 @@ async fn open_shell(
     Ok(channel)
 }
 
-/// Publishes the shell's output until the shell ends.
+/// Publishes the shell's output until the shell ends, keeping the screen
+/// in step with what was published.
 async fn pty_reader(
     read: russh::ChannelReadHalf,
     publisher: SharedPublisher,
+    screen: Screen,
     done: CancellationToken,
 ) {
     let mut reader = ChannelReader::new(read, ChannelKind::Pty);
     loop {
         match reader.next().await {
             Next::Output(batch) => {
-                publisher
-                    .lock()
-                    .await
-                    .output(Stream::Pty, None, &batch.data)
-                    .await
+                let mut p = publisher.lock().await;
+                screen.feed(&batch.data);
+                p.output(Stream::Pty, None, &batch.data).await
             }
             Next::Msg(ChannelMsg::ExitStatus { exit_status }) => {
                 tracing::info!(exit_status, "shell exited");
@@ -312,6 +320,8 @@ struct Actor {
     input: Channel,
     consumer: Consumer,
     pty: Option<PtyWriter>,
+    screen: Option<Screen>,
+    presence: Board,
     runs: RunQueue,
     publisher: SharedPublisher,
 }
@@ -323,6 +333,7 @@ impl Actor {
         shell_done: &CancellationToken,
         host_gone: &CancellationToken,
     ) -> End {
+        let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
         loop {
             let delivery = tokio::select! {
                 biased;
@@ -331,6 +342,11 @@ impl Actor {
                 () = host_gone.cancelled() => return End::because("connection to the host was lost"),
                 () = shell_done.cancelled() => return End::because("shell exited"),
                 delivery = self.consumer.next() => delivery,
+                _ = presence_check.tick() => {
+                    let changed = self.presence.expire(Instant::now(), PRESENCE_TTL);
+                    self.publish_presence(changed).await;
+                    continue;
+                }
             };
             let mut delivery = match delivery {
                 Some(Ok(delivery)) => delivery,
@@ -389,6 +405,9 @@ impl Actor {
     async fn control(&mut self, control: Control) -> Option<End> {
         match control {
             Control::Resize { cols, rows } => {
+                if let Some(screen) = &self.screen {
+                    screen.resize(cols, rows);
+                }
                 if let Some(pty) = &self.pty {
                     if let Err(err) = pty.window_change(cols.into(), rows.into(), 0, 0).await {
                         tracing::debug!(error = %err, "resize failed");
@@ -413,8 +432,41 @@ impl Actor {
                 None => tracing::info!("cancel requested with no run going"),
             },
             Control::Close { reason, by } => return Some(End { reason, by }),
+            Control::Snapshot { request } => self.snapshot(request).await,
+            Control::Presence { proxy, viewers } => {
+                let changed = self.presence.update(proxy, viewers, Instant::now());
+                self.publish_presence(changed).await;
+            }
         }
         None
+    }
+
+    /// Publishes the current screen, taken under the publisher's lock so it
+    /// matches the output up to the seq it names.
+    async fn snapshot(&self, request: Uuid) {
+        let mut p = self.publisher.lock().await;
+        let (cols, rows, data) = match &self.screen {
+            Some(screen) => {
+                let shown = screen.render();
+                (shown.cols, shown.rows, shown.data)
+            }
+            None => (0, 0, String::new()),
+        };
+        let event = Event::Snapshot {
+            request: Some(request),
+            seq: p.seq(),
+            cols,
+            rows,
+            data,
+        };
+        p.event(&event).await;
+    }
+
+    async fn publish_presence(&self, changed: Option<Vec<shellway_common::event::Viewer>>) {
+        if let Some(viewers) = changed {
+            let event = Event::Presence { viewers };
+            self.publisher.lock().await.event(&event).await;
+        }
     }
 
     async fn refuse(&self, spec: RunSpec) {

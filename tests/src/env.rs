@@ -29,6 +29,7 @@ pub struct TestEnvOptions {
     /// Run the proxy as a process (so a test can kill it) instead of
     /// in-process.
     pub proxy_process: bool,
+    pub sharing: session_proxy::Sharing,
 }
 
 impl Default for TestEnvOptions {
@@ -40,6 +41,7 @@ impl Default for TestEnvOptions {
             heartbeat: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(5),
             proxy_process: false,
+            sharing: session_proxy::Sharing::default(),
         }
     }
 }
@@ -75,6 +77,7 @@ pub struct TestEnv {
     pub api: Api,
     proxy: Option<InProcess>,
     proxy_child: Option<Child>,
+    extra_proxies: Vec<InProcess>,
     runners: Vec<InProcess>,
 }
 
@@ -176,6 +179,7 @@ impl TestEnv {
             api: Api::new("", None),
             proxy: None,
             proxy_child: None,
+            extra_proxies: Vec::new(),
             runners: Vec::new(),
         };
         env.start_proxy().await;
@@ -207,6 +211,7 @@ impl TestEnv {
             bootstrap_admin: Some((ADMIN.into(), ADMIN_PASSWORD.into())),
             cookie_secure: false,
             with_runner: None,
+            sharing: self.opts.sharing.clone(),
         }
     }
 
@@ -240,6 +245,34 @@ impl TestEnv {
         self.proxy = Some(InProcess { shutdown, task });
         self.wait_healthy(&self.base.clone()).await;
         self.api = Api::login(&self.base, ADMIN, ADMIN_PASSWORD).await;
+    }
+
+    /// Starts another in-process proxy of the same deployment (same broker
+    /// prefix and database) and returns its base URL.
+    pub async fn start_extra_proxy(&mut self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let config = self.proxy_config(&crate::unique("p"));
+        let task = tokio::spawn(session_proxy::run(config, listener, shutdown.clone()));
+        self.extra_proxies.push(InProcess { shutdown, task });
+        self.wait_healthy(&base).await;
+        base
+    }
+
+    /// Creates a non-admin user (as the admin) and returns an API client
+    /// signed in as them on the main proxy.
+    pub async fn add_user(&self, username: &str) -> Api {
+        let password = format!("{username}-password");
+        let (status, body) = self
+            .api
+            .post(
+                "/api/users",
+                json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "create user: {body}");
+        Api::login(&self.base, username, &password).await
     }
 
     pub async fn wait_healthy(&self, base: &str) {
@@ -285,6 +318,10 @@ impl TestEnv {
                 self.opts.runner_capacity.to_string(),
             )
             .env("SHELLWAY_QUEUE_EXPIRES_MS", "120000")
+            .env(
+                "SHELLWAY_MAX_VIEWERS",
+                self.opts.sharing.max_viewers.to_string(),
+            )
             .env("SHELLWAY_ADMIN_USERNAME", ADMIN)
             .env("SHELLWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env(
@@ -396,6 +433,9 @@ impl TestEnv {
         }
         for r in std::mem::take(&mut self.runners) {
             r.stop().await;
+        }
+        for p in std::mem::take(&mut self.extra_proxies) {
+            p.stop().await;
         }
         if let Some(p) = self.proxy.take() {
             p.stop().await;

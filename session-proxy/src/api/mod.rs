@@ -6,7 +6,9 @@ mod hosts;
 pub(crate) mod login;
 pub(crate) mod runs;
 pub(crate) mod sessions;
+pub(crate) mod shares;
 mod tokens;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,7 @@ use crate::fanout::Fanout;
 pub(crate) struct Settings {
     pub request_ttl: Duration,
     pub cookie_secure: bool,
+    pub sharing: shares::Sharing,
 }
 
 #[derive(Clone)]
@@ -33,6 +36,8 @@ pub(crate) struct AppState {
     pub db: PgPool,
     pub broker: Broker,
     pub fanout: Fanout,
+    pub presence: crate::presence::Presence,
+    pub inputs: crate::inputs::InputLog,
     pub settings: Arc<Settings>,
     /// Cancelled at shutdown; WebSockets end on it.
     pub shutdown: CancellationToken,
@@ -61,6 +66,14 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/api/sessions/{id}/runs", post(runs::create))
         .route("/ws/sessions/{id}", get(crate::ws::upgrade))
+        .route(
+            "/api/sessions/{id}/shares",
+            get(shares::list).post(shares::create),
+        )
+        .route("/api/shares/{key}", axum::routing::delete(shares::revoke))
+        .route("/api/join/{token}", get(shares::describe))
+        .route("/api/users", get(users::list).post(users::create))
+        .route("/ws/join/{token}", get(crate::ws::join))
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))
         .fallback(|| async { ApiError::not_found("route") })
@@ -96,13 +109,21 @@ mod tests {
             tokio_util::task::TaskTracker::new(),
             shutdown.clone(),
         );
+        let inputs = crate::inputs::InputLog::new(
+            db.clone(),
+            &tokio_util::task::TaskTracker::new(),
+            shutdown.clone(),
+        );
         router(AppState {
             db,
             broker,
             fanout,
+            presence: crate::presence::Presence::new("p".into()),
+            inputs,
             settings: Arc::new(Settings {
                 request_ttl: Duration::from_secs(1),
                 cookie_secure: false,
+                sharing: shares::Sharing::default(),
             }),
             shutdown,
         })

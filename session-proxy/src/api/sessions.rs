@@ -31,11 +31,13 @@ pub(crate) struct SessionRow {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    pub viewers: sqlx::types::Json<Value>,
 }
 
 const SELECT: &str =
     "SELECT s.id, s.host_id, h.name AS host_name, s.owner_id, u.username AS owner, \
-     s.status, s.runner, s.cols, s.rows, s.error_kind, s.error, s.created_at, s.ended_at \
+     s.status, s.runner, s.cols, s.rows, s.error_kind, s.error, s.created_at, s.ended_at, \
+     CASE WHEN s.status IN ('pending', 'connecting', 'open') THEN s.viewers ELSE '[]' END AS viewers \
      FROM sessions s JOIN users u ON u.id = s.owner_id LEFT JOIN hosts h ON h.id = s.host_id";
 
 impl SessionRow {
@@ -58,6 +60,7 @@ impl SessionRow {
             "created_at": self.created_at,
             "ended_at": self.ended_at,
             "ws_path": ws_path(self.id),
+            "viewers": self.viewers.0,
             "runs": runs,
         })
     }

@@ -1,0 +1,94 @@
+//! The input audit: every input sent to a session's PTY, with who typed it
+//! (`session_input`). Written in batches off the keystroke path; a full
+//! queue slows the typist down rather than dropping a record.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const QUEUE: usize = 4096;
+const BATCH: usize = 512;
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(crate) struct Typed {
+    pub(crate) session: Uuid,
+    pub(crate) user: Option<Uuid>,
+    pub(crate) username: String,
+    pub(crate) share: Option<Uuid>,
+    pub(crate) data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub(crate) struct InputLog {
+    tx: mpsc::Sender<Typed>,
+}
+
+impl InputLog {
+    pub(crate) fn new(
+        db: PgPool,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tracker.spawn(write(db, rx, shutdown));
+        Self { tx }
+    }
+
+    pub(crate) async fn record(&self, typed: Typed) {
+        if self.tx.send(typed).await.is_err() {
+            tracing::warn!("input audit writer stopped; an input was not recorded");
+        }
+    }
+}
+
+async fn write(db: PgPool, mut rx: mpsc::Receiver<Typed>, shutdown: CancellationToken) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            // Shutdown drains what is queued before the writer ends.
+            _ = shutdown.cancelled(), if rx.is_empty() => return,
+        };
+        if n == 0 {
+            return;
+        }
+        while let Err(err) = insert(&db, &batch).await {
+            tracing::error!(error = %err, rows = batch.len(), "cannot write the input audit; retrying");
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+        batch.clear();
+    }
+}
+
+async fn insert(db: &PgPool, batch: &[Typed]) -> Result<(), sqlx::Error> {
+    let mut sessions = Vec::with_capacity(batch.len());
+    let mut users = Vec::with_capacity(batch.len());
+    let mut names = Vec::with_capacity(batch.len());
+    let mut shares = Vec::with_capacity(batch.len());
+    let mut data = Vec::with_capacity(batch.len());
+    for t in batch {
+        sessions.push(t.session);
+        users.push(t.user);
+        names.push(t.username.clone());
+        shares.push(t.share);
+        data.push(t.data.clone());
+    }
+    sqlx::query(
+        "INSERT INTO session_input (session_id, user_id, username, share_id, data) \
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bytea[])",
+    )
+    .bind(sessions)
+    .bind(users)
+    .bind(names)
+    .bind(shares)
+    .bind(data)
+    .execute(db)
+    .await?;
+    Ok(())
+}

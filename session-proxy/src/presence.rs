@@ -1,0 +1,195 @@
+//! This proxy's viewers of each session, told to the session's runner.
+//!
+//! The runner merges the lists of every proxy into the `presence` event all
+//! viewers get (see `ssh-runner/src/presence.rs`). Lists are complete, so
+//! the newest always wins; one task sends them in order, on every change
+//! and every `PRESENCE_REFRESH` (which also lets the runner drop the list of
+//! a proxy that died).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use shellway_common::control::PRESENCE_REFRESH;
+use shellway_common::event::Viewer;
+use shellway_common::Control;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+
+#[derive(Clone)]
+pub(crate) struct Presence {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    proxy_id: String,
+    next: AtomicU64,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    local: HashMap<Uuid, BTreeMap<u64, Viewer>>,
+    /// The session-wide count from the latest `presence` event seen here.
+    totals: HashMap<Uuid, usize>,
+    dirty: HashSet<Uuid>,
+}
+
+/// One attached viewer; dropping it removes the viewer.
+pub(crate) struct Attendance {
+    inner: Arc<Inner>,
+    session: Uuid,
+    key: u64,
+}
+
+impl Drop for Attendance {
+    fn drop(&mut self) {
+        let mut state = self.inner.lock();
+        if let Some(viewers) = state.local.get_mut(&self.session) {
+            viewers.remove(&self.key);
+        }
+        state.dirty.insert(self.session);
+        drop(state);
+        self.inner.changed.notify_one();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Presence {
+    pub(crate) fn new(proxy_id: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                proxy_id,
+                next: AtomicU64::new(0),
+                state: Mutex::new(State::default()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Adds a viewer unless the session already has `max` viewers (as far
+    /// as this proxy knows: its own, or the runner's latest total if
+    /// larger).
+    pub(crate) fn attend(&self, session: Uuid, viewer: Viewer, max: usize) -> Option<Attendance> {
+        let mut state = self.inner.lock();
+        let here = state.local.get(&session).map_or(0, BTreeMap::len);
+        let total = state.totals.get(&session).copied().unwrap_or(0).max(here);
+        if total >= max {
+            return None;
+        }
+        let key = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        state.local.entry(session).or_default().insert(key, viewer);
+        // Counted at once, so a burst of joins cannot overshoot `max`.
+        state.totals.insert(session, total + 1);
+        state.dirty.insert(session);
+        drop(state);
+        self.inner.changed.notify_one();
+        Some(Attendance {
+            inner: self.inner.clone(),
+            session,
+            key,
+        })
+    }
+
+    /// Notes the session-wide viewer count from a `presence` event.
+    pub(crate) fn note_total(&self, session: Uuid, total: usize) {
+        self.inner.lock().totals.insert(session, total);
+    }
+
+    /// Sends changed lists (and, every refresh, all lists) until shutdown.
+    pub(crate) async fn run(self, broker: Broker, shutdown: CancellationToken) {
+        let mut refresh = tokio::time::interval(PRESENCE_REFRESH);
+        loop {
+            let everything = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.inner.changed.notified() => false,
+                _ = refresh.tick() => true,
+            };
+            for (session, viewers) in self.take_changes(everything) {
+                let control = Control::Presence {
+                    proxy: self.inner.proxy_id.clone(),
+                    viewers,
+                };
+                if let Err(err) = broker.publish_control(session, &control, false).await {
+                    tracing::debug!(session_id = %session, error = %err, "cannot send presence");
+                }
+            }
+        }
+    }
+
+    fn take_changes(&self, everything: bool) -> Vec<(Uuid, Vec<Viewer>)> {
+        let mut state = self.inner.lock();
+        let mut sessions: Vec<Uuid> = state.dirty.drain().collect();
+        if everything {
+            sessions.extend(state.local.keys().copied());
+            sessions.sort();
+            sessions.dedup();
+        }
+        let mut out = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let viewers: Vec<Viewer> = state
+                .local
+                .get(&session)
+                .map(|v| v.values().cloned().collect())
+                .unwrap_or_default();
+            if viewers.is_empty() {
+                state.local.remove(&session);
+                state.totals.remove(&session);
+            }
+            out.push((session, viewers));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shellway_common::event::ViewMode;
+
+    fn viewer(user: &str) -> Viewer {
+        Viewer {
+            user: user.into(),
+            mode: ViewMode::View,
+        }
+    }
+
+    #[test]
+    fn viewers_are_bounded_and_leaving_is_reported() {
+        let p = Presence::new("p1".into());
+        let s = Uuid::now_v7();
+        let a = p.attend(s, viewer("a"), 2);
+        let b = p.attend(s, viewer("b"), 2);
+        assert!(a.is_some() && b.is_some());
+        assert!(
+            p.attend(s, viewer("c"), 2).is_none(),
+            "third viewer refused"
+        );
+        let changes = p.take_changes(false);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].1.len(), 2);
+        drop(a);
+        let changes = p.take_changes(false);
+        assert_eq!(changes[0].1, vec![viewer("b")]);
+        p.note_total(s, 1);
+        assert!(p.attend(s, viewer("c"), 2).is_some(), "room again");
+    }
+
+    #[test]
+    fn other_proxies_viewers_count_against_the_limit() {
+        let p = Presence::new("p1".into());
+        let s = Uuid::now_v7();
+        p.note_total(s, 5);
+        assert!(p.attend(s, viewer("a"), 5).is_none());
+        assert!(p.attend(s, viewer("a"), 6).is_some());
+    }
+}
