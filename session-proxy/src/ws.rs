@@ -876,6 +876,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_flooding_viewer_is_slowed_down_not_cut_off() {
+        let mut budget = InputBudget::new();
+        assert_eq!(
+            budget.take(INPUT_BURST as usize),
+            Duration::ZERO,
+            "a burst is free"
+        );
+        let wait = budget.take(512 * 1024);
+        assert!(
+            wait >= Duration::from_millis(490) && wait <= Duration::from_millis(510),
+            "{wait:?}"
+        );
+        budget.at -= Duration::from_secs(10);
+        assert_eq!(budget.take(1024), Duration::ZERO, "the budget refills");
+    }
+
+    #[test]
+    fn view_mode_refuses_what_changes_the_session() {
+        let input = ClientAction::Input { data: "x".into() };
+        assert_eq!(refused_when_viewing(&input), Some("input"));
+        assert_eq!(refused_when_viewing(&ClientAction::Ack { seq: 1 }), None);
+        assert_eq!(refused_when_viewing(&ClientAction::Close), None);
+    }
+
+    #[test]
     fn statuses_only_move_forward() {
         assert!(rank(SessionStatus::Pending) < rank(SessionStatus::Connecting));
         assert!(rank(SessionStatus::Connecting) < rank(SessionStatus::Open));
