@@ -85,8 +85,15 @@ pub(crate) struct Options {
     pub heartbeat_ms: u64,
     #[arg(long, env = "SHELLWAY_QUEUE_EXPIRES_MS", global = true)]
     pub queue_expires_ms: Option<u64>,
-    #[arg(long, env = "SHELLWAY_ADMIN_USERNAME", global = true)]
-    pub admin_username: Option<String>,
+    /// The administrator created at start when `SHELLWAY_ADMIN_PASSWORD`
+    /// is set and no user of that name exists.
+    #[arg(
+        long,
+        env = "SHELLWAY_ADMIN_USERNAME",
+        global = true,
+        default_value = "admin"
+    )]
+    pub admin_username: String,
     #[arg(
         long,
         env = "SHELLWAY_ADMIN_PASSWORD",
@@ -214,7 +221,10 @@ impl Options {
             request_ttl: Duration::from_millis(self.request_ttl_ms),
             heartbeat,
             durable,
-            bootstrap_admin: self.admin_username.clone().zip(self.admin_password.clone()),
+            bootstrap_admin: self
+                .admin_password
+                .clone()
+                .map(|password| (self.admin_username.clone(), password)),
             cookie_secure: self.cookie_secure,
             with_runner,
             sharing: crate::Sharing {
@@ -240,6 +250,18 @@ mod tests {
         let cfg = cli.opts.to_config();
         assert_eq!(cfg.proxy_id.len(), 8);
         assert!(cfg.with_runner.is_none());
+        assert!(cfg.bootstrap_admin.is_none(), "no password, no admin");
+    }
+
+    #[test]
+    fn an_admin_password_alone_creates_the_admin_user() {
+        let cli = Cli::try_parse_from(["session-proxy", "--admin-password", "pw-123456"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = cli.opts.to_config();
+        assert_eq!(
+            cfg.bootstrap_admin,
+            Some(("admin".to_owned(), "pw-123456".to_owned()))
+        );
     }
 
     #[test]
