@@ -217,3 +217,55 @@ async fn a_reconnecting_viewer_gets_exactly_what_it_missed() {
     );
     env.finish().await;
 }
+
+/// Closes every broker connection whose name contains `needle`, the way a
+/// broker restart or a network cut would; returns how many it closed.
+async fn cut_broker_connections(needle: &str) -> usize {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .await
+        .expect("rabbitmqctl (installed with rabbitmq-server) runs");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut closed = 0;
+    for line in listing.lines().filter(|l| l.contains(needle)) {
+        let pid = line.split_whitespace().next().unwrap();
+        let status = tokio::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "cut by a test"])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+        closed += 1;
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_reconnects_to_rabbitmq_by_itself() {
+    let mut env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let runner = env.start_runner().await;
+    let (_, mut ws) = env.open_shell().await;
+    ws.type_text("echo before-$((1+1))\r").await;
+    ws.wait_output("before-2", WAIT).await;
+    let cut = eventually("the runner's broker connection", WAIT, || async {
+        let n = cut_broker_connections(&runner).await;
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(cut >= 1);
+    // New sessions are served once the runner is back.
+    let (id, mut again) = env.open_shell().await;
+    assert_eq!(env.api.session(id).await["runner"], runner.as_str());
+    again.type_text("echo after-$((2+2))\r").await;
+    again.wait_output("after-4", WAIT).await;
+    // The session that was open during the cut goes on too.
+    ws.type_text("echo still-$((3+3))\r").await;
+    ws.wait_output("still-6", WAIT).await;
+    env.finish().await;
+}
