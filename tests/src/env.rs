@@ -334,10 +334,17 @@ impl TestEnv {
 
     /// Starts the runner binary as a process (so a test can kill it).
     pub fn spawn_runner_process(&self, runner_id: &str) -> Child {
+        self.runner_command(runner_id)
+            .spawn()
+            .expect("start runner process")
+    }
+
+    /// The runner binary's command line, to add to before spawning.
+    pub fn runner_command(&self, runner_id: &str) -> Command {
         let mut cmd = Command::new(test_binary("shellway-test-runner"));
         self.process_env(&mut cmd);
         cmd.env("SHELLWAY_RUNNER_ID", runner_id);
-        cmd.spawn().expect("start runner process")
+        cmd
     }
 
     /// Starts the proxy binary as a process on a free port; returns its base URL.

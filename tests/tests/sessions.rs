@@ -308,3 +308,65 @@ async fn unauthenticated_requests_are_refused() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_authentication_and_the_off_policy_work() {
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    // An ssh-agent holding the accepted key, seen only by this runner.
+    let dir = std::env::temp_dir().join(shellway_tests::unique("swt-agent-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("agent.sock");
+    let mut agent = tokio::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ssh-agent (openssh-client) runs");
+    shellway_tests::eventually("the agent socket", WAIT, || async {
+        sock.exists().then_some(())
+    })
+    .await;
+    let added = tokio::process::Command::new("ssh-add")
+        .arg(&env.sshd.user_key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .await
+        .unwrap();
+    assert!(added.status.success(), "ssh-add: {added:?}");
+    let mut runner = env
+        .runner_command("agent-runner")
+        .env("SSH_AUTH_SOCK", &sock)
+        .spawn()
+        .unwrap();
+
+    // `off` accepts whatever key the server shows, even against a wrong pin.
+    let mut host = env.host_json("via-agent");
+    host["auth_method"] = json!("agent");
+    host["key_path"] = Value::Null;
+    host["host_key_policy"] = json!("off");
+    host["host_keys"] =
+        json!([
+            std::fs::read_to_string(format!("{}.pub", env.sshd.stranger_key.display()))
+                .unwrap()
+                .trim()
+        ]);
+    let host = env.api.create_host(host).await;
+    let id = env.api.open_session(host).await;
+    let mut ws = env.attach(id).await;
+    ws.wait_open().await;
+    assert_eq!(env.api.session(id).await["runner"], "agent-runner");
+    ws.type_text("echo agent-$((5*5))\r").await;
+    ws.wait_output("agent-25", WAIT).await;
+    runner.start_kill().unwrap();
+    runner.wait().await.unwrap();
+    agent.start_kill().unwrap();
+    let _ = agent.wait().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    env.finish().await;
+}
