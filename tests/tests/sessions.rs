@@ -74,11 +74,19 @@ async fn exec_runs_report_exit_codes_and_keep_stderr_apart() {
     assert_eq!(chunks(&ws, &bad, "stderr"), "oops\n");
     assert_eq!(chunks(&ws, &bad, "stdout"), "");
 
-    // The session detail shows both runs with their outcome.
+    // A command killed by a signal reports the signal, not an exit code.
+    let killed = run(&env, session, json!({"command": "kill -TERM $$"})).await;
+    let done = ws
+        .wait_event("completed", WAIT, is_completed(&killed))
+        .await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["exit_signal"], "TERM", "{done}");
+
+    // The session detail shows the runs with their outcome.
     let detail = shellway_tests::eventually("runs recorded", WAIT, || async {
         let d = env.api.session(session).await;
         let runs = d["runs"].as_array()?;
-        (runs.len() == 2
+        (runs.len() == 3
             && runs
                 .iter()
                 .all(|r| r["status"] != "running" && r["status"] != "queued"))
