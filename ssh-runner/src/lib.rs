@@ -12,6 +12,7 @@ mod intake;
 mod output;
 mod presence;
 mod publisher;
+mod remote_pid;
 mod runs;
 mod screen;
 mod session;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::output::{ChannelKind, ChannelReader, Next};
 use crate::publisher::SharedPublisher;
+use crate::remote_pid::{self, StderrHead};
 use crate::ssh::SshConnection;
 
 /// Most runs waiting behind the current one in a session.
@@ -311,11 +312,12 @@ impl RunWorker {
             }
         };
         let (read, write) = channel.split();
-        if let Err(err) = write.exec(true, command).await {
+        if let Err(err) = write.exec(true, remote_pid::wrap(command)).await {
             tracing::warn!(error = %err, "exec request failed");
             return Exit::Error("the host refused to run the command".into());
         }
         let mut reader = ChannelReader::new(read, ChannelKind::Exec);
+        let mut stderr = StderrHead::default();
         let mut exit = None;
         // The next escalation step of a cancel, and when it is due.
         let mut cancel: Option<(Sig, Instant)> = None;
@@ -325,6 +327,7 @@ impl RunWorker {
                 () = token.cancelled(), if cancel.is_none() => {
                     tracing::info!("canceling: INT");
                     signal(&write, Sig::INT).await;
+                    self.kill_group(stderr.pid(), "INT");
                     cancel = Some((Sig::TERM, Instant::now() + TERM_AFTER));
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
@@ -332,11 +335,13 @@ impl RunWorker {
                         Some((Sig::TERM, _)) => {
                             tracing::info!("canceling: TERM");
                             signal(&write, Sig::TERM).await;
+                            self.kill_group(stderr.pid(), "TERM");
                             cancel = Some((Sig::KILL, Instant::now() + KILL_AFTER));
                         }
                         Some((Sig::KILL, _)) => {
                             tracing::info!("canceling: KILL and close");
                             signal(&write, Sig::KILL).await;
+                            self.kill_group(stderr.pid(), "KILL");
                             write.close().await.ok();
                             cancel = Some((Sig::Custom("give up".into()), Instant::now() + GIVE_UP_AFTER));
                         }
@@ -344,6 +349,12 @@ impl RunWorker {
                     }
                 }
                 next = reader.next() => match next {
+                    Next::Output(mut batch) if batch.stream == Stream::Stderr => {
+                        batch.data = stderr.feed(&batch.data);
+                        if !batch.data.is_empty() {
+                            self.publisher.lock().await.output(batch.stream, Some(run), &batch.data).await;
+                        }
+                    }
                     Next::Output(batch) => match capture.as_deref_mut() {
                         Some(buf) if batch.stream == Stream::Stdout => {
                             let room = MAX_CWD.saturating_sub(buf.len());
@@ -362,10 +373,52 @@ impl RunWorker {
                 },
             }
         }
+        let held = stderr.finish();
+        if !held.is_empty() {
+            self.publisher
+                .lock()
+                .await
+                .output(Stream::Stderr, Some(run), &held)
+                .await;
+        }
         if cancel.is_some() || token.is_cancelled() {
             return Exit::Canceled;
         }
         exit.unwrap_or_else(|| Exit::Error("the command ended without an exit status".into()))
+    }
+}
+
+impl RunWorker {
+    /// Signals a step's process group from a second exec channel, in the
+    /// background (the cancel escalation must not wait on it).
+    fn kill_group(&self, pid: Option<u32>, signal: &'static str) {
+        let Some(pid) = pid else {
+            tracing::debug!("no remote pid known; relying on the signal request");
+            return;
+        };
+        let ssh = self.ssh.clone();
+        tokio::spawn(async move {
+            let sent = async {
+                let channel = ssh.open_channel().await?;
+                channel
+                    .exec(true, remote_pid::kill_group(pid, signal))
+                    .await?;
+                let mut channel = channel;
+                while let Some(msg) = channel.wait().await {
+                    if matches!(msg, ChannelMsg::Close) {
+                        break;
+                    }
+                }
+                Ok::<(), russh::Error>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(5), sent).await {
+                Ok(Ok(())) => tracing::debug!(pid, signal, "signalled the step's processes"),
+                Ok(Err(err)) => {
+                    tracing::debug!(pid, signal, error = %err, "cannot signal the step's processes")
+                }
+                Err(_) => tracing::debug!(pid, signal, "signalling the step's processes timed out"),
+            }
+        });
     }
 }
 

@@ -129,7 +129,8 @@ async fn a_batch_stops_at_the_first_failing_step_and_cd_persists() {
 async fn cancel_ends_a_long_sleep_within_two_seconds() {
     let env = TestEnv::start().await;
     let (session, mut ws) = env.open_shell().await;
-    let id = run(&env, session, json!({"command": "sleep 600"})).await;
+    // A duration no other test uses, to find the process on the host.
+    let id = run(&env, session, json!({"command": "sleep 613"})).await;
     ws.wait_event("started", WAIT, |e| {
         e["event"] == "started" && e["run"] == id.as_str()
     })
@@ -140,6 +141,23 @@ async fn cancel_ends_a_long_sleep_within_two_seconds() {
     let took = asked.elapsed();
     assert_eq!(done["status"], "canceled", "{done}");
     assert!(took < Duration::from_secs(2), "cancel took {took:?}");
+    // And the program is gone from the host, not just from our view.
+    shellway_tests::eventually(
+        "the remote sleep to end",
+        Duration::from_secs(5),
+        || async {
+            let ps = tokio::process::Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .await
+                .unwrap();
+            let running = String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .any(|l| l.trim() == "sleep 613");
+            (!running).then_some(())
+        },
+    )
+    .await;
     env.finish().await;
 }
 
