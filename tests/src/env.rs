@@ -422,6 +422,11 @@ impl TestEnv {
         rows
     }
 
+    /// Process id of the proxy when it runs as a process.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        self.proxy_child.as_ref().and_then(Child::id)
+    }
+
     /// Kills the proxy process with SIGKILL: no graceful shutdown at all.
     pub async fn kill_proxy_process(&mut self) {
         let mut child = self

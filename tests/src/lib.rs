@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 pub mod api;
+pub mod bench;
 pub mod env;
 pub mod sshd;
 pub mod ws;

@@ -1,0 +1,585 @@
+//! The benchmark: Shellway against direct OpenSSH and the webssh peer, on
+//! one sshd, in one run. `cargo run --release -p shellway-tests --bin bench`
+//! (see docs/benchmarks.md). It measures; it asserts nothing.
+
+mod peers;
+mod procstat;
+mod report;
+pub mod term;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::future::join_all;
+use serde_json::json;
+use uuid::Uuid;
+
+use self::peers::{shellway_attach, shellway_open, Webssh};
+use self::report::{Report, Row};
+use self::term::{ssh_args, Got, Term};
+use crate::{TestEnv, TestEnvOptions};
+
+/// Sizes of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub keystrokes: usize,
+    pub pty_bytes: usize,
+    pub exec_bytes: usize,
+    pub opens: usize,
+    pub sessions: usize,
+    pub fanout_bytes: usize,
+    pub viewers: Vec<usize>,
+    pub write_docs: bool,
+}
+
+impl Plan {
+    pub fn full() -> Self {
+        Self {
+            keystrokes: 1000,
+            pty_bytes: 20_000_000,
+            exec_bytes: 100_000_000,
+            opens: 10,
+            sessions: 1000,
+            fanout_bytes: 5_000_000,
+            viewers: vec![1, 10, 50],
+            write_docs: true,
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            keystrokes: 200,
+            pty_bytes: 2_000_000,
+            exec_bytes: 10_000_000,
+            opens: 3,
+            sessions: 50,
+            fanout_bytes: 500_000,
+            viewers: vec![1, 10, 50],
+            write_docs: false,
+        }
+    }
+}
+
+const LONG: Duration = Duration::from_secs(300);
+/// Printed after the output of a command, computed by the shell so the
+/// echo of the command line does not match it.
+const DONE_CMD: &str = "echo BENCH-$((40+2))-DONE";
+const DONE: &[u8] = b"BENCH-42-DONE";
+
+/// Percentile (0..=100) of sorted durations, in milliseconds.
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    pct(&v, 50.0)
+}
+
+/// A file on the host: random bytes whose base64 is about `bytes` long,
+/// or (`text`) that base64 itself.
+fn make_file(
+    dir: &std::path::Path,
+    name: &str,
+    bytes: usize,
+    text: bool,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    let raw = bytes / 4 * 3;
+    let encode = if text { "| base64 -w 76" } else { "" };
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {raw} /dev/urandom {encode} > {}",
+            path.display()
+        ))
+        .status()?;
+    if !status.success() {
+        bail!("cannot make {name}");
+    }
+    Ok(path)
+}
+
+/// Waits for the shell's first output, then for it to settle.
+async fn ready(term: &mut Term) -> anyhow::Result<()> {
+    loop {
+        match term.recv(Duration::from_secs(20)).await {
+            Got::Bytes(b) if !b.is_empty() => break,
+            Got::Closed => bail!("terminal closed before its prompt"),
+            Got::Nothing => bail!("no prompt within 20 s"),
+            _ => {}
+        }
+    }
+    term.drain(Duration::from_millis(300)).await;
+    Ok(())
+}
+
+/// Keystroke echo: one character at a time into `cat`, timed until the
+/// terminal echoes it back.
+async fn echo(term: &mut Term, n: usize) -> anyhow::Result<Vec<Duration>> {
+    term.send("stty echo; cat >/dev/null\r").await?;
+    term.drain(Duration::from_millis(300)).await;
+    let warmup = 20;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + warmup {
+        if i % 64 == 63 {
+            term.send("\r").await?;
+            term.drain(Duration::from_millis(30)).await;
+        }
+        let t = Instant::now();
+        term.send("x").await?;
+        term.until(b"x", Duration::from_secs(10)).await?;
+        if i >= warmup {
+            times.push(t.elapsed());
+        }
+    }
+    term.send("\x03").await?;
+    term.drain(Duration::from_millis(200)).await;
+    times.sort();
+    Ok(times)
+}
+
+/// PTY output: `base64` of a random file to the terminal; bytes per second.
+async fn pty_output(term: &mut Term, file: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+    term.drain(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    term.send(&format!("base64 {}; {DONE_CMD}\r", file.display()))
+        .await?;
+    let bytes = term.until(DONE, LONG).await?;
+    let secs = t.elapsed().as_secs_f64();
+    term.drain(Duration::from_millis(200)).await;
+    Ok((bytes, bytes as f64 / secs))
+}
+
+/// Exec output through a Shellway run: bytes of `chunk` events until the
+/// run completes; bytes per second.
+async fn shellway_exec(term: &mut Term, file: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+    term.drain(Duration::from_millis(100)).await;
+    let t = Instant::now();
+    term.send_json(json!({"action": "run", "command": format!("cat {}", file.display())}))
+        .await?;
+    let mut bytes = 0u64;
+    loop {
+        match term.recv(LONG).await {
+            Got::Event(e) if e["event"] == "chunk" => {
+                bytes += e["data"].as_str().map_or(0, str::len) as u64;
+            }
+            Got::Event(e) if e["event"] == "completed" => {
+                if e["status"] != "ok" {
+                    bail!("the exec run ended {e}");
+                }
+                break;
+            }
+            Got::Closed | Got::Nothing => bail!("the exec run did not complete"),
+            _ => {}
+        }
+    }
+    Ok((bytes, bytes as f64 / t.elapsed().as_secs_f64()))
+}
+
+/// `ssh host cat FILE`, the whole command; bytes per second.
+async fn direct_exec(sshd: &crate::Sshd, file: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+    use tokio::io::AsyncReadExt;
+    let t = Instant::now();
+    let mut child = tokio::process::Command::new("ssh")
+        .args(ssh_args(sshd))
+        .arg(format!("cat {}", file.display()))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = out.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+    }
+    child.wait().await?;
+    Ok((bytes, bytes as f64 / t.elapsed().as_secs_f64()))
+}
+
+/// Request → first output byte (the prompt), `n` times; median ms.
+async fn open_times<F, Fut>(n: usize, mut open: F) -> anyhow::Result<f64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Term>>,
+{
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut term = open().await?;
+        loop {
+            match term.recv(Duration::from_secs(20)).await {
+                Got::Bytes(b) if !b.is_empty() => break,
+                Got::Closed | Got::Nothing => bail!("no first byte"),
+                _ => {}
+            }
+        }
+        times.push(t.elapsed());
+        term.close().await;
+    }
+    Ok(median(times))
+}
+
+pub async fn run(plan: Plan) -> anyhow::Result<()> {
+    let started = chrono::Utc::now();
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        runner_capacity: (plan.sessions + 100) as u32,
+        proxy_process: true,
+        heartbeat: Duration::from_secs(2),
+        request_ttl: Duration::from_secs(60),
+        sharing: session_proxy::Sharing {
+            max_viewers: 200,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut runner = env.spawn_runner_process("bench-runner");
+    let runner_pid = runner.id().context("runner pid")?;
+    let proxy_pid = env.proxy_pid().context("proxy pid")?;
+    let sshd = &env.sshd;
+    let host = env.add_host().await;
+    let api = env.api.clone();
+    let webssh = match Webssh::start().await {
+        Ok(w) => Some(w),
+        Err(err) => {
+            eprintln!("webssh columns will read n/a: {err:#}");
+            None
+        }
+    };
+    let files = tempdir("bench-files")?;
+    let pty_file = make_file(&files, "pty.bin", plan.pty_bytes, false)?;
+    let exec_file = make_file(&files, "exec.txt", plan.exec_bytes, true)?;
+    let fan_file = make_file(&files, "fanout.bin", plan.fanout_bytes, false)?;
+    let mut report = Report::new(started, &plan);
+
+    // 1. Keystroke echo.
+    eprintln!("echo latency ({} keystrokes each)…", plan.keystrokes);
+    let (sw_session, mut sw) = shellway_open(&api, host).await?;
+    ready(&mut sw).await?;
+    let mut direct = Term::direct(sshd)?;
+    ready(&mut direct).await?;
+    let mut web = match &webssh {
+        Some(w) => {
+            let mut t = w.open(sshd).await?;
+            ready(&mut t).await?;
+            Some(t)
+        }
+        None => None,
+    };
+    let e_sw = echo(&mut sw, plan.keystrokes).await?;
+    let e_direct = echo(&mut direct, plan.keystrokes).await?;
+    let e_web = match web.as_mut() {
+        Some(t) => Some(echo(t, plan.keystrokes).await?),
+        None => None,
+    };
+    for (name, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+        report.push(Row::lower_better(
+            &format!("echo latency {name} (ms)"),
+            pct(&e_sw, p),
+            pct(&e_direct, p),
+            e_web.as_ref().map(|w| pct(w, p)),
+            match name {
+                "p50" => Some(("≤ 1.25× webssh", 1.25)),
+                "p99" => Some(("≤ 2× webssh", 2.0)),
+                _ => None,
+            },
+        ));
+    }
+
+    // 2. PTY output.
+    eprintln!("PTY output ({} bytes)…", plan.pty_bytes);
+    let (sw_bytes, sw_rate) = pty_output(&mut sw, &pty_file).await?;
+    let (_, direct_rate) = pty_output(&mut direct, &pty_file).await?;
+    let web_rate = match web.as_mut() {
+        Some(t) => Some(pty_output(t, &pty_file).await?.1),
+        None => None,
+    };
+    report.push(Row::higher_better_vs_direct(
+        "PTY output (MB/s)",
+        sw_rate / 1e6,
+        direct_rate / 1e6,
+        web_rate.map(|r| r / 1e6),
+        ("≥ 0.95× direct", 0.95),
+    ));
+    report.note(format!("PTY bytes seen by the Shellway client: {sw_bytes}"));
+
+    // 3. Exec output.
+    eprintln!("exec output ({} bytes)…", plan.exec_bytes);
+    let (exec_bytes, exec_rate) = shellway_exec(&mut sw, &exec_file).await?;
+    let (_, direct_exec_rate) = direct_exec(sshd, &exec_file).await?;
+    report.push(Row::higher_better_vs_direct(
+        "exec output (MB/s)",
+        exec_rate / 1e6,
+        direct_exec_rate / 1e6,
+        None,
+        ("≥ 0.5× direct", 0.5),
+    ));
+    report.note(format!(
+        "exec bytes seen by the Shellway client: {exec_bytes}"
+    ));
+
+    // 7. The recorder keeps up (checked here, right after 2 and 3).
+    let recorded = recorder_check(&env, sw_session).await?;
+    report.note(recorded);
+    sw.close().await;
+    direct.close().await;
+    if let Some(t) = web.take() {
+        t.close().await;
+    }
+
+    // 4. Session open.
+    eprintln!("session open…");
+    let sw_open = open_times(plan.opens, || async {
+        let (_, t) = shellway_open(&api, host).await?;
+        Ok(t)
+    })
+    .await?;
+    let direct_open = open_times(plan.opens, || async { Term::direct(sshd) }).await?;
+    let web_open = match &webssh {
+        Some(w) => Some(open_times(plan.opens, || w.open(sshd)).await?),
+        None => None,
+    };
+    report.push(Row::lower_better_vs_direct(
+        "session open → first byte (ms)",
+        sw_open,
+        direct_open,
+        web_open,
+        ("≤ 1.5× direct", 1.5),
+    ));
+
+    // 6. Fan-out.
+    eprintln!("fan-out…");
+    let mut fan_cpu = Vec::new();
+    for &viewers in &plan.viewers {
+        let (rate, cpu) = fanout(&api, host, proxy_pid, viewers, &fan_file).await?;
+        report.note(format!(
+            "fan-out to {viewers} viewer(s): {:.1} MB/s at the slowest viewer, proxy CPU {:.3} s ({:.4} s per viewer)",
+            rate / 1e6,
+            cpu,
+            cpu / viewers as f64
+        ));
+        fan_cpu.push((viewers, cpu));
+    }
+    if let (Some(first), Some(last)) = (fan_cpu.first(), fan_cpu.last()) {
+        report.push(Row::ratio(
+            &format!("proxy CPU, {} viewers ÷ {} viewer", last.0, first.0),
+            last.1 / first.1.max(1e-9),
+            ("< 3×", 3.0),
+        ));
+    }
+
+    // 5. Many idle sessions (last: it leaves a thousand shells open).
+    eprintln!("{} concurrent idle sessions…", plan.sessions);
+    many_sessions(&api, host, &plan, proxy_pid, runner_pid, &mut report).await?;
+
+    report.print();
+    if plan.write_docs {
+        report.write_docs()?;
+    }
+    let _ = runner.start_kill();
+    let _ = runner.wait().await;
+    drop(webssh);
+    let _ = std::fs::remove_dir_all(&files);
+    env.finish().await;
+    Ok(())
+}
+
+fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(crate::unique(&format!("shellway-{name}-")));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// All output of the session is in Postgres, in order, with no gap.
+async fn recorder_check(env: &TestEnv, session: Uuid) -> anyhow::Result<String> {
+    let pool = env.db().await;
+    let t = Instant::now();
+    loop {
+        let (count, max, bytes): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), max(seq), sum(length(data))::bigint FROM output_chunks WHERE session_id = $1",
+        )
+        .bind(session)
+        .fetch_one(&pool)
+        .await?;
+        let max = max.unwrap_or(0);
+        if count == max && count > 0 && t.elapsed() > Duration::from_millis(500) {
+            pool.close().await;
+            return Ok(format!(
+                "recorder: {count} chunks, seq 1..{max} with no gap, {} bytes in Postgres ({:.1} s after the last run ended)",
+                bytes.unwrap_or(0),
+                t.elapsed().as_secs_f64() - 0.5
+            ));
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            pool.close().await;
+            return Ok(format!(
+                "recorder: INCOMPLETE after 120 s: {count} chunks, max seq {max}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One session, `viewers` WebSockets: PTY throughput at the slowest viewer
+/// and the proxy's CPU seconds for it.
+async fn fanout(
+    api: &crate::Api,
+    host: Uuid,
+    proxy_pid: u32,
+    viewers: usize,
+    file: &std::path::Path,
+) -> anyhow::Result<(f64, f64)> {
+    let (id, mut owner) = shellway_open(api, host).await?;
+    ready(&mut owner).await?;
+    let mut others = Vec::new();
+    for _ in 1..viewers {
+        let mut t = shellway_attach(api, id, "").await?;
+        t.drain(Duration::from_millis(50)).await;
+        others.push(t);
+    }
+    let cpu0 = procstat::cpu_seconds(proxy_pid)?;
+    let t = Instant::now();
+    owner
+        .send(&format!("base64 {}; {DONE_CMD}\r", file.display()))
+        .await?;
+    let mut all = vec![owner];
+    all.extend(others);
+    let results = join_all(all.iter_mut().map(|v| v.until(DONE, LONG))).await;
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = procstat::cpu_seconds(proxy_pid)? - cpu0;
+    let mut min_bytes = u64::MAX;
+    for r in results {
+        min_bytes = min_bytes.min(r?);
+    }
+    for v in all {
+        v.close().await;
+    }
+    let _ = api.delete(&format!("/api/sessions/{id}")).await;
+    Ok((min_bytes as f64 / secs, cpu))
+}
+
+async fn many_sessions(
+    api: &crate::Api,
+    host: Uuid,
+    plan: &Plan,
+    proxy_pid: u32,
+    runner_pid: u32,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let proxy0 = procstat::rss_kib(proxy_pid)?;
+    let runner0 = procstat::rss_kib(runner_pid)?;
+    let t = Instant::now();
+    let mut open = Vec::with_capacity(plan.sessions);
+    let batch = 25;
+    for chunk_start in (0..plan.sessions).step_by(batch) {
+        let n = batch.min(plan.sessions - chunk_start);
+        let opened = join_all((0..n).map(|_| async {
+            let (_, mut t) = shellway_open(api, host).await?;
+            ready_quick(&mut t).await?;
+            Ok::<Term, anyhow::Error>(t)
+        }))
+        .await;
+        for o in opened {
+            open.push(o?);
+        }
+    }
+    let open_all = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let proxy1 = procstat::rss_kib(proxy_pid)?;
+    let runner1 = procstat::rss_kib(runner_pid)?;
+    let n = plan.sessions as f64;
+    let (_, mut probe) = shellway_open(api, host).await?;
+    ready(&mut probe).await?;
+    let echo_loaded = echo(&mut probe, plan.keystrokes.min(300)).await?;
+    report.note(format!(
+        "{} idle shell sessions (each with a WebSocket viewer) opened in {:.1} s through one proxy and one runner",
+        plan.sessions,
+        open_all.as_secs_f64()
+    ));
+    report.push(Row::plain(
+        "runner RSS per idle session (KiB)",
+        (runner1 as f64 - runner0 as f64) / n,
+        Some(("≤ 256 KiB", 256.0)),
+    ));
+    report.push(Row::plain(
+        "proxy RSS per idle session (KiB)",
+        (proxy1 as f64 - proxy0 as f64) / n,
+        Some(("≤ 128 KiB", 128.0)),
+    ));
+    report.push(Row::plain(
+        &format!("echo p99 with {} sessions open (ms)", plan.sessions),
+        pct(&echo_loaded, 99.0),
+        None,
+    ));
+    report.note(format!(
+        "RSS: runner {runner0} → {runner1} KiB, proxy {proxy0} → {proxy1} KiB"
+    ));
+    probe.close().await;
+    for t in open {
+        t.close().await;
+    }
+    Ok(())
+}
+
+/// First output only: many sessions at once must not wait 300 ms each.
+async fn ready_quick(term: &mut Term) -> anyhow::Result<()> {
+    loop {
+        match term.recv(Duration::from_secs(60)).await {
+            Got::Bytes(b) if !b.is_empty() => return Ok(()),
+            Got::Closed | Got::Nothing => bail!("no prompt"),
+            Got::Event(e) if e["event"] == "error" => bail!("session failed: {e}"),
+            _ => {}
+        }
+    }
+}
+
+/// The bench binary's entry: `--quick` for a smoke run.
+pub fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if procstat::raise_fd_limit_by_reexec(&args) {
+        return std::process::ExitCode::SUCCESS;
+    }
+    let mut plan = if args.iter().any(|a| a == "--quick") {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    if args.iter().any(|a| a == "--no-write") {
+        plan.write_docs = false;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--sessions") {
+        if let Some(n) = args.get(i + 1).and_then(|n| n.parse().ok()) {
+            plan.sessions = n;
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("bench: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(plan)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bench failed: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What a process costs, read from /proc.
+
+use anyhow::Context;
+
+/// Resident memory, KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")
+}
+
+/// User + system CPU time so far, seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parens.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("utime/stime")?
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    Ok(ticks as f64 / 100.0)
+}
+
+/// A thousand sessions need more file descriptors than a shell's usual
+/// 1024; without unsafe code we cannot raise our own limit, so we run
+/// ourselves again under `ulimit -n`. True if this process was only the
+/// launcher (the child has run and its status was reported).
+pub fn raise_fd_limit_by_reexec(args: &[String]) -> bool {
+    const WANT: u64 = 65536;
+    if std::env::var_os("SHELLWAY_BENCH_REEXEC").is_some() {
+        return false;
+    }
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if soft >= 8192 {
+        return false;
+    }
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {WANT} 2>/dev/null || ulimit -n $(ulimit -Hn); exec \"$0\" \"$@\""
+        ))
+        .args(args)
+        .env("SHELLWAY_BENCH_REEXEC", "1")
+        .status();
+    match status {
+        Ok(s) if s.success() => true,
+        Ok(s) => std::process::exit(s.code().unwrap_or(1)),
+        Err(err) => {
+            eprintln!("cannot raise the open-files limit ({err}); going on");
+            false
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One interactive terminal, three ways in: Shellway's WebSocket, webssh's
+//! WebSocket, and a direct `ssh -tt` process. The measurements drive all
+//! three the same way.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::Sshd;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub enum Term {
+    Shellway(Ws),
+    Webssh(Ws),
+    Direct {
+        child: Child,
+        stdin: ChildStdin,
+        stdout: ChildStdout,
+    },
+}
+
+/// What a read brought.
+pub enum Got {
+    Bytes(Vec<u8>),
+    /// A JSON event (Shellway only).
+    Event(serde_json::Value),
+    Nothing,
+    Closed,
+}
+
+pub async fn ws_connect(url: &str, headers: &[(&'static str, String)]) -> anyhow::Result<Ws> {
+    let mut req = url.into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(*k, v.parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .with_context(|| format!("websocket {url}"))?;
+    Ok(ws)
+}
+
+/// `ssh` arguments that reach the benchmark's sshd with its keys.
+pub fn ssh_args(sshd: &Sshd) -> Vec<String> {
+    let known = sshd.dir.join("known_hosts");
+    let _ = std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key),
+    );
+    vec![
+        "-p".into(),
+        sshd.port.to_string(),
+        "-i".into(),
+        sshd.user_key.display().to_string(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", known.display()),
+        "-o".into(),
+        "StrictHostKeyChecking=yes".into(),
+        "-o".into(),
+        "ControlMaster=no".into(),
+        "-o".into(),
+        "BatchMode=yes".into(),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        format!("{}@127.0.0.1", sshd.username),
+    ]
+}
+
+impl Term {
+    /// A direct interactive shell: `ssh -tt host`.
+    pub fn direct(sshd: &Sshd) -> anyhow::Result<Self> {
+        let mut child = Command::new("ssh")
+            .arg("-tt")
+            .args(ssh_args(sshd))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start ssh")?;
+        let stdin = child.stdin.take().context("ssh stdin")?;
+        let stdout = child.stdout.take().context("ssh stdout")?;
+        Ok(Self::Direct {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    pub async fn send(&mut self, text: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Shellway(ws) => {
+                let msg = json!({"action": "input", "data": text}).to_string();
+                ws.send(Message::Text(msg.into())).await?;
+            }
+            Self::Webssh(ws) => {
+                let msg = json!({"data": text}).to_string();
+                ws.send(Message::Text(msg.into())).await?;
+            }
+            Self::Direct { stdin, .. } => {
+                stdin.write_all(text.as_bytes()).await?;
+                stdin.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn send_json(&mut self, value: serde_json::Value) -> anyhow::Result<()> {
+        match self {
+            Self::Shellway(ws) | Self::Webssh(ws) => {
+                ws.send(Message::Text(value.to_string().into())).await?
+            }
+            Self::Direct { .. } => bail!("a direct terminal takes no JSON"),
+        }
+        Ok(())
+    }
+
+    /// The next piece of output or event, waiting at most `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> Got {
+        let (ws, shellway) = match self {
+            Self::Shellway(ws) => (ws, true),
+            Self::Webssh(ws) => (ws, false),
+            Self::Direct { stdout, .. } => {
+                let mut buf = vec![0u8; 64 * 1024];
+                return match tokio::time::timeout(timeout, stdout.read(&mut buf)).await {
+                    Err(_) => Got::Nothing,
+                    Ok(Ok(0)) | Ok(Err(_)) => Got::Closed,
+                    Ok(Ok(n)) => {
+                        buf.truncate(n);
+                        Got::Bytes(buf)
+                    }
+                };
+            }
+        };
+        loop {
+            let msg = match tokio::time::timeout(timeout, ws.next()).await {
+                Err(_) => return Got::Nothing,
+                Ok(None) | Ok(Some(Err(_))) => return Got::Closed,
+                Ok(Some(Ok(msg))) => msg,
+            };
+            return match msg {
+                // Shellway frames start with an 8-byte sequence number.
+                Message::Binary(b) if shellway => {
+                    Got::Bytes(b.get(8..).unwrap_or_default().to_vec())
+                }
+                Message::Binary(b) => Got::Bytes(b.to_vec()),
+                Message::Text(t) if shellway => match serde_json::from_str(&t) {
+                    Ok(v) => Got::Event(v),
+                    Err(_) => Got::Nothing,
+                },
+                Message::Text(t) => Got::Bytes(t.as_bytes().to_vec()),
+                Message::Close(_) => Got::Closed,
+                _ => continue,
+            };
+        }
+    }
+
+    /// Reads until nothing arrives for `quiet`.
+    pub async fn drain(&mut self, quiet: Duration) {
+        loop {
+            match self.recv(quiet).await {
+                Got::Nothing | Got::Closed => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads output until it contains `needle`; returns the output bytes
+    /// counted on the way.
+    pub async fn until(&mut self, needle: &[u8], timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tail: Vec<u8> = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "no {:?} within {timeout:?}",
+                    String::from_utf8_lossy(needle)
+                );
+            }
+            match self.recv(left).await {
+                Got::Bytes(b) => {
+                    total += b.len() as u64;
+                    tail.extend_from_slice(&b);
+                    if tail.windows(needle.len()).any(|w| w == needle) {
+                        return Ok(total);
+                    }
+                    let keep = needle.len().min(tail.len());
+                    tail.drain(..tail.len() - keep);
+                }
+                Got::Closed => bail!("terminal closed while waiting"),
+                Got::Event(_) | Got::Nothing => {}
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Self::Shellway(mut ws) | Self::Webssh(mut ws) => {
+                let _ = ws.close(None).await;
+            }
+            Self::Direct { mut child, .. } => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
+    }
+}
