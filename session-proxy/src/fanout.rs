@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use shellway_common::topology::session_binding;
@@ -25,8 +24,6 @@ use crate::broker::{Broker, BrokerError, Report};
 
 /// Messages buffered per viewer before it counts as lagging.
 const VIEWER_BUFFER: usize = 1024;
-/// Unacknowledged messages the broker may push to one feed.
-const PREFETCH: u16 = 256;
 /// How long a viewer waits for its feed's queue to be bound.
 const READY_WAIT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
@@ -205,12 +202,19 @@ async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, 
         FieldTable::default(),
     )
     .await?;
-    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    // No acknowledgements: this queue is only this proxy's live copy (the
+    // recorder has the durable one), so a message lost with the proxy is
+    // replayed from the recording, and no ack frame per output message is
+    // written on the echo path.
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
     let mut consumer = ch
         .basic_consume(
             queue.as_str().into(),
             "".into(),
-            BasicConsumeOptions::default(),
+            no_ack,
             FieldTable::default(),
         )
         .await?;
@@ -241,13 +245,11 @@ async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, 
                     Some(Err(err)) => return Err(err.into()),
                     None => return Err(BrokerError::NotConnected),
                 };
-                let tag = delivery.delivery_tag;
                 match Report::decode(&delivery.properties, delivery.data) {
                     // No viewer listening is fine: the recorder has it.
                     Ok(report) => { let _ = feed.tx.send(Arc::new(report)); }
                     Err(err) => tracing::warn!(session_id = %session, error = %err, "skipping a malformed message"),
                 }
-                ch.basic_ack(tag, BasicAckOptions::default()).await?;
             }
         }
     }

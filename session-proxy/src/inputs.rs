@@ -12,6 +12,7 @@ use uuid::Uuid;
 const QUEUE: usize = 4096;
 const BATCH: usize = 512;
 const RETRY: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_millis(100);
 
 pub(crate) struct Typed {
     pub(crate) session: Uuid,
@@ -54,6 +55,20 @@ async fn write(db: PgPool, mut rx: mpsc::Receiver<Typed>, shutdown: Cancellation
         };
         if n == 0 {
             return;
+        }
+        // Typing comes a key at a time: gather a moment's worth into one
+        // insert, written after the echo rather than racing it for the CPU.
+        if !shutdown.is_cancelled() {
+            tokio::time::sleep(LINGER).await;
+            let room = BATCH.saturating_sub(batch.len());
+            if room > 0 {
+                while let Ok(t) = rx.try_recv() {
+                    batch.push(t);
+                    if batch.len() >= BATCH {
+                        break;
+                    }
+                }
+            }
         }
         while let Err(err) = insert(&db, &batch).await {
             tracing::error!(error = %err, rows = batch.len(), "cannot write the input audit; retrying");

@@ -131,6 +131,12 @@ pub async fn run(
     }
 
     tracing::info!(addr = ?listener.local_addr().ok(), proxy_id = %config.proxy_id, "session proxy listening");
+    // Keystroke echoes are tiny writes: never hold them back (Nagle).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;

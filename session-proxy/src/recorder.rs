@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -24,6 +24,8 @@ use crate::broker::{Broker, BrokerError, Report};
 use crate::db;
 
 const PREFETCH: u16 = 500;
+/// How long a batch waits for more messages after its first.
+const LINGER: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_secs(1);
 /// Bytes of a run's output kept on the run as its tail.
 const TAIL_BYTES: usize = 4096;
@@ -83,11 +85,21 @@ async fn consume(
             d = consumer.next() => d,
         };
         let mut batch = vec![next_delivery(first)?];
-        // Take whatever else is already here, without waiting.
+        // Gather what comes within LINGER: one transaction for a burst of
+        // output, and no database write racing a keystroke's echo for the
+        // CPU (viewers get output from the live feed, not from here).
+        let until = tokio::time::Instant::now() + LINGER;
         while batch.len() < PREFETCH as usize {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(d))) => batch.push(d),
-                _ => break,
+            match tokio::time::timeout_at(until, consumer.next()).await {
+                Ok(Some(Ok(d))) => batch.push(d),
+                Ok(other) => {
+                    // Store what we have; the error surfaces next round.
+                    if let Some(Err(err)) = other {
+                        tracing::debug!(error = %err, "record queue interrupted");
+                    }
+                    break;
+                }
+                Err(_) => break,
             }
         }
         let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();

@@ -47,7 +47,12 @@ const REPLAY_WINDOW: i64 = 256 * 1024;
 const FRAME_MAX: usize = 64 * 1024;
 /// How long a viewer waits for the recorder to catch up with live output.
 const CATCH_UP: Duration = Duration::from_secs(3);
+/// How often a viewer re-reads its session's status from the database, a
+/// fallback for changes the live feed did not bring: often while the
+/// session opens, rarely once open (a thousand viewers must not mean a
+/// thousand queries a second).
 const STATUS_POLL: Duration = Duration::from_secs(1);
+const STATUS_POLL_OPEN: Duration = Duration::from_secs(10);
 /// Messages still forwarded after the session ended, before closing.
 const LINGER: Duration = Duration::from_millis(300);
 const PAGE: i64 = 256;
@@ -290,25 +295,30 @@ impl Viewer {
             status: row.status,
         };
         self.send_event(sink, &connected).await?;
+        // An open session is asked where its output stands (a snapshot
+        // carries the runner's seq): the recording may trail live output by
+        // a moment, and a viewer must not miss what was published just
+        // before it subscribed when nothing follows it.
         let mut backlog: VecDeque<Arc<Report>> = VecDeque::new();
-        let snapshot = match self.after {
-            None if self.snapshot && row.status == SessionStatus::Open => {
-                self.take_snapshot(&mut sub, &mut backlog).await
-            }
+        let snapshot = match row.status {
+            SessionStatus::Open => self.take_snapshot(&mut sub, &mut backlog).await,
+            _ => None,
+        };
+        let synced = match &snapshot {
+            Some(Event::Snapshot { seq, .. }) => Some(*seq),
             _ => None,
         };
         self.last_sent = match (self.after, snapshot) {
             (Some(n), _) => n,
-            (None, Some(snapshot)) => {
-                let seq = match &snapshot {
-                    Event::Snapshot { seq, .. } => *seq,
-                    _ => 0,
-                };
+            (None, Some(snapshot)) if self.snapshot => {
                 self.send_event(sink, &snapshot).await?;
-                seq
+                synced.unwrap_or(0)
             }
-            (None, None) => self.replay_start().await,
+            (None, _) => self.replay_start().await,
         };
+        if let Some(seq) = synced.filter(|s| *s > self.last_sent) {
+            self.catch_up(seq).await;
+        }
         self.replay(sink, None).await?;
         if !self.status.is_live() {
             self.send_final(sink, &row).await?;
@@ -352,7 +362,17 @@ impl Viewer {
                         backlog.push_front(held);
                     }
                 }
-                Step::Poll => self.poll_status(sink).await?,
+                Step::Poll => {
+                    self.poll_status(sink).await?;
+                    let every = if self.status == SessionStatus::Open {
+                        STATUS_POLL_OPEN
+                    } else {
+                        STATUS_POLL
+                    };
+                    if poll.period() != every {
+                        poll = tokio::time::interval_at(Instant::now() + every, every);
+                    }
+                }
             }
             if let Some((reason, by)) = self.ended.take() {
                 let closed = Event::Closed {

@@ -62,6 +62,11 @@ impl Sshd {
             keygen(k);
         }
         std::fs::copy(dir.join("user_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+        // Sessions get a home of their own: the machine user's shell rc
+        // files (pyenv init and the like) make every shell start slow, and
+        // a shell killed mid-start can leave their lock files behind.
+        let home = dir.join("home");
+        std::fs::create_dir_all(&home).unwrap();
         let port = free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
@@ -70,9 +75,11 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                  PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 MaxStartups 2000:30:4000\nMaxSessions 64\nLogLevel VERBOSE\n",
+                 MaxStartups 2000:30:4000\nMaxSessions 64\nLogLevel VERBOSE\n\
+                 SetEnv HOME={home}\n",
                 hk = host_key.display(),
                 ak = dir.join("authorized_keys").display(),
+                home = home.display(),
             ),
         )
         .unwrap();

@@ -40,6 +40,13 @@ async fn a_shell_session_echoes_what_is_typed() {
     // The shell joins the quotes: seeing `hello` proves the shell ran it,
     // not just that the terminal echoed our keystrokes.
     ws.wait_output("hello", WAIT).await;
+    // The harness gives sessions their own home (see tests/src/sshd.rs).
+    ws.type_text("echo home-is-$HOME\r").await;
+    ws.wait_output(
+        &format!("home-is-{}", env.sshd.dir.join("home").display()),
+        WAIT,
+    )
+    .await;
     env.finish().await;
 }
 

@@ -434,6 +434,7 @@ async fn viewers_of_a_dying_proxy_resume_on_another_without_loss() {
     steady
         .type_text("stty -echo; for i in $(seq 1 300); do echo line-$i; sleep 0.01; done; echo END-$((1+1))\r")
         .await;
+    steady.wait_output("line-20\r\n", WAIT).await;
     moving.wait_output("line-20\r\n", WAIT).await;
     // The proxy dies hard; its viewer comes back on the other proxy.
     let mut child = dying.take().unwrap();
