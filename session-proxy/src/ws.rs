@@ -148,6 +148,9 @@ pub(crate) struct Viewer {
     last_sent: u64,
     status: SessionStatus,
     error_sent: bool,
+    /// The session just opened: check with the runner that nothing
+    /// published before the live feed was bound went missing.
+    needs_sync: bool,
     /// Set when the viewer must leave: the reason, and who caused it.
     ended: Option<(String, Option<String>)>,
     budget: InputBudget,
@@ -184,6 +187,7 @@ impl Viewer {
             last_sent: 0,
             status: SessionStatus::Pending,
             error_sent: false,
+            needs_sync: false,
             ended: None,
             budget: InputBudget::new(),
             _attendance: attendance,
@@ -374,6 +378,9 @@ impl Viewer {
                     }
                 }
             }
+            if std::mem::take(&mut self.needs_sync) {
+                self.sync(sink, &mut sub, &mut backlog).await?;
+            }
             if let Some((reason, by)) = self.ended.take() {
                 let closed = Event::Closed {
                     reason: reason.clone(),
@@ -510,6 +517,30 @@ impl Viewer {
         Ok(())
     }
 
+    /// Makes sure everything the runner published so far reaches this
+    /// viewer: asks for its seq, waits for the recorder to have it, and
+    /// replays what the live feed did not bring.
+    async fn sync<Si: Sink<Message, Error = E> + Unpin, E>(
+        &mut self,
+        sink: &mut Si,
+        sub: &mut Subscription,
+        backlog: &mut VecDeque<Arc<Report>>,
+    ) -> Result<(), Gone> {
+        let seq = match self.take_snapshot(sub, backlog).await {
+            Some(Event::Snapshot { seq, .. }) => seq,
+            _ => return Ok(()),
+        };
+        // What the feed already brought is in the backlog, in order.
+        let in_backlog = backlog.iter().any(
+            |r| matches!(r.as_ref(), Report::Output { meta, .. } if meta.seq == self.last_sent + 1),
+        );
+        if seq > self.last_sent && !in_backlog {
+            self.catch_up(seq).await;
+            self.replay(sink, Some(seq)).await?;
+        }
+        Ok(())
+    }
+
     /// Asks the runner for the current screen and waits for it, keeping the
     /// live reports that arrive meanwhile in `backlog`.
     async fn take_snapshot(
@@ -642,6 +673,9 @@ impl Viewer {
             Event::Status { status, .. } => {
                 if !self.status.is_live() {
                     return Ok(());
+                }
+                if *status == SessionStatus::Open && self.status != SessionStatus::Open {
+                    self.needs_sync = true;
                 }
                 self.status = *status;
             }
@@ -816,6 +850,9 @@ impl Viewer {
             return Ok(());
         }
         if row.status.is_live() {
+            if row.status == SessionStatus::Open {
+                self.needs_sync = true;
+            }
             self.status = row.status;
             let event = Event::Status {
                 status: row.status,

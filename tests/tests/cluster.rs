@@ -147,8 +147,10 @@ async fn wait_recorded(env: &TestEnv, session: Uuid, marker: &str) -> String {
 async fn output_produced_with_no_viewer_is_recorded_complete_and_in_order() {
     let env = TestEnv::start().await;
     let (id, mut ws) = env.open_shell().await;
-    // Type the command, then leave: nobody watches while it runs.
-    ws.type_text(&format!("stty -echo; for i in $(seq 1 {COUNT}); do printf 'line-%05d\\n' $i; done; echo DONE-''MARK\r")).await;
+    // Type the command, see it arrive, then leave: nobody watches while
+    // it runs (it waits a second before printing).
+    ws.type_text(&format!("stty -echo; sleep 1; for i in $(seq 1 {COUNT}); do printf 'line-%05d\\n' $i; done; echo DONE-''MARK\r")).await;
+    ws.wait_output("stty -echo; sleep 1", WAIT).await;
     drop(ws);
     let text = wait_recorded(&env, id, "DONE-MARK").await;
     assert!(

@@ -544,11 +544,14 @@ async fn many_sessions(
 
 /// First output only: many sessions at once must not wait 300 ms each.
 async fn ready_quick(term: &mut Term) -> anyhow::Result<()> {
+    let mut events = Vec::new();
     loop {
         match term.recv(Duration::from_secs(60)).await {
             Got::Bytes(b) if !b.is_empty() => return Ok(()),
-            Got::Closed | Got::Nothing => bail!("no prompt"),
+            Got::Closed => bail!("the session closed before its prompt; events: {events:?}"),
+            Got::Nothing => bail!("no prompt within 60 s; events: {events:?}"),
             Got::Event(e) if e["event"] == "error" => bail!("session failed: {e}"),
+            Got::Event(e) => events.push(e),
             _ => {}
         }
     }
