@@ -18,6 +18,7 @@ mod liveness;
 mod presence;
 mod recorder;
 mod rejected;
+mod web;
 mod ws;
 
 use std::io::{BufRead, IsTerminal};

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod browser;
 pub mod env;
 pub mod sshd;
 pub mod ws;

@@ -4,6 +4,7 @@
 mod host_input;
 mod hosts;
 pub(crate) mod login;
+mod recording;
 pub(crate) mod runs;
 pub(crate) mod sessions;
 pub(crate) mod shares;
@@ -73,6 +74,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/shares/{key}", axum::routing::delete(shares::revoke))
         .route("/api/join/{token}", get(shares::describe))
         .route("/api/users", get(users::list).post(users::create))
+        .route("/api/sessions/{id}/recording", get(recording::asciicast))
+        .merge(crate::web::routes())
         .route("/ws/join/{token}", get(crate::ws::join))
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))

@@ -1,0 +1,553 @@
+// Shellway web console. One page app, no build step: the proxy serves this
+// file as is. Views: console, hosts, logs (+ replay), live monitor, join,
+// manual. Protocol: docs/protocol.md.
+'use strict';
+
+const app = { me: null, csrf: null, cleanup: null };
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') el.className = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (v === true) el.setAttribute(k, '');
+    else if (v !== false && v != null) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c == null) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || ('request failed (' + status + ')'));
+    this.status = status; this.code = e.code; this.field = e.field;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  if (method !== 'GET' && app.csrf) headers['x-csrf-token'] = app.csrf;
+  const r = await fetch(path, {method, headers, credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body)});
+  if (r.status === 401) { location.href = '/login?next=' + encodeURIComponent(location.pathname); throw new ApiError(401, null); }
+  const text = await r.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (_) { json = text; }
+  if (!r.ok) throw new ApiError(r.status, json);
+  return json;
+}
+
+function flash(msg, kind) {
+  const f = $('#flash');
+  if (!msg) { f.hidden = true; return; }
+  f.textContent = msg; f.className = 'flash' + (kind ? ' ' + kind : ''); f.hidden = false;
+}
+
+function when(t) { return t ? new Date(t).toLocaleString() : ''; }
+function duration(ms) { return ms == null ? '' : ms < 1000 ? ms + ' ms' : (ms / 1000).toFixed(1) + ' s'; }
+
+// ---- a terminal attached to a session's WebSocket ------------------------
+
+class Session {
+  // path: /ws/sessions/<id>?… or /ws/join/<token>; on: event handlers.
+  constructor(path, term, on) {
+    this.path = path; this.term = term; this.on = on;
+    this.lastSeq = 0; this.closedByUs = false; this.ended = false; this.retry = 0;
+    this.decoder = new TextDecoder();
+  }
+
+  connect() {
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const sep = this.path.includes('?') ? '&' : '?';
+    const url = proto + '://' + location.host + this.path + (this.lastSeq ? sep + 'after=' + this.lastSeq : '');
+    const ws = new WebSocket(url);
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onopen = () => { this.retry = 0; };
+    ws.onmessage = (m) => this.message(m.data);
+    ws.onclose = () => {
+      if (this.closedByUs || this.ended) return;
+      // Dropped: resume where we are, losing and repeating nothing.
+      this.on.status && this.on.status('RECONNECTING', 'busy');
+      const wait = Math.min(5000, 500 * (2 ** this.retry++));
+      setTimeout(() => { if (!this.closedByUs && !this.ended) this.connect(); }, wait);
+    };
+  }
+
+  message(data) {
+    if (data instanceof ArrayBuffer) {
+      const view = new DataView(data);
+      const seq = Number(view.getBigUint64(0));
+      if (seq <= this.lastSeq) return;
+      this.lastSeq = seq;
+      this.term.write(new Uint8Array(data, 8), () => this.send({action: 'ack', seq}));
+      return;
+    }
+    let ev;
+    try { ev = JSON.parse(data); } catch (_) { return; }
+    if (ev.event === 'snapshot') {
+      this.term.reset();
+      this.term.write(ev.data);
+      this.lastSeq = Math.max(this.lastSeq, ev.seq);
+    } else if (ev.event === 'chunk') {
+      this.lastSeq = Math.max(this.lastSeq, ev.seq);
+    } else if (ev.event === 'closed' || (ev.event === 'status' && ['closed', 'failed', 'lost', 'rejected'].includes(ev.status))) {
+      this.ended = true;
+    }
+    const handler = this.on[ev.event];
+    if (handler) handler(ev);
+    if (this.on.any) this.on.any(ev);
+  }
+
+  send(obj) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(obj));
+  }
+
+  close() { this.closedByUs = true; if (this.ws) this.ws.close(); }
+}
+
+function makeTerminal(container, readOnly) {
+  const term = new Terminal({
+    cursorBlink: !readOnly, disableStdin: !!readOnly, scrollback: 5000, allowProposedApi: false,
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, monospace', fontSize: 14,
+    theme: {background: '#000000', foreground: '#d8dee6', cursor: '#ffd866', selectionBackground: '#3a4a5c'},
+  });
+  const fit = new FitAddon.FitAddon();
+  term.loadAddon(fit);
+  term.open(container);
+  fit.fit();
+  window.shellwayTerm = term; // for tests and the curious: the buffer is readable
+  return {term, fit};
+}
+
+// Text of the terminal's active buffer, for tests (window.shellwayScreen()).
+window.shellwayScreen = () => {
+  const t = window.shellwayTerm;
+  if (!t) return '';
+  const b = t.buffer.active;
+  const lines = [];
+  for (let i = 0; i < b.length; i++) lines.push(b.getLine(i).translateToString(true));
+  return lines.join('\n');
+};
+
+// ---- console -------------------------------------------------------------
+
+async function consoleView(view, params) {
+  const hosts = await api('GET', '/api/hosts');
+  const badge = h('span', {class: 'badge', id: 'badge', role: 'status', 'aria-live': 'polite'}, 'IDLE');
+  const hostSel = h('select', {id: 'host', 'aria-label': 'Host'},
+    hosts.map((x) => h('option', {value: x.id}, x.name + ' (' + x.username + '@' + x.hostname + ')')));
+  const connectBtn = h('button', {id: 'connect', class: 'primary'}, 'Connect');
+  const disconnectBtn = h('button', {id: 'disconnect', disabled: true}, 'Disconnect');
+  const shareBtn = h('button', {id: 'share', disabled: true}, 'Share');
+  const termBox = h('div', {class: 'term', id: 'terminal'});
+  const cmd = h('input', {type: 'text', id: 'command', placeholder: 'uname -a', 'aria-label': 'Command'});
+  const script = h('textarea', {id: 'script', rows: 5, placeholder: '# one step a line\ncd /srv\n./deploy.sh', 'aria-label': 'Batch script'});
+  const runBtn = h('button', {id: 'run', disabled: true}, 'Run');
+  const batchBtn = h('button', {id: 'run-batch', disabled: true}, 'Run batch');
+  const cancelBtn = h('button', {id: 'cancel', class: 'danger', disabled: true}, 'Cancel');
+  const runInfo = h('div', {id: 'run-info', class: 'muted'}, 'No run yet.');
+  const runOut = h('pre', {class: 'runout', id: 'run-output'});
+  const presence = h('ul', {class: 'presence', id: 'presence'});
+  const watchId = params.get('watch');
+
+  view.append(h('div', {class: 'console'},
+    h('section', {class: 'term-pane', 'aria-label': 'Terminal'},
+      h('div', {class: 'toolbar'}, watchId ? h('span', {}, 'Watching session ' + watchId.slice(0, 8) + '… read-only') : [hostSel, connectBtn], disconnectBtn, shareBtn, badge),
+      termBox),
+    h('aside', {class: 'side'},
+      h('div', {class: 'card'}, h('h3', {}, 'Run in this session'),
+        h('div', {class: 'toolbar'}, cmd, runBtn),
+        script, h('div', {class: 'toolbar'}, batchBtn, cancelBtn),
+        runInfo, runOut),
+      h('div', {class: 'card'}, h('h3', {}, 'Who is here'), presence))));
+
+  const {term, fit} = makeTerminal(termBox, !!watchId);
+  let sess = null; let sessionId = null; let size = {cols: term.cols, rows: term.rows};
+  const setBadge = (text, kind) => { badge.textContent = text; badge.className = 'badge' + (kind ? ' ' + kind : ''); };
+  const setLive = (live) => {
+    connectBtn.disabled = live; hostSel.disabled = live; disconnectBtn.disabled = !live;
+    runBtn.disabled = !live || !!watchId; batchBtn.disabled = !live || !!watchId; shareBtn.disabled = !live || !!watchId;
+  };
+
+  const onStatus = (status) => {
+    if (status === 'open') setBadge('CONNECTED', 'ok');
+    else if (status === 'connecting' || status === 'pending') setBadge('CONNECTING', 'busy');
+    else { setBadge(status.toUpperCase(), status === 'closed' ? '' : 'bad'); setLive(false); }
+  };
+  const handlers = {
+    // A status event, or (from the reconnect logic) a badge text.
+    status: (ev, kind) => (typeof ev === 'string' ? setBadge(ev, kind) : onStatus(ev.status)),
+    connected: (ev) => onStatus(ev.status),
+    started: (ev) => { runOut.textContent = ''; runInfo.textContent = ev.command + (ev.steps > 1 ? ' (' + ev.steps + ' steps)' : ''); cancelBtn.disabled = false; setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy'); },
+    progress: (ev) => { setBadge('STEP ' + ev.current + '/' + ev.total, 'busy'); runInfo.textContent = 'Step ' + ev.current + ' of ' + ev.total + ': ' + ev.step; },
+    chunk: (ev) => { runOut.append(h('span', {class: ev.stream}, ev.data)); runOut.scrollTop = runOut.scrollHeight; },
+    canceling: () => setBadge('CANCELING', 'busy'),
+    completed: (ev) => {
+      cancelBtn.disabled = true;
+      let text;
+      if (ev.status === 'canceled') text = 'CANCELED';
+      else if (ev.exit_signal) text = 'SIGNAL ' + ev.exit_signal;
+      else if (ev.exit_code != null) text = 'EXIT ' + ev.exit_code;
+      else text = ev.status.toUpperCase();
+      if (ev.failed_step) text += ' · STEP ' + ev.failed_step + ' FAILED';
+      setBadge(text, ev.status === 'ok' ? 'ok' : 'bad');
+      runInfo.textContent = runInfo.textContent + ' — ' + ev.status + (ev.duration_ms != null ? ' in ' + duration(ev.duration_ms) : '');
+    },
+    presence: (ev) => {
+      presence.replaceChildren(...ev.viewers.map((v) => h('li', {}, v.user, h('span', {class: 'mode'}, v.mode))));
+    },
+    error: (ev) => { flash(errorText(ev)); if (!ev.run) setBadge('ERROR', 'bad'); },
+    closed: (ev) => { flash('Session ended: ' + ev.reason + (ev.by ? ' (by ' + ev.by + ')' : ''), 'info'); setLive(false); },
+  };
+
+  function attach(path) {
+    sess = new Session(path, term, handlers);
+    sess.connect();
+    setLive(true);
+    term.focus();
+  }
+
+  connectBtn.addEventListener('click', async () => {
+    flash(null);
+    setBadge('CONNECTING', 'busy');
+    try {
+      fit.fit();
+      const s = await api('POST', '/api/sessions', {host_id: hostSel.value, cols: term.cols, rows: term.rows});
+      sessionId = s.id;
+      term.reset();
+      attach(s.ws_path);
+    } catch (e) { setBadge('ERROR', 'bad'); flash(e.message); }
+  });
+  disconnectBtn.addEventListener('click', () => {
+    if (!sess) return;
+    if (!watchId) sess.send({action: 'close'});
+    sess.close(); setLive(false); setBadge('DISCONNECTED');
+  });
+  term.onData((d) => { if (sess && !watchId) sess.send({action: 'input', data: d}); });
+  const onResize = () => {
+    fit.fit();
+    if (sess && !watchId && (term.cols !== size.cols || term.rows !== size.rows)) {
+      size = {cols: term.cols, rows: term.rows};
+      sess.send({action: 'resize', cols: term.cols, rows: term.rows});
+    }
+  };
+  window.addEventListener('resize', onResize);
+  const run = (body) => { if (sess) { runOut.textContent = ''; sess.send(Object.assign({action: 'run'}, body)); } };
+  runBtn.addEventListener('click', () => cmd.value.trim() && run({command: cmd.value}));
+  cmd.addEventListener('keydown', (e) => { if (e.key === 'Enter' && cmd.value.trim()) run({command: cmd.value}); });
+  batchBtn.addEventListener('click', () => script.value.trim() && run({script: script.value}));
+  cancelBtn.addEventListener('click', () => sess && sess.send({action: 'cancel'}));
+  shareBtn.addEventListener('click', () => shareDialog(sessionId));
+
+  if (watchId) {
+    sessionId = watchId;
+    attach('/ws/sessions/' + watchId + '?mode=view&snapshot=true');
+  }
+  app.cleanup = () => { window.removeEventListener('resize', onResize); if (sess) sess.close(); term.dispose(); };
+}
+
+function errorText(ev) {
+  const what = {ssh: 'SSH', runtime: 'Runner', auth: 'Permission', protocol: 'Request', capacity: 'Capacity', lost: 'Connection lost'}[ev.type] || 'Error';
+  return what + ': ' + ev.message;
+}
+
+async function shareDialog(sessionId) {
+  const mode = h('select', {id: 'share-mode', 'aria-label': 'Mode'}, h('option', {value: 'view'}, 'View only'), h('option', {value: 'control'}, 'Control (can type)'));
+  const expiry = h('select', {id: 'share-expiry', 'aria-label': 'Expires in'},
+    [[900, '15 minutes'], [3600, '1 hour'], [28800, '8 hours'], [86400, '24 hours']].map(([s, l]) => h('option', {value: s, selected: s === 3600}, l)));
+  const url = h('input', {type: 'text', id: 'share-url', readonly: true, 'aria-label': 'Share link'});
+  const copy = h('button', {id: 'share-copy'}, 'Copy');
+  const list = h('tbody');
+  const err = h('p', {class: 'error', hidden: true});
+  const dlg = h('dialog', {id: 'share-dialog', 'aria-label': 'Share this session'},
+    h('h2', {}, 'Share this session'),
+    h('div', {class: 'toolbar'}, mode, expiry, h('button', {class: 'primary', id: 'share-create', onclick: create}, 'Create link')),
+    h('div', {class: 'share-url'}, url, copy), err,
+    h('h3', {}, 'Links'), h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Mode'), h('th', {}, 'Expires'), h('th', {}, 'State'), h('th'))), list),
+    h('div', {class: 'toolbar'}, h('span', {class: 'spacer'}), h('button', {onclick: () => { dlg.close(); dlg.remove(); }}, 'Close')));
+  copy.addEventListener('click', async () => {
+    try { await navigator.clipboard.writeText(url.value); } catch (_) { url.select(); document.execCommand('copy'); }
+    copy.textContent = 'Copied';
+  });
+  async function refresh() {
+    const links = await api('GET', '/api/sessions/' + sessionId + '/shares');
+    list.replaceChildren(...links.map((l) => h('tr', {},
+      h('td', {}, l.mode), h('td', {}, when(l.expires_at)), h('td', {}, l.active ? 'active' : (l.revoked_at ? 'revoked' : 'ended')),
+      h('td', {}, l.active ? h('button', {class: 'danger', onclick: async () => { await api('DELETE', '/api/shares/' + l.id); refresh(); }}, 'Revoke') : ''))));
+  }
+  async function create() {
+    err.hidden = true;
+    try {
+      const s = await api('POST', '/api/sessions/' + sessionId + '/shares', {mode: mode.value, expires_in: Number(expiry.value)});
+      url.value = location.origin + s.url; copy.textContent = 'Copy';
+      refresh();
+    } catch (e) { err.textContent = e.message; err.hidden = false; }
+  }
+  document.body.append(dlg);
+  dlg.showModal();
+  refresh();
+}
+
+// ---- joining by a link ---------------------------------------------------
+
+async function joinView(view, params, token) {
+  let info;
+  try { info = await api('GET', '/api/join/' + encodeURIComponent(token)); } catch (e) {
+    view.append(h('div', {class: 'card'}, h('h2', {}, 'This link does not open a session'), h('p', {class: 'error', id: 'join-error'}, e.message)));
+    return;
+  }
+  const badge = h('span', {class: 'badge busy', id: 'badge'}, 'CONNECTING');
+  const termBox = h('div', {class: 'term', id: 'terminal'});
+  const presence = h('ul', {class: 'presence', id: 'presence'});
+  view.append(h('div', {class: 'console'},
+    h('section', {class: 'term-pane'}, h('div', {class: 'toolbar'},
+      h('span', {}, (info.host_name || 'session') + ' shared by ' + info.owner + ' · ' + (info.mode === 'view' ? 'view only' : 'you can type')), badge), termBox),
+    h('aside', {class: 'side'}, h('div', {class: 'card'}, h('h3', {}, 'Who is here'), presence))));
+  const readOnly = info.mode === 'view';
+  const {term, fit} = makeTerminal(termBox, readOnly);
+  const sess = new Session(info.ws_path, term, {
+    connected: (ev) => { badge.textContent = ev.status === 'open' ? 'CONNECTED' : ev.status.toUpperCase(); badge.className = 'badge ok'; },
+    presence: (ev) => presence.replaceChildren(...ev.viewers.map((v) => h('li', {}, v.user, h('span', {class: 'mode'}, v.mode)))),
+    error: (ev) => flash(errorText(ev)),
+    closed: (ev) => { badge.textContent = 'ENDED'; badge.className = 'badge bad'; flash('Disconnected: ' + ev.reason + (ev.by ? ' (by ' + ev.by + ')' : ''), 'info'); },
+  });
+  if (!readOnly) term.onData((d) => sess.send({action: 'input', data: d}));
+  const onResize = () => fit.fit();
+  window.addEventListener('resize', onResize);
+  sess.connect();
+  app.cleanup = () => { window.removeEventListener('resize', onResize); sess.close(); term.dispose(); };
+}
+
+// ---- hosts ---------------------------------------------------------------
+
+async function hostsView(view) {
+  const admin = app.me && app.me.is_admin;
+  const tbody = h('tbody');
+  const fields = {};
+  const errs = {};
+  const input = (name, label, el) => {
+    el.id = 'host-' + name; el.name = name; fields[name] = el;
+    errs[name] = h('span', {class: 'field-error', id: 'host-' + name + '-error', role: 'alert'});
+    return [h('label', {for: el.id}, label), el, errs[name]];
+  };
+  const form = h('form', {class: 'form-grid card', id: 'host-form', hidden: !admin, novalidate: true},
+    input('name', 'Name', h('input', {required: true, placeholder: 'web1'})),
+    input('hostname', 'Hostname', h('input', {required: true, placeholder: '10.0.0.5'})),
+    input('port', 'Port', h('input', {type: 'number', value: '22', min: 1, max: 65535})),
+    input('username', 'User', h('input', {required: true, placeholder: 'deploy'})),
+    input('auth_method', 'Authentication', h('select', {}, h('option', {value: 'key_path'}, 'Key file on the runner'), h('option', {value: 'agent'}, 'Runner\'s SSH agent'))),
+    input('key_path', 'Key path', h('input', {placeholder: '/keys/id_ed25519'})),
+    input('host_key_policy', 'Host key policy', h('select', {}, h('option', {value: 'strict'}, 'strict — pinned keys only'), h('option', {value: 'tofu'}, 'tofu — pin the first key seen'), h('option', {value: 'off'}, 'off — accept any key (unsafe)'))),
+    input('host_keys', 'Pinned host keys', h('textarea', {rows: 3, placeholder: 'ssh-ed25519 AAAA… (one a line; ssh-keyscan -t ed25519 HOST)'})),
+    h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: 'host-save'}, 'Save host'), h('button', {type: 'button', id: 'host-new', onclick: () => edit(null)}, 'New')), h('span'));
+  let editing = null;
+  function edit(host) {
+    editing = host ? host.id : null;
+    for (const k of Object.keys(errs)) errs[k].textContent = '';
+    fields.name.value = host ? host.name : '';
+    fields.hostname.value = host ? host.hostname : '';
+    fields.port.value = host ? host.port : 22;
+    fields.username.value = host ? host.username : '';
+    fields.auth_method.value = host ? host.auth_method : 'key_path';
+    fields.key_path.value = host && host.key_path ? host.key_path : '';
+    fields.host_key_policy.value = host ? host.host_key_policy : 'strict';
+    fields.host_keys.value = host ? host.host_keys.join('\n') : '';
+    $('#host-save').textContent = host ? 'Update host' : 'Save host';
+  }
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    for (const k of Object.keys(errs)) errs[k].textContent = '';
+    flash(null);
+    const body = {
+      name: fields.name.value.trim(), hostname: fields.hostname.value.trim(), port: Number(fields.port.value),
+      username: fields.username.value.trim(), auth_method: fields.auth_method.value,
+      key_path: fields.auth_method.value === 'key_path' ? fields.key_path.value.trim() : null,
+      host_key_policy: fields.host_key_policy.value,
+      host_keys: fields.host_keys.value.split('\n').map((s) => s.trim()).filter(Boolean),
+    };
+    try {
+      if (editing) await api('PUT', '/api/hosts/' + editing, body); else await api('POST', '/api/hosts', body);
+      edit(null); load();
+      flash('Host saved.', 'info');
+    } catch (e) {
+      if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message);
+    }
+  });
+  async function load() {
+    const hosts = await api('GET', '/api/hosts');
+    tbody.replaceChildren(...hosts.map((x) => h('tr', {},
+      h('td', {}, x.name), h('td', {}, x.username + '@' + x.hostname + ':' + x.port), h('td', {}, x.auth_method + (x.key_path ? ' · ' + x.key_path : '')),
+      h('td', {}, x.host_key_policy + ' · ' + x.host_keys.length + ' pinned'),
+      h('td', {class: 'row-actions'}, admin ? [
+        h('button', {onclick: () => edit(x)}, 'Edit'),
+        h('button', {class: 'danger', onclick: async () => {
+          if (!confirm('Delete host ' + x.name + '? Its recorded sessions stay.')) return;
+          try { await api('DELETE', '/api/hosts/' + x.id); load(); } catch (e) { flash(e.message); }
+        }}, 'Delete')] : ''))));
+  }
+  view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), h('th'))), tbody),
+    h('h2', {style: 'margin-top:20px'}, admin ? 'Add or edit a host' : ''), form,
+    admin ? '' : h('p', {class: 'muted'}, 'Only administrators change hosts.'));
+  await load();
+}
+
+// ---- logs and replay -----------------------------------------------------
+
+async function logsView(view) {
+  const filter = h('select', {id: 'logs-filter', 'aria-label': 'Filter'}, h('option', {value: 'all'}, 'All'), h('option', {value: 'live'}, 'Live'), h('option', {value: 'finished'}, 'Finished'));
+  const tbody = h('tbody');
+  async function load() {
+    const live = filter.value === 'live';
+    let list = await api('GET', '/api/sessions' + (live ? '?status=live' : ''));
+    if (filter.value === 'finished') list = list.filter((s) => !['pending', 'connecting', 'open'].includes(s.status));
+    tbody.replaceChildren(...list.flatMap((s) => [
+      h('tr', {}, h('td', {}, h('a', {href: '/logs/' + s.id, 'data-link': true}, when(s.created_at))), h('td', {}, s.host_name || ''), h('td', {}, s.owner),
+        h('td', {class: statusClass(s.status)}, s.status + (s.error ? ' — ' + s.error : '')), h('td', {}, s.runner || ''), h('td', {}, String(s.runs.length))),
+      ...s.runs.map((r) => h('tr', {class: 'run-row'}, h('td'), h('td', {colspan: 2}, r.kind + ': ' + r.command),
+        h('td', {class: statusClass(r.status)}, r.status + (r.exit_code != null ? ' · exit ' + r.exit_code : '') + (r.failed_step ? ' · step ' + r.failed_step : '')),
+        h('td', {}, duration(r.duration_ms)), h('td', {}, h('pre', {class: 'runout'}, r.output_tail || '')))),
+    ]));
+    bindLinks(tbody);
+  }
+  filter.addEventListener('change', load);
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Logs'), filter),
+    h('table', {id: 'logs-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Started'), h('th', {}, 'Host'), h('th', {}, 'Owner'), h('th', {}, 'Status'), h('th', {}, 'Runner'), h('th', {}, 'Runs'))), tbody));
+  await load();
+}
+
+function statusClass(s) {
+  return ['ok', 'closed', 'open'].includes(s) ? 'status-ok' : ['running', 'queued', 'pending', 'connecting'].includes(s) ? 'status-busy' : 'status-bad';
+}
+
+async function replayView(view, params, id) {
+  const s = await api('GET', '/api/sessions/' + id);
+  const termBox = h('div', {class: 'term', id: 'terminal', style: 'height:60vh'});
+  const play = h('button', {id: 'replay-play'}, 'Play in real time');
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Session on ' + (s.host_name || '?') + ' · ' + when(s.created_at)),
+    h('span', {class: 'badge'}, s.status.toUpperCase()), play,
+    h('a', {href: '/api/sessions/' + id + '/recording', download: 'shellway-' + id + '.cast', id: 'replay-download'}, 'Download asciicast')), termBox);
+  const {term} = makeTerminal(termBox, true);
+  term.resize(s.cols, s.rows);
+  const cast = await (await fetch('/api/sessions/' + id + '/recording', {credentials: 'same-origin'})).text();
+  const events = cast.split('\n').slice(1).filter(Boolean).map((l) => JSON.parse(l));
+  for (const [, , data] of events) term.write(data);
+  let timer = null;
+  play.addEventListener('click', () => {
+    clearTimeout(timer); term.reset();
+    let i = 0; let last = 0;
+    const step = () => {
+      if (i >= events.length) return;
+      const [t, , data] = events[i++];
+      term.write(data);
+      const next = events[i];
+      if (next) { timer = setTimeout(step, Math.min(1000, (next[0] - t) * 1000)); last = t; }
+    };
+    step();
+  });
+  app.cleanup = () => { clearTimeout(timer); term.dispose(); };
+}
+
+// ---- live monitor (admins) ----------------------------------------------
+
+async function monitorView(view) {
+  const tbody = h('tbody');
+  async function load() {
+    const list = await api('GET', '/api/sessions?status=live');
+    tbody.replaceChildren(...list.map((s) => h('tr', {},
+      h('td', {}, s.host_name || ''), h('td', {}, s.owner), h('td', {}, s.runner || ''), h('td', {}, when(s.created_at)),
+      h('td', {}, (s.viewers || []).map((v) => v.user + ' (' + v.mode + ')').join(', ') || '—'),
+      h('td', {class: 'row-actions'},
+        h('a', {href: '/?watch=' + s.id, 'data-link': true}, 'Watch'),
+        h('button', {class: 'danger', onclick: async () => {
+          if (!confirm('End the session on ' + (s.host_name || '?') + ' of ' + s.owner + ' for everyone?')) return;
+          try { await api('DELETE', '/api/sessions/' + s.id); flash('Session ended.', 'info'); setTimeout(load, 500); } catch (e) { flash(e.message); }
+        }}, 'End session')))));
+    bindLinks(tbody);
+  }
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Live sessions'), h('button', {onclick: load}, 'Refresh')),
+    h('table', {id: 'monitor-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Host'), h('th', {}, 'Owner'), h('th', {}, 'Runner'), h('th', {}, 'Started'), h('th', {}, 'Viewers'), h('th'))), tbody));
+  await load();
+  const timer = setInterval(load, 5000);
+  app.cleanup = () => clearInterval(timer);
+}
+
+// ---- manual --------------------------------------------------------------
+
+async function manualView(view) {
+  const html = await (await fetch('/assets/manual.html')).text();
+  const search = h('input', {type: 'search', id: 'manual-search', placeholder: 'Search the manual', 'aria-label': 'Search the manual'});
+  const body = h('div', {class: 'manual', id: 'manual'});
+  body.innerHTML = html; // our own embedded document
+  search.addEventListener('input', () => {
+    const q = search.value.trim().toLowerCase();
+    for (const sec of body.querySelectorAll('section')) sec.hidden = q !== '' && !sec.textContent.toLowerCase().includes(q);
+  });
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Manual'), search), body);
+}
+
+// ---- router --------------------------------------------------------------
+
+const routes = [
+  [/^\/$/, consoleView, 'console'],
+  [/^\/hosts$/, hostsView, 'hosts'],
+  [/^\/logs$/, logsView, 'logs'],
+  [/^\/logs\/([0-9a-f-]+)$/, replayView, 'logs'],
+  [/^\/monitor$/, monitorView, 'monitor'],
+  [/^\/manual$/, manualView, 'manual'],
+  [/^\/join\/([^/]+)$/, joinView, null],
+];
+
+async function render() {
+  if (app.cleanup) { try { app.cleanup(); } catch (_) { /* view gone */ } app.cleanup = null; }
+  flash(null);
+  const view = $('#view');
+  view.replaceChildren();
+  const path = location.pathname;
+  const params = new URLSearchParams(location.search);
+  for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', false);
+  for (const [re, fn, nav] of routes) {
+    const m = path.match(re);
+    if (!m) continue;
+    const link = nav && document.querySelector('[data-nav="' + nav + '"]');
+    if (link) link.classList.add('active');
+    try { await fn(view, params, ...m.slice(1)); } catch (e) { flash(e.message); }
+    return;
+  }
+  view.append(h('p', {}, 'No such page.'));
+}
+
+function bindLinks(root) {
+  for (const a of root.querySelectorAll('a[data-link]')) {
+    a.addEventListener('click', (e) => {
+      if (e.ctrlKey || e.metaKey || e.shiftKey) return;
+      e.preventDefault();
+      history.pushState(null, '', a.getAttribute('href'));
+      render();
+    });
+  }
+}
+
+async function start() {
+  try {
+    const me = await api('GET', '/api/me');
+    app.me = me.user || me; app.csrf = me.csrf_token || null;
+    $('#me').textContent = app.me.username;
+    $('#nav-monitor').hidden = !app.me.is_admin;
+  } catch (e) { return; }
+  $('#logout').addEventListener('click', async () => {
+    try { await api('POST', '/api/logout', {}); } catch (_) { /* signed out anyway */ }
+    location.href = '/login';
+  });
+  bindLinks(document);
+  window.addEventListener('popstate', render);
+  render();
+}
+
+start();

@@ -1,0 +1,179 @@
+//! The web console in a real browser: Debian's headless Chromium through
+//! chromedriver, against the real proxy, runner, RabbitMQ, Postgres and
+//! sshd. `SHELLWAY_SCREENSHOTS=1` also refreshes docs/screenshots/.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use shellway_tests::browser::Browser;
+use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+use shellway_tests::TestEnv;
+
+const BADGE: &str =
+    "document.getElementById('badge') && document.getElementById('badge').textContent";
+
+/// Waits until the terminal's buffer shows `needle`.
+async fn screen_shows(b: &Browser, needle: &str) {
+    let expr = format!(
+        "window.shellwayScreen && window.shellwayScreen().includes({})",
+        json!(needle)
+    );
+    b.wait_js(&format!("the terminal to show {needle:?}"), &expr)
+        .await;
+}
+
+async fn badge_is(b: &Browser, text: &str) {
+    let expr = format!("{BADGE} === {}", json!(text));
+    b.wait_js(&format!("the badge to read {text}"), &expr).await;
+}
+
+/// Types into the terminal (xterm's hidden input), `\n` as Enter.
+async fn type_in_terminal(b: &Browser, text: &str) {
+    b.type_into(".xterm-helper-textarea", text).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let env = TestEnv::start().await;
+    let b = Browser::start().await;
+
+    // Every page needs a login; the login page brings you back.
+    b.goto(&format!("{}/hosts", env.base)).await;
+    b.wait_js("the login page", "location.pathname === '/login'")
+        .await;
+    b.screenshot("docs/screenshots/login.png").await;
+    b.type_into("#username", ADMIN).await;
+    b.type_into("#password", "wrong password").await;
+    b.click("button[type=submit]").await;
+    b.wait_js(
+        "a login error",
+        "!document.getElementById('login-error').hidden",
+    )
+    .await;
+    b.clear("#password").await;
+    b.type_into("#password", ADMIN_PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.wait_js(
+        "the hosts page",
+        "location.pathname === '/hosts' && document.getElementById('host-form')",
+    )
+    .await;
+
+    // Add a host; a bad field is reported next to it.
+    b.type_into("#host-name", "browser-host").await;
+    b.type_into("#host-hostname", "127.0.0.1").await;
+    b.clear("#host-port").await;
+    b.type_into("#host-port", "0").await;
+    b.type_into("#host-username", &env.sshd.username).await;
+    b.type_into("#host-key_path", &env.sshd.user_key.display().to_string())
+        .await;
+    b.type_into("#host-host_keys", &env.sshd.host_key).await;
+    b.click("#host-save").await;
+    b.wait_js(
+        "the port error next to the port field",
+        "document.getElementById('host-port-error').textContent.includes('port')",
+    )
+    .await;
+    b.clear("#host-port").await;
+    b.type_into("#host-port", &env.sshd.port.to_string()).await;
+    b.click("#host-save").await;
+    b.wait_js(
+        "the host in the list",
+        "document.getElementById('hosts-table').textContent.includes('browser-host')",
+    )
+    .await;
+    b.screenshot("docs/screenshots/hosts.png").await;
+
+    // Connect and type.
+    b.goto(&format!("{}/", env.base)).await;
+    b.click("#connect").await;
+    badge_is(&b, "CONNECTED").await;
+    type_in_terminal(&b, "echo hel''lo\n").await;
+    screen_shows(&b, "hello").await;
+
+    // Resizing the window resizes the PTY.
+    let before = b.js("return window.shellwayTerm.cols", json!([])).await;
+    b.set_window(900, 600).await;
+    b.wait_js(
+        "the terminal to refit",
+        &format!("window.shellwayTerm.cols !== {before}"),
+    )
+    .await;
+    let cols = b.js("return window.shellwayTerm.cols", json!([])).await;
+    let rows = b.js("return window.shellwayTerm.rows", json!([])).await;
+    type_in_terminal(&b, "stty size\n").await;
+    screen_shows(&b, &format!("{rows} {cols}")).await;
+    b.set_window(1280, 800).await;
+
+    // A batch that fails at step 2 of 3.
+    b.js(
+        "window.badgeSeen = []; const el = document.getElementById('badge'); \
+         new MutationObserver(() => window.badgeSeen.push(el.textContent)).observe(el, {childList: true, characterData: true, subtree: true});",
+        json!([]),
+    )
+    .await;
+    b.type_into("#script", "echo one\nsleep 0.3; false\necho three")
+        .await;
+    b.click("#run-batch").await;
+    b.wait_js(
+        "STEP 2/3 then the failure",
+        "window.badgeSeen.includes('STEP 2/3') && window.badgeSeen.some(t => t.includes('STEP 2 FAILED'))",
+    )
+    .await;
+    let output = b.text("#run-output").await;
+    assert!(
+        output.contains("one") && !output.contains("three"),
+        "{output}"
+    );
+
+    // Cancel a long command.
+    b.type_into("#command", "sleep 600").await;
+    b.click("#run").await;
+    badge_is(&b, "RUNNING").await;
+    b.click("#cancel").await;
+    badge_is(&b, "CANCELED").await;
+    type_in_terminal(&b, "printf 'colours: \\033[31mred\\033[0m ok\\n'\n").await;
+    screen_shows(&b, "colours: red ok").await;
+    b.screenshot("docs/screenshots/console.png").await;
+
+    // Logs list the session and its runs; its page replays it.
+    b.goto(&format!("{}/logs", env.base)).await;
+    b.wait_js(
+        "the session in the logs",
+        "document.getElementById('logs-table') && document.getElementById('logs-table').textContent.includes('canceled')",
+    )
+    .await;
+    let table = b.text("#logs-table").await;
+    assert!(table.contains("browser-host"), "{table}");
+    assert!(table.contains("step 2"), "failed step shown: {table}");
+    b.screenshot("docs/screenshots/logs.png").await;
+    b.click("#logs-table a").await;
+    b.wait_js("the replay page", "location.pathname.startsWith('/logs/')")
+        .await;
+    screen_shows(&b, "hello").await;
+    let download = b
+        .js(
+            "return document.getElementById('replay-download').getAttribute('href')",
+            json!([]),
+        )
+        .await;
+    assert!(download.as_str().unwrap().ends_with("/recording"));
+
+    // The manual is searchable.
+    b.goto(&format!("{}/manual", env.base)).await;
+    b.type_into("#manual-search", "cd DIR").await;
+    b.wait_js(
+        "only the batch rules",
+        "!document.getElementById('batch').hidden && document.getElementById('keys').hidden",
+    )
+    .await;
+    b.clear("#manual-search").await;
+    b.js(
+        "document.getElementById('manual-search').dispatchEvent(new Event('input'))",
+        json!([]),
+    )
+    .await;
+    b.screenshot("docs/screenshots/manual.png").await;
+
+    b.quit().await;
+    env.finish().await;
+}
