@@ -403,3 +403,73 @@ async fn agent_authentication_and_the_off_policy_work() {
     let _ = std::fs::remove_dir_all(&dir);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_tasks_and_scripts_run_in_a_session() {
+    let env = TestEnv::start().await;
+    let (session, mut ws) = env.open_shell().await;
+    let (status, task) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "five", "label": "Print five", "command": "echo task-$((2+3))"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let (status, script) = env
+        .api
+        .post(
+            "/api/scripts",
+            json!({"name": "two-of-three", "body": "# demo\necho a\nfalse\necho b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{script}");
+
+    let by_id = run(&env, session, json!({"task_id": task["id"]})).await;
+    let done = ws.wait_event("completed", WAIT, is_completed(&by_id)).await;
+    assert_eq!(done["status"], "ok", "{done}");
+    assert_eq!(chunks(&ws, &by_id, "stdout"), "task-5\n");
+    // By name over the WebSocket too.
+    ws.send(json!({"action": "run", "task": "five"})).await;
+    let started = ws
+        .wait_event("started", WAIT, |e| {
+            e["event"] == "started" && e["kind"] == "task" && e["run"] != by_id.as_str()
+        })
+        .await;
+    assert_eq!(started["command"], "five");
+
+    let batch = run(&env, session, json!({"script_id": script["id"]})).await;
+    let done = ws.wait_event("completed", WAIT, is_completed(&batch)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["failed_step"], 2, "{done}");
+
+    // Bad input: clear errors, nothing run.
+    let (status, reply) = env
+        .api
+        .post("/api/tasks", json!({"name": "x", "command": " "}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply["error"]["field"], "command");
+    let (status, _) = env
+        .api
+        .post("/api/tasks", json!({"name": "five", "command": "true"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, reply) = env
+        .api
+        .post(
+            &format!("/api/sessions/{session}/runs"),
+            json!({"task": "no-such-task"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    let bob = env.add_user("bob").await;
+    let (status, _) = bob
+        .post("/api/tasks", json!({"name": "y", "command": "true"}))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, list) = bob.get("/api/scripts").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list[0]["steps"], 3);
+    env.finish().await;
+}

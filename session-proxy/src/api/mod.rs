@@ -3,6 +3,7 @@
 
 mod host_input;
 mod hosts;
+mod library;
 pub(crate) mod login;
 mod recording;
 pub(crate) mod runs;
@@ -75,6 +76,26 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/join/{token}", get(shares::describe))
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/sessions/{id}/recording", get(recording::asciicast))
+        .route(
+            "/api/tasks",
+            get(library::list_tasks).post(library::create_task),
+        )
+        .route(
+            "/api/tasks/{id}",
+            get(library::get_task)
+                .put(library::update_task)
+                .delete(library::delete_task),
+        )
+        .route(
+            "/api/scripts",
+            get(library::list_scripts).post(library::create_script),
+        )
+        .route(
+            "/api/scripts/{id}",
+            get(library::get_script)
+                .put(library::update_script)
+                .delete(library::delete_script),
+        )
         .merge(crate::web::routes())
         .route("/ws/join/{token}", get(crate::ws::join))
         .route("/healthz", get(crate::health::healthz))

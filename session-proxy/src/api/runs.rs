@@ -11,6 +11,7 @@ use shellway_common::control::{RunKind, RunSpec};
 use shellway_common::{script, Control};
 use uuid::Uuid;
 
+use super::library::{self, Saved};
 use super::{sessions, AppState, Json};
 use crate::auth::AuthUser;
 use crate::db;
@@ -29,14 +30,50 @@ pub(crate) struct RunRequest {
     pub script_id: Option<Uuid>,
 }
 
-/// What to run, validated: kind, label and steps.
-fn plan(req: &RunRequest) -> Result<(RunKind, String, Vec<String>), ApiError> {
-    if req.task.is_some() || req.task_id.is_some() || req.script_id.is_some() {
-        return Err(ApiError::not_supported(
-            "task",
-            "saved tasks and scripts are not supported yet",
+/// What to run, from the request or the library: kind, label and steps.
+async fn resolve(
+    db: &sqlx::PgPool,
+    req: &RunRequest,
+) -> Result<(RunKind, String, Vec<String>), ApiError> {
+    let task = req.task.is_some() || req.task_id.is_some();
+    let given = [
+        req.command.is_some(),
+        req.script.is_some(),
+        task,
+        req.script_id.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(ApiError::invalid(
+            "command",
+            "give exactly one of command, script, task, task_id or script_id",
         ));
     }
+    if task {
+        let Saved::Task { name, command } =
+            library::task_by(db, req.task_id, req.task.as_deref()).await?
+        else {
+            return Err(ApiError::invalid("task", "no such saved task"));
+        };
+        let (_, _, steps) = plan(&RunRequest {
+            command: Some(command),
+            ..Default::default()
+        })?;
+        return Ok((RunKind::Task, name, steps));
+    }
+    if let Some(id) = req.script_id {
+        let Saved::Script { name, body } = library::script_by(db, id).await? else {
+            return Err(ApiError::invalid("script_id", "no such saved script"));
+        };
+        let steps = script::parse_script(&body)
+            .map_err(|e| ApiError::invalid("script_id", e.to_string()))?;
+        let label = format!("{name} ({} steps)", steps.len());
+        return Ok((RunKind::Batch, label, steps));
+    }
+    plan(req)
+}
+
+/// A command or an ad-hoc script, validated: kind, label and steps.
+fn plan(req: &RunRequest) -> Result<(RunKind, String, Vec<String>), ApiError> {
     match (&req.command, &req.script) {
         (Some(cmd), None) => {
             let cmd = cmd.trim();
@@ -77,7 +114,7 @@ pub(crate) async fn start_run(
     req: &RunRequest,
     ordered: bool,
 ) -> Result<Uuid, ApiError> {
-    let (kind, label, steps) = plan(req)?;
+    let (kind, label, steps) = resolve(&st.db, req).await?;
     let run = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO runs (id, session_id, kind, command, status, created_by) \
@@ -222,10 +259,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(plan(&blank).err().and_then(|e| e.field), Some("command"));
-        let task = RunRequest {
-            task: Some("deploy".into()),
+        let both = RunRequest {
+            command: Some("ls".into()),
+            script: Some("ls".into()),
             ..Default::default()
         };
-        assert_eq!(plan(&task).err().map(|e| e.code), Some("not_supported"));
+        assert_eq!(plan(&both).err().map(|e| e.code), Some("invalid_field"));
     }
 }
