@@ -152,6 +152,16 @@ async function consoleView(view, params) {
   const runBtn = h('button', {id: 'run', disabled: true}, 'Run');
   const batchBtn = h('button', {id: 'run-batch', disabled: true}, 'Run batch');
   const cancelBtn = h('button', {id: 'cancel', class: 'danger', disabled: true}, 'Cancel');
+  const [tasks, scripts] = await Promise.all([api('GET', '/api/tasks'), api('GET', '/api/scripts')]);
+  const taskSel = h('select', {id: 'task', 'aria-label': 'Saved task'}, h('option', {value: ''}, 'Saved task…'),
+    tasks.map((t) => h('option', {value: t.name}, t.label || t.name)));
+  const taskBtn = h('button', {id: 'run-task', disabled: true}, 'Run task');
+  const scriptSel = h('select', {id: 'saved-script', 'aria-label': 'Saved script'}, h('option', {value: ''}, 'Load a saved script…'),
+    scripts.map((x) => h('option', {value: x.id}, x.name)));
+  scriptSel.addEventListener('change', () => {
+    const found = scripts.find((x) => x.id === scriptSel.value);
+    if (found) script.value = found.body;
+  });
   const runInfo = h('div', {id: 'run-info', class: 'muted'}, 'No run yet.');
   const runOut = h('pre', {class: 'runout', id: 'run-output'});
   const presence = h('ul', {class: 'presence', id: 'presence'});
@@ -164,7 +174,8 @@ async function consoleView(view, params) {
     h('aside', {class: 'side'},
       h('div', {class: 'card'}, h('h3', {}, 'Run in this session'),
         h('div', {class: 'toolbar'}, cmd, runBtn),
-        script, h('div', {class: 'toolbar'}, batchBtn, cancelBtn),
+        h('div', {class: 'toolbar'}, taskSel, taskBtn),
+        scriptSel, script, h('div', {class: 'toolbar'}, batchBtn, cancelBtn),
         runInfo, runOut),
       h('div', {class: 'card'}, h('h3', {}, 'Who is here'), presence))));
 
@@ -174,6 +185,7 @@ async function consoleView(view, params) {
   const setLive = (live) => {
     connectBtn.disabled = live; hostSel.disabled = live; disconnectBtn.disabled = !live;
     runBtn.disabled = !live || !!watchId; batchBtn.disabled = !live || !!watchId; shareBtn.disabled = !live || !!watchId;
+    taskBtn.disabled = !live || !!watchId;
   };
 
   const onStatus = (status) => {
@@ -243,6 +255,7 @@ async function consoleView(view, params) {
   runBtn.addEventListener('click', () => cmd.value.trim() && run({command: cmd.value}));
   cmd.addEventListener('keydown', (e) => { if (e.key === 'Enter' && cmd.value.trim()) run({command: cmd.value}); });
   batchBtn.addEventListener('click', () => script.value.trim() && run({script: script.value}));
+  taskBtn.addEventListener('click', () => taskSel.value && run({task: taskSel.value}));
   cancelBtn.addEventListener('click', () => sess && sess.send({action: 'cancel'}));
   shareBtn.addEventListener('click', () => shareDialog(sessionId));
 
@@ -398,6 +411,62 @@ async function hostsView(view) {
   await load();
 }
 
+// ---- saved tasks and scripts --------------------------------------------
+
+function libraryView(kind) {
+  const isTask = kind === 'tasks';
+  const cols = isTask ? ['name', 'label', 'command', 'description'] : ['name', 'description', 'body'];
+  return async (view) => {
+    const admin = app.me && app.me.is_admin;
+    const tbody = h('tbody');
+    const fields = {}; const errs = {};
+    let editing = null;
+    const row = (name, el) => {
+      el.id = kind + '-' + name; fields[name] = el;
+      errs[name] = h('span', {class: 'field-error', id: kind + '-' + name + '-error', role: 'alert'});
+      return [h('label', {for: el.id}, name[0].toUpperCase() + name.slice(1)), el, errs[name]];
+    };
+    const form = h('form', {class: 'form-grid card', id: kind + '-form', hidden: !admin, novalidate: true},
+      row('name', h('input', {placeholder: isTask ? 'restart_app' : 'deploy'})),
+      isTask ? row('label', h('input', {placeholder: 'Restart the app'})) : [],
+      isTask ? row('command', h('input', {placeholder: 'sudo systemctl restart app'})) : [],
+      row('description', h('input', {})),
+      isTask ? [] : row('body', h('textarea', {rows: 6, placeholder: '# one step a line\ncd /srv/app\ngit pull\n./deploy.sh'})),
+      h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: kind + '-save'}, 'Save'),
+        h('button', {type: 'button', onclick: () => edit(null)}, 'New')), h('span'));
+    function edit(item) {
+      editing = item ? item.id : null;
+      for (const c of cols) { fields[c].value = item ? item[c] : ''; errs[c].textContent = ''; }
+    }
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      for (const c of cols) errs[c].textContent = '';
+      const body = {};
+      for (const c of cols) body[c] = fields[c].value;
+      try {
+        if (editing) await api('PUT', '/api/' + kind + '/' + editing, body); else await api('POST', '/api/' + kind, body);
+        edit(null); load(); flash('Saved.', 'info');
+      } catch (e) { if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message); }
+    });
+    async function load() {
+      const items = await api('GET', '/api/' + kind);
+      tbody.replaceChildren(...items.map((x) => h('tr', {},
+        h('td', {}, x.name), h('td', {}, isTask ? (x.label || '') : (x.steps + ' steps')),
+        h('td', {}, h('pre', {class: 'runout'}, isTask ? x.command : x.body)), h('td', {}, x.description),
+        h('td', {class: 'row-actions'}, admin ? [h('button', {onclick: () => edit(x)}, 'Edit'),
+          h('button', {class: 'danger', onclick: async () => {
+            if (!confirm('Delete ' + x.name + '?')) return;
+            try { await api('DELETE', '/api/' + kind + '/' + x.id); load(); } catch (e) { flash(e.message); }
+          }}, 'Delete')] : ''))));
+    }
+    view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
+      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One step a line; # comments; cd persists; the batch stops at the first failing step.'),
+      h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), h('th'))), tbody),
+      h('h2', {style: 'margin-top:20px'}, admin ? 'Add or edit' : ''), form);
+    await load();
+  };
+}
+
 // ---- logs and replay -----------------------------------------------------
 
 async function logsView(view) {
@@ -497,6 +566,8 @@ async function manualView(view) {
 const routes = [
   [/^\/$/, consoleView, 'console'],
   [/^\/hosts$/, hostsView, 'hosts'],
+  [/^\/tasks$/, libraryView('tasks'), 'tasks'],
+  [/^\/scripts$/, libraryView('scripts'), 'scripts'],
   [/^\/logs$/, logsView, 'logs'],
   [/^\/logs\/([0-9a-f-]+)$/, replayView, 'logs'],
   [/^\/monitor$/, monitorView, 'monitor'],

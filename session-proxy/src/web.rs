@@ -45,6 +45,8 @@ const LOGIN: &str = include_str!("../assets/login.html");
 const PAGES: &[&str] = &[
     "/",
     "/hosts",
+    "/tasks",
+    "/scripts",
     "/logs",
     "/logs/{id}",
     "/manual",

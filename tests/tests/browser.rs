@@ -177,3 +177,99 @@ async fn the_console_works_in_a_real_browser() {
     b.quit().await;
     env.finish().await;
 }
+
+async fn login(b: &Browser, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/login")).await;
+    b.type_into("#username", user).await;
+    b.type_into("#password", password).await;
+    b.click("button[type=submit]").await;
+    b.wait_js(
+        "the console",
+        "location.pathname === '/' && document.getElementById('view')",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_watching_and_ending_a_session_in_the_browser() {
+    let env = TestEnv::start().await;
+    env.add_host().await;
+    env.add_user("bob").await;
+    let owner = Browser::start().await;
+    login(&owner, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    owner.click("#connect").await;
+    badge_is(&owner, "CONNECTED").await;
+    type_in_terminal(&owner, "echo shared-$((4*4))\n").await;
+    screen_shows(&owner, "shared-16").await;
+
+    // The Share dialog makes a link with a copy button and lists it.
+    owner.click("#share").await;
+    owner.click("#share-create").await;
+    let url = owner
+        .wait_js("the link", "document.getElementById('share-url').value")
+        .await;
+    let url = url.as_str().unwrap().to_owned();
+    assert!(url.contains("/join/swl_"), "{url}");
+    owner
+        .wait_js(
+            "the link listed",
+            "document.querySelector('#share-dialog tbody').textContent.includes('active')",
+        )
+        .await;
+    // The picture in the docs shows no usable token.
+    owner
+        .js(
+            "document.getElementById('share-url').value = location.origin + '/join/swl_…'",
+            json!([]),
+        )
+        .await;
+    owner.screenshot("docs/screenshots/share.png").await;
+    owner
+        .js("document.getElementById('share-dialog').close()", json!([]))
+        .await;
+
+    // Bob opens it: he sees the screen, is listed, and cannot type.
+    let bob = Browser::start().await;
+    login(&bob, &env.base, "bob", "bob-password").await;
+    bob.goto(&url).await;
+    screen_shows(&bob, "shared-16").await;
+    owner
+        .wait_js(
+            "bob in the presence list",
+            "document.getElementById('presence').textContent.includes('bob')",
+        )
+        .await;
+    let disabled = bob
+        .js("return window.shellwayTerm.options.disableStdin", json!([]))
+        .await;
+    assert_eq!(disabled, true, "a view link gives a read-only terminal");
+
+    // The admin's live monitor lists it with its viewers and ends it.
+    let admin = Browser::start().await;
+    login(&admin, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    admin.goto(&format!("{}/monitor", env.base)).await;
+    admin
+        .wait_js(
+            "the session with its viewers",
+            "document.getElementById('monitor-table').textContent.includes('bob (view)')",
+        )
+        .await;
+    admin.screenshot("docs/screenshots/monitor.png").await;
+    admin.js("window.confirm = () => true", json!([])).await;
+    admin.click("#monitor-table button.danger").await;
+    bob.wait_js(
+        "bob told who ended it",
+        "document.getElementById('flash').textContent.includes('by admin')",
+    )
+    .await;
+    owner
+        .wait_js(
+            "the owner told",
+            "document.getElementById('flash').textContent.includes('Session ended')",
+        )
+        .await;
+    for b in [owner, bob, admin] {
+        b.quit().await;
+    }
+    env.finish().await;
+}
