@@ -359,8 +359,23 @@ async function hostsView(view) {
     input('key_path', 'Key path', h('input', {placeholder: '/keys/id_ed25519'})),
     input('host_key_policy', 'Host key policy', h('select', {}, h('option', {value: 'strict'}, 'strict — pinned keys only'), h('option', {value: 'tofu'}, 'tofu — pin the first key seen'), h('option', {value: 'off'}, 'off — accept any key (unsafe)'))),
     input('host_keys', 'Pinned host keys', h('textarea', {rows: 3, placeholder: 'ssh-ed25519 AAAA… (one a line; ssh-keyscan -t ed25519 HOST)'})),
+    h('span'), h('div', {class: 'row-actions'}, h('button', {type: 'button', id: 'host-scan', onclick: scan}, 'Fetch host key'),
+      h('span', {id: 'host-scan-result', class: 'muted', role: 'status'})), h('span'),
     h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: 'host-save'}, 'Save host'), h('button', {type: 'button', id: 'host-new', onclick: () => edit(null)}, 'New')), h('span'));
   let editing = null;
+  async function scan() {
+    const out = $('#host-scan-result');
+    out.textContent = 'Connecting…'; errs.hostname.textContent = ''; errs.port.textContent = '';
+    try {
+      const r = await api('POST', '/api/hosts/scan', {hostname: fields.hostname.value.trim(), port: Number(fields.port.value) || 22});
+      out.textContent = 'Fingerprint ' + r.fingerprint + ' — compare it with the server\'s own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before saving.';
+      const keys = fields.host_keys.value.split('\n').map((k) => k.trim()).filter(Boolean);
+      if (!keys.includes(r.key)) fields.host_keys.value = keys.concat([r.key]).join('\n');
+    } catch (e) {
+      out.textContent = '';
+      if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else out.textContent = e.message;
+    }
+  }
   function edit(host) {
     editing = host ? host.id : null;
     for (const k of Object.keys(errs)) errs[k].textContent = '';

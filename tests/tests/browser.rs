@@ -66,7 +66,6 @@ async fn the_console_works_in_a_real_browser() {
     b.type_into("#host-username", &env.sshd.username).await;
     b.type_into("#host-key_path", &env.sshd.user_key.display().to_string())
         .await;
-    b.type_into("#host-host_keys", &env.sshd.host_key).await;
     b.click("#host-save").await;
     b.wait_js(
         "the port error next to the port field",
@@ -75,6 +74,20 @@ async fn the_console_works_in_a_real_browser() {
     .await;
     b.clear("#host-port").await;
     b.type_into("#host-port", &env.sshd.port.to_string()).await;
+    // "Fetch host key" shows the fingerprint and fills in the key to pin.
+    b.click("#host-scan").await;
+    b.wait_js(
+        "the fingerprint",
+        "document.getElementById('host-scan-result').textContent.includes('SHA256:')",
+    )
+    .await;
+    let pinned = b
+        .js(
+            "return document.getElementById('host-host_keys').value",
+            json!([]),
+        )
+        .await;
+    assert_eq!(pinned.as_str().unwrap(), env.sshd.host_key);
     b.click("#host-save").await;
     b.wait_js(
         "the host in the list",

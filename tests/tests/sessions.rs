@@ -473,3 +473,41 @@ async fn saved_tasks_and_scripts_run_in_a_session() {
     assert_eq!(list[0]["steps"], 3);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetching_a_host_key_shows_it_for_pinning() {
+    let env = TestEnv::start().await;
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/hosts/scan",
+            json!({"hostname": "127.0.0.1", "port": env.sshd.port}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["key"], env.sshd.host_key.as_str());
+    assert!(reply["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("SHA256:"));
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/hosts/scan",
+            json!({"hostname": "bad host; rm -rf /", "port": 22}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reply["error"]["field"], "hostname");
+    let closed = shellway_tests::sshd::free_port();
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/hosts/scan",
+            json!({"hostname": "127.0.0.1", "port": closed}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{reply}");
+    assert_eq!(reply["error"]["code"], "ssh");
+    env.finish().await;
+}

@@ -134,7 +134,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     })
 }
 
-fn check_hostname(host: &str) -> Result<(), ApiError> {
+pub(crate) fn check_hostname(host: &str) -> Result<(), ApiError> {
     let ok = (1..=253).contains(&host.len())
         && !host.starts_with('-')
         && host
@@ -148,7 +148,7 @@ fn check_hostname(host: &str) -> Result<(), ApiError> {
     })
 }
 
-fn parse_port(v: Option<&Value>) -> Result<u16, ApiError> {
+pub(crate) fn parse_port(v: Option<&Value>) -> Result<u16, ApiError> {
     let msg = "port must be between 1 and 65535";
     match v {
         None | Some(Value::Null) => Ok(22),

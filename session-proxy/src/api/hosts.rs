@@ -212,3 +212,34 @@ pub(crate) async fn remove(
     .await;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// How long fetching a host key may take.
+const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /api/hosts/scan {hostname, port}`: the host's key and fingerprint,
+/// for an administrator to compare with the server's own and pin. The
+/// proxy connects itself (no authentication happens).
+pub(crate) async fn scan(
+    user: AuthUser,
+    Json(body): Json<serde_json::Value>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    user.require_admin()?;
+    let hostname = body
+        .get("hostname")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    super::host_input::check_hostname(&hostname)?;
+    let port = super::host_input::parse_port(body.get("port"))?;
+    match ssh_runner::fetch_host_key(&hostname, port, SCAN_TIMEOUT).await {
+        Ok((key, fingerprint)) => Ok(axum::Json(
+            serde_json::json!({"key": key, "fingerprint": fingerprint}),
+        )),
+        Err(message) => Err(ApiError::new(
+            axum::http::StatusCode::BAD_GATEWAY,
+            "ssh",
+            message,
+        )),
+    }
+}

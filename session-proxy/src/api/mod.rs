@@ -57,6 +57,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/me", get(login::me))
         .route("/api/tokens", post(tokens::create))
         .route("/api/hosts", get(hosts::list).post(hosts::create))
+        .route("/api/hosts/scan", post(hosts::scan))
         .route(
             "/api/hosts/{id}",
             get(hosts::get_one).put(hosts::update).delete(hosts::remove),
