@@ -221,6 +221,7 @@ async function consoleView(view, params) {
 
   function attach(path) {
     sess = new Session(path, term, handlers);
+    window.shellwaySession = sess; // for tests: the live connection
     sess.connect();
     setLive(true);
     term.focus();

@@ -148,6 +148,43 @@ async fn the_console_works_in_a_real_browser() {
     screen_shows(&b, "colours: red ok").await;
     b.screenshot("docs/screenshots/console.png").await;
 
+    // A dropped connection resumes where it was: nothing lost or repeated.
+    b.js(
+        "window.firstSocket = window.shellwaySession.ws; window.firstSocket.close()",
+        json!([]),
+    )
+    .await;
+    b.wait_js(
+        "the console to reconnect on a new socket",
+        "window.shellwaySession.ws !== window.firstSocket && window.shellwaySession.ws.readyState === 1",
+    )
+    .await;
+    type_in_terminal(&b, "echo after-drop-$((1+1))\n").await;
+    screen_shows(&b, "after-drop-2").await;
+    let hellos = b
+        .js(
+            "return window.shellwayScreen().split('\\n').filter(l => l === 'hello').length",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hellos, 1, "output repeated after the reconnect");
+
+    // Full-screen programs draw in the browser terminal.
+    type_in_terminal(&b, "printf 'in-vim-%s\\n' $((6*7)) > /tmp/shellway-browser-vi.txt; vi -n -u NONE /tmp/shellway-browser-vi.txt\n").await;
+    screen_shows(&b, "in-vim-42").await;
+    b.wait_js(
+        "vim's empty-line markers",
+        "window.shellwayScreen().includes('\\n~')",
+    )
+    .await;
+    type_in_terminal(&b, ":q!\n").await;
+    type_in_terminal(
+        &b,
+        "rm -f /tmp/shellway-browser-vi.txt; echo vim-done-$((1+2))\n",
+    )
+    .await;
+    screen_shows(&b, "vim-done-3").await;
+
     // Logs list the session and its runs; its page replays it.
     b.goto(&format!("{}/logs", env.base)).await;
     b.wait_js(
