@@ -30,6 +30,24 @@ enum Against {
 }
 
 impl Row {
+    fn new(
+        name: &str,
+        shellway: f64,
+        direct: Option<f64>,
+        webssh: Option<f64>,
+        target: Option<(&str, f64)>,
+        how: Against,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            shellway,
+            direct,
+            webssh,
+            target: target.map(|(t, l)| (t.to_owned(), l, how)),
+        }
+    }
+
+    /// Lower is better; the target is a ratio to webssh.
     pub fn lower_better(
         name: &str,
         shellway: f64,
@@ -37,13 +55,14 @@ impl Row {
         webssh: Option<f64>,
         target: Option<(&str, f64)>,
     ) -> Self {
-        Self {
-            name: name.into(),
+        Self::new(
+            name,
             shellway,
-            direct: Some(direct),
+            Some(direct),
             webssh,
-            target: target.map(|(t, l)| (t.to_owned(), l, Against::WebsshAtMost)),
-        }
+            target,
+            Against::WebsshAtMost,
+        )
     }
 
     pub fn lower_better_vs_direct(
@@ -53,13 +72,14 @@ impl Row {
         webssh: Option<f64>,
         target: (&str, f64),
     ) -> Self {
-        Self {
-            name: name.into(),
+        Self::new(
+            name,
             shellway,
-            direct: Some(direct),
+            Some(direct),
             webssh,
-            target: Some((target.0.to_owned(), target.1, Against::DirectAtMost)),
-        }
+            Some(target),
+            Against::DirectAtMost,
+        )
     }
 
     pub fn higher_better_vs_direct(
@@ -69,33 +89,22 @@ impl Row {
         webssh: Option<f64>,
         target: (&str, f64),
     ) -> Self {
-        Self {
-            name: name.into(),
+        Self::new(
+            name,
             shellway,
-            direct: Some(direct),
+            Some(direct),
             webssh,
-            target: Some((target.0.to_owned(), target.1, Against::DirectAtLeast)),
-        }
+            Some(target),
+            Against::DirectAtLeast,
+        )
     }
 
     pub fn plain(name: &str, value: f64, target: Option<(&str, f64)>) -> Self {
-        Self {
-            name: name.into(),
-            shellway: value,
-            direct: None,
-            webssh: None,
-            target: target.map(|(t, l)| (t.to_owned(), l, Against::ValueAtMost)),
-        }
+        Self::new(name, value, None, None, target, Against::ValueAtMost)
     }
 
     pub fn ratio(name: &str, value: f64, target: (&str, f64)) -> Self {
-        Self {
-            name: name.into(),
-            shellway: value,
-            direct: None,
-            webssh: None,
-            target: Some((target.0.to_owned(), target.1, Against::ValueBelow)),
-        }
+        Self::new(name, value, None, None, Some(target), Against::ValueBelow)
     }
 
     fn met(&self) -> Option<bool> {
