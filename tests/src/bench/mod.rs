@@ -571,6 +571,11 @@ pub fn main() -> std::process::ExitCode {
     if args.iter().any(|a| a == "--no-write") {
         plan.write_docs = false;
     }
+    if let Some(i) = args.iter().position(|a| a == "--fanout-bytes") {
+        if let Some(n) = args.get(i + 1).and_then(|n| n.parse().ok()) {
+            plan.fanout_bytes = n;
+        }
+    }
     if let Some(i) = args.iter().position(|a| a == "--sessions") {
         if let Some(n) = args.get(i + 1).and_then(|n| n.parse().ok()) {
             plan.sessions = n;
