@@ -621,10 +621,14 @@ impl Viewer {
                 .await?;
             return Ok(None);
         }
-        let mut frame = data.to_vec();
+        // The frame is built in place (seq header first, patched at the
+        // end): one copy of the bytes per viewer, not two.
+        let mut frame = Vec::with_capacity(8 + data.len().max(FRAME_MAX / 4));
+        frame.extend_from_slice(&[0u8; 8]);
+        frame.extend_from_slice(data);
         let mut seq = meta.seq;
         let mut held = None;
-        while frame.len() < FRAME_MAX {
+        while frame.len() < FRAME_MAX + 8 {
             match sub.rx.try_recv() {
                 Ok(next) => match next.as_ref() {
                     Report::Output { meta, data }
@@ -643,8 +647,8 @@ impl Viewer {
                 | Err(TryRecvError::Closed) => break,
             }
         }
-        self.send(sink, Message::Binary(encode_frame(seq, &frame).into()))
-            .await?;
+        frame[..8].copy_from_slice(&seq.to_be_bytes());
+        self.send(sink, Message::Binary(frame.into())).await?;
         self.last_sent = seq;
         Ok(held)
     }

@@ -42,7 +42,7 @@ impl Plan {
             exec_bytes: 100_000_000,
             opens: 10,
             sessions: 1000,
-            fanout_bytes: 5_000_000,
+            fanout_bytes: 20_000_000,
             viewers: vec![1, 10, 50],
             write_docs: true,
         }

@@ -13,7 +13,8 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS")
 }
 
-/// User + system CPU time so far, seconds.
+/// User + system CPU time so far, seconds (10 ms ticks: the figures that
+/// use it move tens of megabytes, so the tick is a small error).
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) in parens.
