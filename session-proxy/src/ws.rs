@@ -304,9 +304,19 @@ impl Viewer {
         // a moment, and a viewer must not miss what was published just
         // before it subscribed when nothing follows it.
         let mut backlog: VecDeque<Arc<Report>> = VecDeque::new();
-        let snapshot = match row.status {
-            SessionStatus::Open => self.take_snapshot(&mut sub, &mut backlog).await,
-            _ => None,
+        // A joiner asks even while the recording still says `connecting`
+        // (the recorder trails by a moment): the runner answers as soon as
+        // the shell is open, and a joiner must start from the screen, not
+        // from a replayed tail of bytes.
+        let ask = match row.status {
+            SessionStatus::Open => true,
+            SessionStatus::Pending | SessionStatus::Connecting => self.snapshot,
+            _ => false,
+        };
+        let snapshot = if ask {
+            self.take_snapshot(&mut sub, &mut backlog).await
+        } else {
+            None
         };
         let synced = match &snapshot {
             Some(Event::Snapshot { seq, .. }) => Some(*seq),
