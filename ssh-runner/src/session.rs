@@ -269,11 +269,19 @@ async fn close_channel(channel: &Channel) {
     }
 }
 
+/// The locale asked for in interactive shells.
+const SHELL_LANG: &str = "C.UTF-8";
+
 async fn open_shell(
     ssh: &SshConnection,
     pty: PtySize,
 ) -> Result<russh::Channel<russh::client::Msg>, russh::Error> {
     let channel = ssh.open_channel().await?;
+    // The browser terminal speaks UTF-8. Without a locale the login shell
+    // falls back to C, and readline mangles every non-ASCII key typed; the
+    // OpenSSH client sends the user's LANG the same way (sshd keeps it only
+    // where `AcceptEnv LANG` allows, the Debian/Ubuntu default).
+    channel.set_env(false, "LANG", SHELL_LANG).await?;
     channel
         .request_pty(
             false,

@@ -76,7 +76,7 @@ impl Sshd {
                  PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  MaxStartups 2000:30:4000\nMaxSessions 64\nLogLevel VERBOSE\n\
-                 SetEnv HOME={home}\n",
+                 AcceptEnv LANG LC_*\nSetEnv HOME={home}\n",
                 hk = host_key.display(),
                 ak = dir.join("authorized_keys").display(),
                 home = home.display(),

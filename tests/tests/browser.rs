@@ -103,6 +103,28 @@ async fn the_console_works_in_a_real_browser() {
     type_in_terminal(&b, "echo hel''lo\n").await;
     screen_shows(&b, "hello").await;
 
+    // UTF-8 both ways, and colours: typed text comes back through the PTY;
+    // the output below is made of escapes that are not on the command line.
+    type_in_terminal(&b, "echo 'héllo ✓'\n").await;
+    screen_shows(&b, "héllo ✓").await;
+    type_in_terminal(
+        &b,
+        "printf 'caf\\303\\251 \\342\\234\\223 \\033[31mred-%s\\033[0m\\n' $((1+1))\n",
+    )
+    .await;
+    screen_shows(&b, "café ✓ red-2").await;
+    let red = b
+        .js(
+            "const buf = window.shellwayTerm.buffer.active; \
+             for (let y = 0; y < buf.length; y++) { \
+               const line = buf.getLine(y); const x = line.translateToString(true).indexOf('red-2'); \
+               if (x >= 0) { const c = line.getCell(x); return c.isFgPalette() && c.getFgColor(); } \
+             } return null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(red, json!(1), "red-2 is drawn in palette colour 1 (red)");
+
     // Resizing the window resizes the PTY.
     let before = b.js("return window.shellwayTerm.cols", json!([])).await;
     b.set_window(900, 600).await;
