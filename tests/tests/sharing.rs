@@ -480,3 +480,64 @@ async fn viewers_of_a_dying_proxy_resume_on_another_without_loss() {
     }
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_controller_does_not_starve_the_others() {
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 96; // 6 MiB, several seconds at one viewer's input budget
+    const MARK: &str = "MARK-FROM-ALICE\n";
+    let env = TestEnv::start().await;
+    let alice = env.add_user("alice").await;
+    let carol = env.add_user("carol").await;
+    let (id, mut owner) = open_shell_as(&env, &alice, &env.base).await;
+    let (control_token, _) = share(&alice, id, "control").await;
+    let mut flooder = join(&env.base, &control_token, &carol).await;
+
+    // Everything typed lands in one file, in the order the PTY got it.
+    let total = CHUNK * CHUNKS + MARK.len();
+    owner
+        .type_text(&format!(
+            "stty raw -echo; echo ready-$((3*3)); head -c {total} > flood.txt; stty sane; echo flood-$((1+1))-done\r"
+        ))
+        .await;
+    owner.wait_output("ready-9", WAIT).await;
+
+    let flood = tokio::spawn(async move {
+        let chunk = "a".repeat(CHUNK);
+        for _ in 0..CHUNKS {
+            flooder.type_text(&chunk).await;
+        }
+        flooder
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    owner.type_text(MARK).await;
+    owner
+        .wait_output("flood-2-done", Duration::from_secs(120))
+        .await;
+    let _flooder = flood.await.unwrap();
+
+    owner
+        .type_text("echo offset=$(grep -bo MARK-FROM-ALICE flood.txt | cut -d: -f1)=$(wc -c < flood.txt)=checked-$((2*4))\r")
+        .await;
+    owner.wait_output("=checked-8", WAIT).await;
+    let screen = String::from_utf8_lossy(&owner.screen).into_owned();
+    let line = screen
+        .rsplit("offset=")
+        .next()
+        .and_then(|l| l.split("=checked-8").next())
+        .unwrap();
+    let (offset, size) = line.split_once('=').unwrap();
+    let (offset, size): (usize, usize) = (offset.parse().unwrap(), size.parse().unwrap());
+    assert_eq!(
+        size, total,
+        "every byte of both controllers reached the PTY"
+    );
+    // Without a per-viewer budget the whole flood is queued ahead of the
+    // owner's line, which lands at the very end. With it, the owner's
+    // line lands about where the flood was after one second.
+    assert!(
+        offset < CHUNK * CHUNKS - 1024 * 1024,
+        "the owner's input waited behind the flood: offset {offset} of {total}"
+    );
+    env.finish().await;
+}
