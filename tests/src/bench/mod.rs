@@ -369,21 +369,31 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 6. Fan-out.
     eprintln!("fan-out…");
+    // The server side of a session: proxy, runner and broker (the viewers'
+    // own clients are the users' browsers and are not counted).
+    let mut servers = vec![proxy_pid, runner_pid];
+    servers.extend(procstat::pid_of("beam.smp"));
     let mut fan_cpu = Vec::new();
     for &viewers in &plan.viewers {
-        let (rate, cpu) = fanout(&api, host, proxy_pid, viewers, &fan_file).await?;
+        let f = fanout(&api, host, &servers, viewers, &fan_file).await?;
         report.note(format!(
-            "fan-out to {viewers} viewer(s): {:.1} MB/s at the slowest viewer, proxy CPU {:.3} s ({:.4} s per viewer)",
-            rate / 1e6,
-            cpu,
-            cpu / viewers as f64
+            "fan-out to {viewers} viewer(s): {:.1} MB/s at the slowest viewer, proxy CPU {:.3} s ({:.4} s per viewer), proxy + runner + broker CPU {:.3} s",
+            f.rate / 1e6,
+            f.proxy_cpu,
+            f.proxy_cpu / viewers as f64,
+            f.server_cpu,
         ));
-        fan_cpu.push((viewers, cpu));
+        fan_cpu.push((viewers, f));
     }
-    if let (Some(first), Some(last)) = (fan_cpu.first(), fan_cpu.last()) {
+    if let (Some((n1, first)), Some((n2, last))) = (fan_cpu.first(), fan_cpu.last()) {
         report.push(Row::ratio(
-            &format!("proxy CPU, {} viewers ÷ {} viewer", last.0, first.0),
-            last.1 / first.1.max(0.01),
+            &format!("proxy CPU, {n2} viewers ÷ {n1} viewer"),
+            last.proxy_cpu / first.proxy_cpu.max(0.01),
+            ("< 3×", 3.0),
+        ));
+        report.push(Row::ratio(
+            &format!("proxy + runner + broker CPU, {n2} viewers ÷ {n1} viewer"),
+            last.server_cpu / first.server_cpu.max(0.01),
             ("< 3×", 3.0),
         ));
     }
@@ -440,15 +450,23 @@ async fn recorder_check(env: &TestEnv, session: Uuid) -> anyhow::Result<String> 
     }
 }
 
+struct Fanout {
+    /// Bytes per second at the slowest viewer.
+    rate: f64,
+    proxy_cpu: f64,
+    /// Proxy, runner and broker together.
+    server_cpu: f64,
+}
+
 /// One session, `viewers` WebSockets: PTY throughput at the slowest viewer
-/// and the proxy's CPU seconds for it.
+/// and the CPU seconds the servers (`servers[0]` is the proxy) spent on it.
 async fn fanout(
     api: &crate::Api,
     host: Uuid,
-    proxy_pid: u32,
+    servers: &[u32],
     viewers: usize,
     file: &std::path::Path,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Fanout> {
     let (id, mut owner) = shellway_open(api, host).await?;
     ready(&mut owner).await?;
     let mut others = Vec::new();
@@ -457,7 +475,8 @@ async fn fanout(
         t.drain(Duration::from_millis(50)).await;
         others.push(t);
     }
-    let cpu0 = procstat::cpu_seconds(proxy_pid)?;
+    let proxy0 = procstat::cpu_seconds(servers[0])?;
+    let servers0 = procstat::cpu_seconds_of(servers);
     let t = Instant::now();
     owner
         .send(&format!("base64 {}; {DONE_CMD}\r", file.display()))
@@ -466,7 +485,8 @@ async fn fanout(
     all.extend(others);
     let results = join_all(all.iter_mut().map(|v| v.until(DONE, LONG))).await;
     let secs = t.elapsed().as_secs_f64();
-    let cpu = procstat::cpu_seconds(proxy_pid)? - cpu0;
+    let proxy_cpu = procstat::cpu_seconds(servers[0])? - proxy0;
+    let server_cpu = procstat::cpu_seconds_of(servers) - servers0;
     let mut min_bytes = u64::MAX;
     for r in results {
         min_bytes = min_bytes.min(r?);
@@ -475,7 +495,11 @@ async fn fanout(
         v.close().await;
     }
     let _ = api.delete(&format!("/api/sessions/{id}")).await;
-    Ok((min_bytes as f64 / secs, cpu))
+    Ok(Fanout {
+        rate: min_bytes as f64 / secs,
+        proxy_cpu,
+        server_cpu,
+    })
 }
 
 async fn many_sessions(

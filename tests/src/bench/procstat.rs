@@ -30,6 +30,22 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// The first process whose command name is `comm` (e.g. RabbitMQ's
+/// `beam.smp`), if any.
+pub fn pid_of(comm: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (name.trim() == comm).then_some(pid)
+    })
+}
+
+/// CPU seconds of several processes together (those that have gone count
+/// as zero).
+pub fn cpu_seconds_of(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
+}
+
 /// A thousand sessions need more file descriptors than a shell's usual
 /// 1024; without unsafe code we cannot raise our own limit, so we run
 /// ourselves again under `ulimit -n`. True if this process was only the
