@@ -581,11 +581,29 @@ async fn ready_quick(term: &mut Term) -> anyhow::Result<()> {
     }
 }
 
+/// `cargo run --bin bench` builds only the bench itself; the proxy and
+/// runner it starts are this package's other binaries, so build them too
+/// (a stale proxy would be measured otherwise).
+fn build_servers() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(()); // run directly: use what is built
+    };
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "-p", "shellway-tests", "--bins"])
+        .status()?;
+    anyhow::ensure!(status.success(), "building the proxy and runner failed");
+    Ok(())
+}
+
 /// The bench binary's entry: `--quick` for a smoke run.
 pub fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if procstat::raise_fd_limit_by_reexec(&args) {
         return std::process::ExitCode::SUCCESS;
+    }
+    if let Err(err) = build_servers() {
+        eprintln!("bench: {err:#}");
+        return std::process::ExitCode::FAILURE;
     }
     let mut plan = if args.iter().any(|a| a == "--quick") {
         Plan::quick()
