@@ -16,7 +16,7 @@ pub struct Browser {
     base: String,
     session: String,
     http: reqwest::Client,
-    _driver: Child,
+    driver: Child,
 }
 
 impl Browser {
@@ -28,6 +28,9 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            // Its own process group, so that Drop can take Chromium down
+            // with it even when a test panics before `quit`.
+            .process_group(0)
             .spawn()
             .expect("chromedriver is installed (Debian package chromium-driver)");
         let base = format!("http://127.0.0.1:{port}");
@@ -67,7 +70,7 @@ impl Browser {
             base,
             session,
             http,
-            _driver: driver,
+            driver: driver,
         }
     }
 
@@ -204,8 +207,22 @@ impl Browser {
     }
 
     pub async fn quit(self) {
+        // Ends the WebDriver session politely; Drop then ends chromedriver
+        // and whatever is left of the browser.
         let url = format!("{}/session/{}", self.base, self.session);
         let _ = self.http.delete(url).send().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            // The group's id is chromedriver's pid; the browser it started
+            // is in that group.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
 }
 
