@@ -70,7 +70,7 @@ impl Browser {
             base,
             session,
             http,
-            driver: driver,
+            driver,
         }
     }
 
