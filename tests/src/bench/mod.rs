@@ -308,7 +308,19 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 2. PTY output.
     eprintln!("PTY output ({} bytes)…", plan.pty_bytes);
+    // Who spends the CPU while Shellway streams (the whole path shares two
+    // cores): proxy, runner, broker, database, sshd, and the bench client.
+    let comms: Vec<String> = vec![
+        procstat::comm(proxy_pid),
+        procstat::comm(runner_pid),
+        "beam.smp".into(),
+        "postgres".into(),
+        "sshd".into(),
+        procstat::comm(std::process::id()),
+    ];
+    let cpu0 = procstat::cpu_snapshot(&comms);
     let (sw_bytes, sw_rate) = pty_output(&mut sw, &pty_file).await?;
+    report.note(cpu_note("PTY output", &cpu0, &comms, sw_bytes));
     let (_, direct_rate) = pty_output(&mut direct, &pty_file).await?;
     let web_rate = match web.as_mut() {
         Some(t) => Some(pty_output(t, &pty_file).await?.1),
@@ -325,7 +337,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 3. Exec output.
     eprintln!("exec output ({} bytes)…", plan.exec_bytes);
+    let cpu0 = procstat::cpu_snapshot(&comms);
     let (exec_bytes, exec_rate) = shellway_exec(&mut sw, &exec_file).await?;
+    report.note(cpu_note("exec output", &cpu0, &comms, exec_bytes));
     let (_, direct_exec_rate) = direct_exec(sshd, &exec_file).await?;
     report.push(Row::higher_better_vs_direct(
         "exec output (MB/s)",
@@ -412,6 +426,20 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&files);
     env.finish().await;
     Ok(())
+}
+
+/// "CPU per MB while …: proxy 1.2 ms, runner …" since `before`.
+fn cpu_note(what: &str, before: &[(u32, String, f64)], comms: &[String], bytes: u64) -> String {
+    let after = procstat::cpu_snapshot(comms);
+    let mb = bytes as f64 / 1e6;
+    let parts: Vec<String> = procstat::spent_by_comm(before, &after)
+        .iter()
+        .map(|(name, cpu)| format!("{name} {:.1}", cpu * 1e3 / mb))
+        .collect();
+    format!(
+        "CPU ms per MB during Shellway's {what}: {}",
+        parts.join(", ")
+    )
 }
 
 fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
@@ -588,9 +616,32 @@ fn build_servers() -> anyhow::Result<()> {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(()); // run directly: use what is built
     };
-    let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "-p", "shellway-tests", "--bins"])
-        .status()?;
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--release", "-p", "shellway-tests", "--bins"]);
+    // What `cargo run` set for us describes this package, not the build;
+    // build scripts that watch such variables (ring's) would otherwise see
+    // them change and rebuild on every run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let ours = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&&*key);
+        if ours {
+            build.env_remove(&*key);
+        }
+    }
+    let status = build.status()?;
     anyhow::ensure!(status.success(), "building the proxy and runner failed");
     Ok(())
 }
@@ -613,15 +664,18 @@ pub fn main() -> std::process::ExitCode {
     if args.iter().any(|a| a == "--no-write") {
         plan.write_docs = false;
     }
-    if let Some(i) = args.iter().position(|a| a == "--fanout-bytes") {
-        if let Some(n) = args.get(i + 1).and_then(|n| n.parse().ok()) {
-            plan.fanout_bytes = n;
-        }
+    let number = |flag: &str| -> Option<usize> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1)?.parse().ok()
+    };
+    if let Some(n) = number("--fanout-bytes") {
+        plan.fanout_bytes = n;
     }
-    if let Some(i) = args.iter().position(|a| a == "--sessions") {
-        if let Some(n) = args.get(i + 1).and_then(|n| n.parse().ok()) {
-            plan.sessions = n;
-        }
+    if let Some(n) = number("--pty-bytes") {
+        plan.pty_bytes = n;
+    }
+    if let Some(n) = number("--sessions") {
+        plan.sessions = n;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

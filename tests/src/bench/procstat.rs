@@ -46,6 +46,51 @@ pub fn cpu_seconds_of(pids: &[u32]) -> f64 {
     pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
 }
 
+/// CPU seconds so far of every process whose command name is in `comms`,
+/// by pid (a snapshot to diff with [`spent_by_comm`]).
+pub fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let name = name.trim();
+            comms.iter().any(|c| c == name).then_some(())?;
+            Some((pid, name.to_owned(), cpu_seconds(pid).ok()?))
+        })
+        .collect()
+}
+
+/// CPU seconds spent between two snapshots, summed by command name (a
+/// process that started in between counts from zero), largest first.
+pub fn spent_by_comm(
+    before: &[(u32, String, f64)],
+    after: &[(u32, String, f64)],
+) -> Vec<(String, f64)> {
+    let mut by: Vec<(String, f64)> = Vec::new();
+    for (pid, name, cpu) in after {
+        let start = before
+            .iter()
+            .find(|(p, n, _)| p == pid && n == name)
+            .map_or(0.0, |b| b.2);
+        match by.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 += cpu - start,
+            None => by.push((name.clone(), cpu - start)),
+        }
+    }
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by
+}
+
+/// Command name of a process (what /proc/<pid>/comm says).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// A thousand sessions need more file descriptors than a shell's usual
 /// 1024; without unsafe code we cannot raise our own limit, so we run
 /// ourselves again under `ulimit -n`. True if this process was only the
