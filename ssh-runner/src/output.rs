@@ -119,6 +119,24 @@ impl ChannelReader {
         self.stash = rest;
         Next::Output(batch)
     }
+
+    /// Adds what is ready now of the same stream to `batch` (up to the
+    /// limit), without waiting.
+    pub(crate) fn top_up(&mut self, batch: &mut Batch) {
+        if self.stash.is_some() {
+            return;
+        }
+        let kind = self.kind;
+        let read = &mut self.read;
+        let (more, rest) = gather(batch.stream, &[], || {
+            read.wait()
+                .now_or_never()
+                .flatten()
+                .map(|m| kind.classify(m))
+        });
+        batch.data.extend_from_slice(&more.data);
+        self.stash = rest;
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::broker::Broker;
-use crate::output::{ChannelKind, ChannelReader, Next};
+use crate::output::{ChannelKind, ChannelReader, Next, COALESCE_LIMIT};
 use crate::presence::Board;
 use crate::publisher::{SessionPublisher, SharedPublisher};
 use crate::runs::{self, RunQueue, MAX_QUEUED_RUNS};
@@ -297,6 +297,11 @@ async fn open_shell(
     Ok(channel)
 }
 
+/// A PTY batch at least this big means output is streaming…
+const STREAMING: usize = 4 * 1024;
+/// …and is given this long to fill up before it is published.
+const STREAM_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Publishes the shell's output until the shell ends, keeping the screen
 /// in step with what was published.
 async fn pty_reader(
@@ -308,7 +313,15 @@ async fn pty_reader(
     let mut reader = ChannelReader::new(read, ChannelKind::Pty);
     loop {
         match reader.next().await {
-            Next::Output(batch) => {
+            Next::Output(mut batch) => {
+                if batch.data.len() >= STREAMING && batch.data.len() < COALESCE_LIMIT {
+                    // Output is streaming (an echo is never this big): a
+                    // moment's wait fills the message, and fewer, larger
+                    // messages cost the broker, the proxy and the database
+                    // much less per byte.
+                    tokio::time::sleep(STREAM_LINGER).await;
+                    reader.top_up(&mut batch);
+                }
                 let mut p = publisher.lock().await;
                 screen.feed(&batch.data);
                 p.output(Stream::Pty, None, &batch.data).await
