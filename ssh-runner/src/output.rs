@@ -106,16 +106,8 @@ impl ChannelReader {
             Piece::Other(msg) => return Next::Msg(msg),
             Piece::Output(stream, bytes) => (stream, bytes),
         };
-        let kind = self.kind;
-        let read = &mut self.read;
-        // `Some(None)` (channel ended) counts as "nothing ready": the next
-        // call sees the end.
-        let (batch, rest) = gather(stream, &bytes, || {
-            read.wait()
-                .now_or_never()
-                .flatten()
-                .map(|m| kind.classify(m))
-        });
+        let (kind, read) = (self.kind, &mut self.read);
+        let (batch, rest) = gather(stream, &bytes, || ready_now(read, kind));
         self.stash = rest;
         Next::Output(batch)
     }
@@ -126,17 +118,20 @@ impl ChannelReader {
         if self.stash.is_some() {
             return;
         }
-        let kind = self.kind;
-        let read = &mut self.read;
-        let (more, rest) = gather(batch.stream, &[], || {
-            read.wait()
-                .now_or_never()
-                .flatten()
-                .map(|m| kind.classify(m))
-        });
+        let (kind, read) = (self.kind, &mut self.read);
+        let (more, rest) = gather(batch.stream, &[], || ready_now(read, kind));
         batch.data.extend_from_slice(&more.data);
         self.stash = rest;
     }
+}
+
+/// The channel's next message if it is there already. `Some(None)` (the
+/// channel ended) counts as "nothing ready": the next read sees the end.
+fn ready_now(read: &mut ChannelReadHalf, kind: ChannelKind) -> Option<Piece> {
+    read.wait()
+        .now_or_never()
+        .flatten()
+        .map(|m| kind.classify(m))
 }
 
 #[cfg(test)]
