@@ -122,6 +122,19 @@ function makeTerminal(container, readOnly) {
   term.loadAddon(fit);
   term.open(container);
   fit.fit();
+  // Copy and paste as in desktop terminals (Ctrl+C stays an interrupt):
+  // Ctrl+Shift+C copies the selection; Ctrl+Shift+V is left to the
+  // browser, whose paste xterm.js turns into input (bracketed when the
+  // program asked for it). The browser's context menu works too.
+  term.attachCustomKeyEventHandler((e) => {
+    if (e.type !== 'keydown' || !e.ctrlKey || !e.shiftKey) return true;
+    if (e.code === 'KeyC' && term.hasSelection()) {
+      e.preventDefault();
+      if (navigator.clipboard) navigator.clipboard.writeText(term.getSelection()).catch(() => {});
+      return false;
+    }
+    return e.code !== 'KeyV';
+  });
   window.shellwayTerm = term; // for tests and the curious: the buffer is readable
   return {term, fit};
 }

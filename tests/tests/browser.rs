@@ -125,6 +125,27 @@ async fn the_console_works_in_a_real_browser() {
         .await;
     assert_eq!(red, json!(1), "red-2 is drawn in palette colour 1 (red)");
 
+    // Copy and paste: select what the shell printed, Ctrl+Shift+C, then
+    // Ctrl+Shift+V pastes it back as input.
+    type_in_terminal(&b, "echo copy-$((6*7))-me\n").await;
+    screen_shows(&b, "copy-42-me").await;
+    let selected = b
+        .js(
+            "const t = window.shellwayTerm; const buf = t.buffer.active; \
+             for (let y = buf.length - 1; y >= 0; y--) { \
+               const x = buf.getLine(y).translateToString(true).indexOf('copy-42-me'); \
+               if (x === 0) { t.select(x, y, 10); return t.getSelection(); } \
+             } return null;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(selected, json!("copy-42-me"));
+    type_in_terminal(&b, "\u{E009}\u{E008}c\u{E000}").await;
+    type_in_terminal(&b, "echo pasted-$((1+1)):").await;
+    type_in_terminal(&b, "\u{E009}\u{E008}v\u{E000}").await;
+    type_in_terminal(&b, "\n").await;
+    screen_shows(&b, "pasted-2:copy-42-me").await;
+
     // Resizing the window resizes the PTY.
     let before = b.js("return window.shellwayTerm.cols", json!([])).await;
     b.set_window(900, 600).await;
