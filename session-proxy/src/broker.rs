@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -279,6 +280,40 @@ impl Broker {
         self.publish_fast(&exchange, &session.to_string(), data, props)
             .await
     }
+}
+
+/// Declares this proxy's own queue `queue` (exclusive, deleted with the
+/// connection), binds it to `exchange` with `key` and consumes it without
+/// acknowledgements: for copies of messages that only matter while the
+/// proxy lives (live output, heartbeats).
+pub(crate) async fn consume_private(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> Result<lapin::Consumer, BrokerError> {
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), opts, FieldTable::default())
+        .await?;
+    ch.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    Ok(ch
+        .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
+        .await?)
 }
 
 /// What a runner reported, decoded from one message of the events exchange.

@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::QueueDeleteOptions;
 use shellway_common::topology::session_binding;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError, Report};
+use crate::broker::{consume_private, Broker, BrokerError, Report};
 
 /// Messages buffered per viewer before it counts as lagging.
 const VIEWER_BUFFER: usize = 1024;
@@ -187,37 +184,12 @@ async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, 
     let t = inner.broker.topology();
     let queue = t.out_queue(session, &inner.proxy_id);
     let ch = inner.broker.channel().await?;
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.as_str().into(), opts, FieldTable::default())
-        .await?;
-    ch.queue_bind(
-        queue.as_str().into(),
-        t.events_exchange().into(),
-        session_binding(session).into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
     // No acknowledgements: this queue is only this proxy's live copy (the
     // recorder has the durable one), so a message lost with the proxy is
     // replayed from the recording, and no ack frame per output message is
     // written on the echo path.
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            no_ack,
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer =
+        consume_private(&ch, &queue, &t.events_exchange(), &session_binding(session)).await?;
     feed.ready.send_replace(true);
     tracing::debug!(session_id = %session, "live feed started");
     loop {

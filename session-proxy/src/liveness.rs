@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::json;
 use shellway_common::{ErrorKind, Event, Heartbeat, SessionStatus};
 use sqlx::PgPool;
@@ -18,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{consume_private, Broker, BrokerError};
 use crate::db;
 
 /// Missed heartbeats after which a runner is dead.
@@ -106,33 +104,7 @@ async fn listen(l: &Liveness, shutdown: &CancellationToken) -> Result<(), Broker
     let t = l.broker.topology();
     let queue = t.heartbeat_queue(&l.proxy_id);
     let ch = l.broker.channel().await?;
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.as_str().into(), opts, FieldTable::default())
-        .await?;
-    ch.queue_bind(
-        queue.as_str().into(),
-        t.runners_exchange().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let consume = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            consume,
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = consume_private(&ch, &queue, &t.runners_exchange(), "").await?;
     l.seen().listening_since = Some(Instant::now());
     loop {
         let delivery = tokio::select! {
