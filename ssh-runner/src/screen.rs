@@ -37,10 +37,9 @@ fn size(rows: u16, cols: u16) -> (NonZeroU16, NonZeroU16) {
     )
 }
 
-/// Plain text held back is trimmed once it is this long…
+/// Plain text held back is trimmed (or, where it cannot be, emulated)
+/// each time this much more has come in.
 const TRIM_AT: usize = 32 * 1024;
-/// …and emulated without trimming past this (no CR LF to cut at).
-const PENDING_MAX: usize = 256 * 1024;
 
 struct Inner {
     parser: vt100::Parser,
@@ -51,6 +50,10 @@ struct Inner {
     pending: Vec<u8>,
     /// The front of `pending` was dropped: emulation resumes with a CR.
     trimmed: bool,
+    /// Length of `pending` after the last trim: the next is tried only
+    /// once TRIM_AT more has come, so each byte is looked at a bounded
+    /// number of times.
+    kept: usize,
 }
 
 impl Screen {
@@ -65,6 +68,7 @@ impl Screen {
                 region: [false; 2],
                 pending: Vec::new(),
                 trimmed: false,
+                kept: 0,
             })),
         }
     }
@@ -148,23 +152,26 @@ impl Inner {
         }
     }
 
-    /// Holds plain text back, dropping what can no longer be on screen.
+    /// Holds plain text back, dropping what can no longer be on screen;
+    /// where nothing can be dropped, emulates it.
     fn hold(&mut self, text: &[u8]) {
         self.pending.extend_from_slice(text);
-        if self.pending.len() < TRIM_AT {
+        if self.pending.len() < self.kept + TRIM_AT {
             return;
         }
         let screen = self.parser.screen();
         let rows = usize::from(screen.size().0.get());
         let grid = usize::from(screen.alternate_screen());
-        if rows >= 4 && !self.region[grid] {
-            if let Some(cut) = cut_point(&self.pending, 2 * rows) {
+        let cut = (rows >= 4 && !self.region[grid])
+            .then(|| cut_point(&self.pending, 2 * rows))
+            .flatten();
+        match cut {
+            Some(cut) => {
                 self.pending.drain(..cut);
                 self.trimmed = true;
+                self.kept = self.pending.len();
             }
-        }
-        if self.pending.len() > PENDING_MAX {
-            self.flush();
+            None => self.flush(),
         }
     }
 
@@ -180,6 +187,7 @@ impl Inner {
         }
         self.parser.process(&self.pending);
         self.pending.clear();
+        self.kept = 0;
         if self.pending.capacity() > 16 * 1024 {
             self.pending = Vec::new(); // an idle session keeps no big buffer
         }

@@ -21,6 +21,24 @@ async fn screen_shows(b: &Browser, needle: &str) {
         .await;
 }
 
+/// Column and buffer row of the last place the terminal shows `needle`.
+async fn find_on_screen(b: &Browser, needle: &str) -> (u64, u64) {
+    let at = b
+        .js(
+            "const buf = window.shellwayTerm.buffer.active; \
+             for (let y = buf.length - 1; y >= 0; y--) { \
+               const x = buf.getLine(y).translateToString(true).indexOf(arguments[0]); \
+               if (x >= 0) return [x, y]; \
+             } return null;",
+            json!([needle]),
+        )
+        .await;
+    let at = at
+        .as_array()
+        .unwrap_or_else(|| panic!("the terminal does not show {needle:?}"));
+    (at[0].as_u64().unwrap(), at[1].as_u64().unwrap())
+}
+
 async fn badge_is(b: &Browser, text: &str) {
     let expr = format!("{BADGE} === {}", json!(text));
     b.wait_js(&format!("the badge to read {text}"), &expr).await;
@@ -113,14 +131,12 @@ async fn the_console_works_in_a_real_browser() {
     )
     .await;
     screen_shows(&b, "café ✓ red-2").await;
+    let (x, y) = find_on_screen(&b, "red-2").await;
     let red = b
         .js(
-            "const buf = window.shellwayTerm.buffer.active; \
-             for (let y = 0; y < buf.length; y++) { \
-               const line = buf.getLine(y); const x = line.translateToString(true).indexOf('red-2'); \
-               if (x >= 0) { const c = line.getCell(x); return c.isFgPalette() && c.getFgColor(); } \
-             } return null;",
-            json!([]),
+            "const c = window.shellwayTerm.buffer.active.getLine(arguments[1]).getCell(arguments[0]); \
+             return c.isFgPalette() && c.getFgColor();",
+            json!([x, y]),
         )
         .await;
     assert_eq!(red, json!(1), "red-2 is drawn in palette colour 1 (red)");
@@ -129,14 +145,12 @@ async fn the_console_works_in_a_real_browser() {
     // Ctrl+Shift+V pastes it back as input.
     type_in_terminal(&b, "echo copy-$((6*7))-me\n").await;
     screen_shows(&b, "copy-42-me").await;
+    let (x, y) = find_on_screen(&b, "copy-42-me").await;
     let selected = b
         .js(
-            "const t = window.shellwayTerm; const buf = t.buffer.active; \
-             for (let y = buf.length - 1; y >= 0; y--) { \
-               const x = buf.getLine(y).translateToString(true).indexOf('copy-42-me'); \
-               if (x === 0) { t.select(x, y, 10); return t.getSelection(); } \
-             } return null;",
-            json!([]),
+            "const t = window.shellwayTerm; t.select(arguments[0], arguments[1], 10); \
+             return t.getSelection();",
+            json!([x, y]),
         )
         .await;
     assert_eq!(selected, json!("copy-42-me"));

@@ -309,7 +309,8 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     // 2. PTY output.
     eprintln!("PTY output ({} bytes)…", plan.pty_bytes);
     // Who spends the CPU while Shellway streams (the whole path shares two
-    // cores): proxy, runner, broker, database, sshd, and the bench client.
+    // cores): proxy, runner, broker (the server side of a session), then
+    // database, sshd, and the bench client.
     let comms: Vec<String> = vec![
         procstat::comm(proxy_pid),
         procstat::comm(runner_pid),
@@ -383,13 +384,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 6. Fan-out.
     eprintln!("fan-out…");
-    // The server side of a session: proxy, runner and broker (the viewers'
-    // own clients are the users' browsers and are not counted).
-    let mut servers = vec![proxy_pid, runner_pid];
-    servers.extend(procstat::pid_of("beam.smp"));
+    // The viewers' own clients are the users' browsers: not counted.
+    let servers = &comms[..3];
     let mut fan_cpu = Vec::new();
     for &viewers in &plan.viewers {
-        let f = fanout(&api, host, &servers, viewers, &fan_file).await?;
+        let f = fanout(&api, host, servers, viewers, &fan_file).await?;
         report.note(format!(
             "fan-out to {viewers} viewer(s): {:.1} MB/s at the slowest viewer, proxy CPU {:.3} s ({:.4} s per viewer), proxy + runner + broker CPU {:.3} s",
             f.rate / 1e6,
@@ -487,11 +486,12 @@ struct Fanout {
 }
 
 /// One session, `viewers` WebSockets: PTY throughput at the slowest viewer
-/// and the CPU seconds the servers (`servers[0]` is the proxy) spent on it.
+/// and the CPU seconds the servers (command names; the first is the proxy)
+/// spent on it.
 async fn fanout(
     api: &crate::Api,
     host: Uuid,
-    servers: &[u32],
+    servers: &[String],
     viewers: usize,
     file: &std::path::Path,
 ) -> anyhow::Result<Fanout> {
@@ -503,8 +503,7 @@ async fn fanout(
         t.drain(Duration::from_millis(50)).await;
         others.push(t);
     }
-    let proxy0 = procstat::cpu_seconds(servers[0])?;
-    let servers0 = procstat::cpu_seconds_of(servers);
+    let cpu0 = procstat::cpu_snapshot(servers);
     let t = Instant::now();
     owner
         .send(&format!("base64 {}; {DONE_CMD}\r", file.display()))
@@ -513,8 +512,12 @@ async fn fanout(
     all.extend(others);
     let results = join_all(all.iter_mut().map(|v| v.until(DONE, LONG))).await;
     let secs = t.elapsed().as_secs_f64();
-    let proxy_cpu = procstat::cpu_seconds(servers[0])? - proxy0;
-    let server_cpu = procstat::cpu_seconds_of(servers) - servers0;
+    let spent = procstat::spent_by_comm(&cpu0, &procstat::cpu_snapshot(servers));
+    let proxy_cpu = spent
+        .iter()
+        .find(|(name, _)| *name == servers[0])
+        .map_or(0.0, |s| s.1);
+    let server_cpu = spent.iter().map(|s| s.1).sum();
     let mut min_bytes = u64::MAX;
     for r in results {
         min_bytes = min_bytes.min(r?);

@@ -30,36 +30,26 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
-/// The first process whose command name is `comm` (e.g. RabbitMQ's
-/// `beam.smp`), if any.
-pub fn pid_of(comm: &str) -> Option<u32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (name.trim() == comm).then_some(pid)
-    })
-}
-
-/// CPU seconds of several processes together (those that have gone count
-/// as zero).
-pub fn cpu_seconds_of(pids: &[u32]) -> f64 {
-    pids.iter().filter_map(|&p| cpu_seconds(p).ok()).sum()
-}
-
-/// CPU seconds so far of every process whose command name is in `comms`,
-/// by pid (a snapshot to diff with [`spent_by_comm`]).
-pub fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
+/// Every process as (pid, command name).
+fn processes() -> Vec<(u32, String)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
-            let name = name.trim();
-            comms.iter().any(|c| c == name).then_some(())?;
-            Some((pid, name.to_owned(), cpu_seconds(pid).ok()?))
+            Some((pid, comm(pid)))
         })
+        .collect()
+}
+
+/// CPU seconds so far of every process whose command name is in `comms`,
+/// by pid (a snapshot to diff with [`spent_by_comm`]).
+pub fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
+    processes()
+        .into_iter()
+        .filter(|(_, name)| comms.contains(name))
+        .filter_map(|(pid, name)| Some((pid, name, cpu_seconds(pid).ok()?)))
         .collect()
 }
 
