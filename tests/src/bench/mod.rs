@@ -32,6 +32,8 @@ pub struct Plan {
     pub fanout_bytes: usize,
     pub viewers: Vec<usize>,
     pub write_docs: bool,
+    /// Only the echo figures (and the broker hop): for work on that path.
+    pub echo_only: bool,
 }
 
 impl Plan {
@@ -45,6 +47,7 @@ impl Plan {
             fanout_bytes: 20_000_000,
             viewers: vec![1, 10, 50],
             write_docs: true,
+            echo_only: false,
         }
     }
 
@@ -58,6 +61,7 @@ impl Plan {
             fanout_bytes: 500_000,
             viewers: vec![1, 10, 50],
             write_docs: false,
+            echo_only: false,
         }
     }
 }
@@ -305,6 +309,13 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         pct(&hops, 50.0),
         pct(&hops, 99.0)
     ));
+    if plan.echo_only {
+        report.print();
+        let _ = runner.start_kill();
+        let _ = runner.wait().await;
+        env.finish().await;
+        return Ok(());
+    }
 
     // 2. PTY output.
     eprintln!("PTY output ({} bytes)…", plan.pty_bytes);
@@ -667,6 +678,10 @@ pub fn main() -> std::process::ExitCode {
     if args.iter().any(|a| a == "--no-write") {
         plan.write_docs = false;
     }
+    if args.iter().any(|a| a == "--echo-only") {
+        plan.echo_only = true;
+        plan.write_docs = false;
+    }
     let number = |flag: &str| -> Option<usize> {
         let i = args.iter().position(|a| a == flag)?;
         args.get(i + 1)?.parse().ok()
@@ -676,6 +691,9 @@ pub fn main() -> std::process::ExitCode {
     }
     if let Some(n) = number("--pty-bytes") {
         plan.pty_bytes = n;
+    }
+    if let Some(n) = number("--keystrokes") {
+        plan.keystrokes = n;
     }
     if let Some(n) = number("--sessions") {
         plan.sessions = n;
