@@ -33,6 +33,11 @@ use crate::Config;
 
 /// Input messages the broker may hand a session before it acknowledges them.
 const INPUT_PREFETCH: u16 = 64;
+/// Input is acknowledged in batches (`multiple`): after this many messages…
+const ACK_EVERY: u16 = INPUT_PREFETCH / 2;
+/// …or once input has been quiet this long. An ack per keystroke sent one
+/// more frame through the broker just as the keystroke's echo came back.
+const ACK_QUIET: Duration = Duration::from_millis(20);
 /// How long a closing session waits for its confirms.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How long a closing session waits for the shell's last output.
@@ -336,6 +341,43 @@ async fn pty_reader(
     done.cancel();
 }
 
+/// Handled input messages not yet acknowledged: the latest one's acker
+/// acknowledges them all.
+#[derive(Default)]
+struct Unacked {
+    latest: Option<lapin::Acker>,
+    count: u16,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Unacked {
+    fn add(&mut self, acker: lapin::Acker) {
+        self.latest = Some(acker);
+        self.count += 1;
+        self.since = Some(tokio::time::Instant::now());
+    }
+
+    /// When the batch is due: `ACK_QUIET` after the last message.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.since.map(|t| t + ACK_QUIET)
+    }
+
+    async fn ack(&mut self) {
+        let multiple = BasicAckOptions { multiple: true };
+        if let Some(acker) = self.latest.take() {
+            if let Err(err) = acker.ack(multiple).await {
+                tracing::debug!(error = %err, "cannot acknowledge input");
+            }
+        }
+        *self = Self::default();
+    }
+
+    async fn settle(mut self, end: End) -> End {
+        self.ack().await;
+        end
+    }
+}
+
 /// The session's input side: the input queue consumer and what it drives.
 struct Actor {
     input: Channel,
@@ -355,14 +397,20 @@ impl Actor {
         host_gone: &CancellationToken,
     ) -> End {
         let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
+        let mut unacked = Unacked::default();
         loop {
+            let ack_due = unacked.due();
             let delivery = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return End::because("runner shutting down"),
+                () = shutdown.cancelled() => return unacked.settle(End::because("runner shutting down")).await,
                 // Before `shell_done`: a lost connection also ends the shell.
-                () = host_gone.cancelled() => return End::because("connection to the host was lost"),
-                () = shell_done.cancelled() => return End::because("shell exited"),
+                () = host_gone.cancelled() => return unacked.settle(End::because("connection to the host was lost")).await,
+                () = shell_done.cancelled() => return unacked.settle(End::because("shell exited")).await,
                 delivery = self.consumer.next() => delivery,
+                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                    unacked.ack().await;
+                    continue;
+                }
                 _ = presence_check.tick() => {
                     let changed = self.presence.expire(Instant::now(), PRESENCE_TTL);
                     self.publish_presence(changed).await;
@@ -372,6 +420,8 @@ impl Actor {
             let mut delivery = match delivery {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(err)) => {
+                    // Deliveries of the broken channel cannot be acknowledged.
+                    unacked = Unacked::default();
                     tracing::warn!(error = %err, "session input interrupted; waiting for the broker");
                     if let Err(err) = self.input.wait_for_recovery(err).await {
                         tracing::warn!(error = %err, "session input lost");
@@ -382,11 +432,12 @@ impl Actor {
                 None => return End::because("the session's input queue was deleted"),
             };
             let end = self.handle(&mut delivery).await;
-            if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::debug!(error = %err, "cannot acknowledge input");
+            unacked.add(delivery.acker);
+            if unacked.count >= ACK_EVERY {
+                unacked.ack().await;
             }
             if let Some(end) = end {
-                return end;
+                return unacked.settle(end).await;
             }
         }
     }

@@ -32,8 +32,9 @@ pub struct Plan {
     pub fanout_bytes: usize,
     pub viewers: Vec<usize>,
     pub write_docs: bool,
-    /// Only the echo figures (and the broker hop): for work on that path.
-    pub echo_only: bool,
+    /// Only these figures (`--only echo`, `--only fanout`): for work on one
+    /// path; nothing is written to the docs.
+    pub only: Option<String>,
 }
 
 impl Plan {
@@ -47,7 +48,7 @@ impl Plan {
             fanout_bytes: 20_000_000,
             viewers: vec![1, 10, 50],
             write_docs: true,
-            echo_only: false,
+            only: None,
         }
     }
 
@@ -61,7 +62,7 @@ impl Plan {
             fanout_bytes: 500_000,
             viewers: vec![1, 10, 50],
             write_docs: false,
-            echo_only: false,
+            only: None,
         }
     }
 }
@@ -268,6 +269,23 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     let fan_file = make_file(&files, "fanout.bin", plan.fanout_bytes, false)?;
     let mut report = Report::new(started, &plan);
 
+    let comms: Vec<String> = vec![
+        procstat::comm(proxy_pid),
+        procstat::comm(runner_pid),
+        "beam.smp".into(),
+        "postgres".into(),
+        "sshd".into(),
+        procstat::comm(std::process::id()),
+    ];
+    if plan.only.as_deref() == Some("fanout") {
+        fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
+        report.print();
+        let _ = runner.start_kill();
+        let _ = runner.wait().await;
+        env.finish().await;
+        return Ok(());
+    }
+
     // 1. Keystroke echo.
     eprintln!("echo latency ({} keystrokes each)…", plan.keystrokes);
     let (sw_session, mut sw) = shellway_open(&api, host).await?;
@@ -309,7 +327,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         pct(&hops, 50.0),
         pct(&hops, 99.0)
     ));
-    if plan.echo_only {
+    if plan.only.as_deref() == Some("echo") {
         report.print();
         let _ = runner.start_kill();
         let _ = runner.wait().await;
@@ -322,14 +340,6 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     // Who spends the CPU while Shellway streams (the whole path shares two
     // cores): proxy, runner, broker (the server side of a session), then
     // database, sshd, and the bench client.
-    let comms: Vec<String> = vec![
-        procstat::comm(proxy_pid),
-        procstat::comm(runner_pid),
-        "beam.smp".into(),
-        "postgres".into(),
-        "sshd".into(),
-        procstat::comm(std::process::id()),
-    ];
     let cpu0 = procstat::cpu_snapshot(&comms);
     let (sw_bytes, sw_rate) = pty_output(&mut sw, &pty_file).await?;
     report.note(cpu_note("PTY output", &cpu0, &comms, sw_bytes));
@@ -394,12 +404,38 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     ));
 
     // 6. Fan-out.
-    eprintln!("fan-out…");
     // The viewers' own clients are the users' browsers: not counted.
-    let servers = &comms[..3];
+    fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
+
+    // 5. Many idle sessions (last: it leaves a thousand shells open).
+    eprintln!("{} concurrent idle sessions…", plan.sessions);
+    many_sessions(&api, host, &plan, proxy_pid, runner_pid, &mut report).await?;
+
+    report.print();
+    if plan.write_docs {
+        report.write_docs()?;
+    }
+    let _ = runner.start_kill();
+    let _ = runner.wait().await;
+    drop(webssh);
+    let _ = std::fs::remove_dir_all(&files);
+    env.finish().await;
+    Ok(())
+}
+
+/// Fan-out figures: one session watched by each of `plan.viewers` viewers.
+async fn fanout_figures(
+    api: &crate::Api,
+    host: Uuid,
+    servers: &[String],
+    plan: &Plan,
+    fan_file: &std::path::Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    eprintln!("fan-out…");
     let mut fan_cpu = Vec::new();
     for &viewers in &plan.viewers {
-        let f = fanout(&api, host, servers, viewers, &fan_file).await?;
+        let f = fanout(api, host, servers, viewers, fan_file).await?;
         report.note(format!(
             "fan-out to {viewers} viewer(s): {:.1} MB/s at the slowest viewer, proxy CPU {:.3} s ({:.4} s per viewer), proxy + runner + broker CPU {:.3} s",
             f.rate / 1e6,
@@ -421,20 +457,6 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             ("< 3×", 3.0),
         ));
     }
-
-    // 5. Many idle sessions (last: it leaves a thousand shells open).
-    eprintln!("{} concurrent idle sessions…", plan.sessions);
-    many_sessions(&api, host, &plan, proxy_pid, runner_pid, &mut report).await?;
-
-    report.print();
-    if plan.write_docs {
-        report.write_docs()?;
-    }
-    let _ = runner.start_kill();
-    let _ = runner.wait().await;
-    drop(webssh);
-    let _ = std::fs::remove_dir_all(&files);
-    env.finish().await;
     Ok(())
 }
 
@@ -678,8 +700,8 @@ pub fn main() -> std::process::ExitCode {
     if args.iter().any(|a| a == "--no-write") {
         plan.write_docs = false;
     }
-    if args.iter().any(|a| a == "--echo-only") {
-        plan.echo_only = true;
+    if let Some(i) = args.iter().position(|a| a == "--only") {
+        plan.only = args.get(i + 1).cloned();
         plan.write_docs = false;
     }
     let number = |flag: &str| -> Option<usize> {
