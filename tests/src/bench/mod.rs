@@ -375,7 +375,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     ));
 
     // 7. The recorder keeps up (checked here, right after 2 and 3).
-    let recorded = recorder_check(&env, sw_session).await?;
+    let recorded = recorder_check(&env, sw_session, sw.last_seq()).await?;
     report.note(recorded);
     sw.close().await;
     direct.close().await;
@@ -481,7 +481,10 @@ fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// All output of the session is in Postgres, in order, with no gap.
-async fn recorder_check(env: &TestEnv, session: Uuid) -> anyhow::Result<String> {
+/// Waits for the recording to hold every seq up to `last_seq`, the last
+/// one the client received (a gap-free prefix alone could be a recorder
+/// still catching up).
+async fn recorder_check(env: &TestEnv, session: Uuid, last_seq: u64) -> anyhow::Result<String> {
     let pool = env.db().await;
     let t = Instant::now();
     loop {
@@ -492,18 +495,18 @@ async fn recorder_check(env: &TestEnv, session: Uuid) -> anyhow::Result<String> 
         .fetch_one(&pool)
         .await?;
         let max = max.unwrap_or(0);
-        if count == max && count > 0 && t.elapsed() > Duration::from_millis(500) {
+        if count == max && max as u64 >= last_seq {
             pool.close().await;
             return Ok(format!(
-                "recorder: {count} chunks, seq 1..{max} with no gap, {} bytes in Postgres ({:.1} s after the last run ended)",
+                "recorder: {count} chunks, seq 1..{max} with no gap (the client's last seq: {last_seq}), {} bytes in Postgres, complete {:.1} s after the last run ended",
                 bytes.unwrap_or(0),
-                t.elapsed().as_secs_f64() - 0.5
+                t.elapsed().as_secs_f64()
             ));
         }
         if t.elapsed() > Duration::from_secs(120) {
             pool.close().await;
             return Ok(format!(
-                "recorder: INCOMPLETE after 120 s: {count} chunks, max seq {max}"
+                "recorder: INCOMPLETE after 120 s: {count} chunks, max seq {max}, the client's last seq {last_seq}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

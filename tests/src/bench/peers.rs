@@ -110,5 +110,8 @@ pub async fn shellway_attach(api: &Api, id: Uuid, query: &str) -> anyhow::Result
     );
     let token = api.token.clone().unwrap_or_default();
     let auth = vec![("authorization", format!("Bearer {token}"))];
-    Ok(Term::Shellway(ws_connect(&url, &auth).await?))
+    Ok(Term::Shellway {
+        ws: ws_connect(&url, &auth).await?,
+        last_seq: 0,
+    })
 }

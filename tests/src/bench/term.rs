@@ -20,7 +20,11 @@ use crate::Sshd;
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub enum Term {
-    Shellway(Ws),
+    /// `last_seq`: the highest output seq received.
+    Shellway {
+        ws: Ws,
+        last_seq: u64,
+    },
     Webssh(Ws),
     Direct {
         child: Child,
@@ -98,7 +102,7 @@ impl Term {
 
     pub async fn send(&mut self, text: &str) -> anyhow::Result<()> {
         match self {
-            Self::Shellway(ws) => {
+            Self::Shellway { ws, .. } => {
                 let msg = json!({"action": "input", "data": text}).to_string();
                 ws.send(Message::Text(msg.into())).await?;
             }
@@ -116,7 +120,7 @@ impl Term {
 
     pub async fn send_json(&mut self, value: serde_json::Value) -> anyhow::Result<()> {
         match self {
-            Self::Shellway(ws) | Self::Webssh(ws) => {
+            Self::Shellway { ws, .. } | Self::Webssh(ws) => {
                 ws.send(Message::Text(value.to_string().into())).await?
             }
             Self::Direct { .. } => bail!("a direct terminal takes no JSON"),
@@ -126,9 +130,9 @@ impl Term {
 
     /// The next piece of output or event, waiting at most `timeout`.
     pub async fn recv(&mut self, timeout: Duration) -> Got {
-        let (ws, shellway) = match self {
-            Self::Shellway(ws) => (ws, true),
-            Self::Webssh(ws) => (ws, false),
+        let (ws, mut last_seq) = match self {
+            Self::Shellway { ws, last_seq } => (ws, Some(last_seq)),
+            Self::Webssh(ws) => (ws, None),
             Self::Direct { stdout, .. } => {
                 let mut buf = vec![0u8; 64 * 1024];
                 return match tokio::time::timeout(timeout, stdout.read(&mut buf)).await {
@@ -147,20 +151,44 @@ impl Term {
                 Ok(None) | Ok(Some(Err(_))) => return Got::Closed,
                 Ok(Some(Ok(msg))) => msg,
             };
+            let shellway = last_seq.is_some();
             return match msg {
                 // Shellway frames start with an 8-byte sequence number.
                 Message::Binary(b) if shellway => {
+                    if let (Some(last), Some(head)) =
+                        (last_seq.as_deref_mut(), b.first_chunk::<8>())
+                    {
+                        *last = (*last).max(u64::from_be_bytes(*head));
+                    }
                     Got::Bytes(b.get(8..).unwrap_or_default().to_vec())
                 }
                 Message::Binary(b) => Got::Bytes(b.to_vec()),
-                Message::Text(t) if shellway => match serde_json::from_str(&t) {
-                    Ok(v) => Got::Event(v),
+                Message::Text(t) if shellway => match serde_json::from_str::<serde_json::Value>(&t)
+                {
+                    Ok(v) => {
+                        if let (Some(last), Some(seq)) =
+                            (last_seq.as_deref_mut(), v["seq"].as_u64())
+                        {
+                            if v["event"] == "chunk" {
+                                *last = (*last).max(seq);
+                            }
+                        }
+                        Got::Event(v)
+                    }
                     Err(_) => Got::Nothing,
                 },
                 Message::Text(t) => Got::Bytes(t.as_bytes().to_vec()),
                 Message::Close(_) => Got::Closed,
                 _ => continue,
             };
+        }
+    }
+
+    /// The highest output seq a Shellway terminal has received (0 otherwise).
+    pub fn last_seq(&self) -> u64 {
+        match self {
+            Self::Shellway { last_seq, .. } => *last_seq,
+            _ => 0,
         }
     }
 
@@ -206,7 +234,7 @@ impl Term {
 
     pub async fn close(self) {
         match self {
-            Self::Shellway(mut ws) | Self::Webssh(mut ws) => {
+            Self::Shellway { mut ws, .. } | Self::Webssh(mut ws) => {
                 let _ = ws.close(None).await;
             }
             Self::Direct { mut child, .. } => {
