@@ -105,7 +105,16 @@ pub async fn run(
         }),
         shutdown: tasks.clone(),
     };
-    tracker.spawn(recorder::run(db.clone(), broker.clone(), tasks.clone()));
+    // The recorder has a connection of its own: its copy of each output
+    // message then does not queue on the socket and I/O thread that carry
+    // the live feed to viewers.
+    let recording = Broker::new(
+        &config.amqp_url,
+        &format!("session-proxy {} recorder", config.proxy_id),
+        config.topology.clone(),
+        config.durable.clone(),
+    );
+    tracker.spawn(recorder::run(db.clone(), recording, tasks.clone()));
     tracker.spawn(liveness::run(
         liveness::Liveness::new(
             db.clone(),
