@@ -250,7 +250,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         ..Default::default()
     })
     .await;
-    let mut runner = env.spawn_runner_process("bench-runner");
+    let runner = env.spawn_runner_process("bench-runner");
     let runner_pid = runner.id().context("runner pid")?;
     let proxy_pid = env.proxy_pid().context("proxy pid")?;
     let sshd = &env.sshd;
@@ -263,10 +263,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             None
         }
     };
-    let files = tempdir("bench-files")?;
-    let pty_file = make_file(&files, "pty.bin", plan.pty_bytes, false)?;
-    let exec_file = make_file(&files, "exec.txt", plan.exec_bytes, true)?;
-    let fan_file = make_file(&files, "fanout.bin", plan.fanout_bytes, false)?;
+    let files = TempDir::new("bench-files")?;
+    let files = files.path();
+    let pty_file = make_file(files, "pty.bin", plan.pty_bytes, false)?;
+    let exec_file = make_file(files, "exec.txt", plan.exec_bytes, true)?;
+    let fan_file = make_file(files, "fanout.bin", plan.fanout_bytes, false)?;
     let mut report = Report::new(started, &plan);
 
     let comms: Vec<String> = vec![
@@ -280,9 +281,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.only.as_deref() == Some("fanout") {
         fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
         report.print();
-        let _ = runner.start_kill();
-        let _ = runner.wait().await;
-        env.finish().await;
+        stop(runner, env).await;
         return Ok(());
     }
 
@@ -329,9 +328,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     ));
     if plan.only.as_deref() == Some("echo") {
         report.print();
-        let _ = runner.start_kill();
-        let _ = runner.wait().await;
-        env.finish().await;
+        stop(runner, env).await;
         return Ok(());
     }
 
@@ -415,12 +412,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.write_docs {
         report.write_docs()?;
     }
+    drop(webssh);
+    stop(runner, env).await;
+    Ok(())
+}
+
+/// Stops the runner process and tears the environment down.
+async fn stop(mut runner: tokio::process::Child, env: TestEnv) {
     let _ = runner.start_kill();
     let _ = runner.wait().await;
-    drop(webssh);
-    let _ = std::fs::remove_dir_all(&files);
     env.finish().await;
-    Ok(())
 }
 
 /// Fan-out figures: one session watched by each of `plan.viewers` viewers.
@@ -474,10 +475,26 @@ fn cpu_note(what: &str, before: &[(u32, String, f64)], comms: &[String], bytes: 
     )
 }
 
-fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(crate::unique(&format!("shellway-{name}-")));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// A scratch directory, removed however the run ends (the bench's files
+/// are 100 MB and more).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(crate::unique(&format!("shellway-{name}-")));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// All output of the session is in Postgres, in order, with no gap.
@@ -691,10 +708,6 @@ pub fn main() -> std::process::ExitCode {
     if procstat::raise_fd_limit_by_reexec(&args) {
         return std::process::ExitCode::SUCCESS;
     }
-    if let Err(err) = build_servers() {
-        eprintln!("bench: {err:#}");
-        return std::process::ExitCode::FAILURE;
-    }
     let mut plan = if args.iter().any(|a| a == "--quick") {
         Plan::quick()
     } else {
@@ -704,7 +717,14 @@ pub fn main() -> std::process::ExitCode {
         plan.write_docs = false;
     }
     if let Some(i) = args.iter().position(|a| a == "--only") {
-        plan.only = args.get(i + 1).cloned();
+        match args.get(i + 1).map(String::as_str) {
+            Some(figure @ ("echo" | "fanout")) => plan.only = Some(figure.to_owned()),
+            other => {
+                let other = other.unwrap_or("nothing");
+                eprintln!("bench: --only takes echo or fanout, not {other:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
         plan.write_docs = false;
     }
     let number = |flag: &str| -> Option<usize> {
@@ -722,6 +742,10 @@ pub fn main() -> std::process::ExitCode {
     }
     if let Some(n) = number("--sessions") {
         plan.sessions = n;
+    }
+    if let Err(err) = build_servers() {
+        eprintln!("bench: {err:#}");
+        return std::process::ExitCode::FAILURE;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
