@@ -17,6 +17,9 @@ pub struct Browser {
     session: String,
     http: reqwest::Client,
     driver: Child,
+    /// Chromium's profile: ours to remove, since the browser is killed
+    /// before chromedriver could delete the one it would make.
+    profile: std::path::PathBuf,
 }
 
 impl Browser {
@@ -44,13 +47,16 @@ impl Browser {
             }
         })
         .await;
+        let profile = std::env::temp_dir().join(crate::unique("shellway-chromium-"));
+        std::fs::create_dir_all(&profile).expect("create a browser profile directory");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-background-networking", "--disable-dev-shm-usage",
-                         "--window-size=1280,800"],
+                         "--window-size=1280,800",
+                         format!("--user-data-dir={}", profile.display())],
             },
         }}});
         let reply: Value = http
@@ -71,6 +77,7 @@ impl Browser {
             session,
             http,
             driver,
+            profile,
         }
     }
 
@@ -222,6 +229,13 @@ impl Drop for Browser {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
+        }
+        // The killed processes may still be going away for a moment.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }
