@@ -511,3 +511,47 @@ async fn fetching_a_host_key_shows_it_for_pinning() {
     assert_eq!(reply["error"]["code"], "ssh");
     env.finish().await;
 }
+
+/// Messages of `queue` the broker has delivered and not had acknowledged.
+async fn unacknowledged(env: &TestEnv, queue: &str) -> Option<u64> {
+    let vhost = match env.amqp_url.rsplit_once('/') {
+        Some((_, v)) if !v.is_empty() => v.replace("%2f", "/").replace("%2F", "/"),
+        _ => "/".to_owned(),
+    };
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "-p",
+            &vhost,
+            "list_queues",
+            "name",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .await
+        .expect("rabbitmqctl (installed with rabbitmq-server) runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut cols = line.split_whitespace();
+            (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keystrokes_are_acknowledged_once_typing_stops() {
+    let env = TestEnv::start().await;
+    let (id, mut ws) = env.open_shell().await;
+    // One message per keystroke, fewer than a batch: only the quiet after
+    // them gets them acknowledged.
+    for key in "echo acked-$((6*7))\r".chars() {
+        ws.type_text(&key.to_string()).await;
+    }
+    ws.wait_output("acked-42", WAIT).await;
+    let queue = env.topology().input_queue(id);
+    shellway_tests::eventually("the typed input to be acknowledged", WAIT, || async {
+        (unacknowledged(&env, &queue).await == Some(0)).then_some(())
+    })
+    .await;
+    env.finish().await;
+}
