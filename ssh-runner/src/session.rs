@@ -342,39 +342,31 @@ async fn pty_reader(
 }
 
 /// Handled input messages not yet acknowledged: the latest one's acker
-/// acknowledges them all.
+/// (and when it came) acknowledges them all.
 #[derive(Default)]
 struct Unacked {
-    latest: Option<lapin::Acker>,
+    latest: Option<(lapin::Acker, tokio::time::Instant)>,
     count: u16,
-    since: Option<tokio::time::Instant>,
 }
 
 impl Unacked {
     fn add(&mut self, acker: lapin::Acker) {
-        self.latest = Some(acker);
+        self.latest = Some((acker, tokio::time::Instant::now()));
         self.count += 1;
-        self.since = Some(tokio::time::Instant::now());
     }
 
     /// When the batch is due: `ACK_QUIET` after the last message.
     fn due(&self) -> Option<tokio::time::Instant> {
-        self.since.map(|t| t + ACK_QUIET)
+        self.latest.as_ref().map(|(_, at)| *at + ACK_QUIET)
     }
 
     async fn ack(&mut self) {
-        let multiple = BasicAckOptions { multiple: true };
-        if let Some(acker) = self.latest.take() {
-            if let Err(err) = acker.ack(multiple).await {
+        if let Some((acker, _)) = self.latest.take() {
+            if let Err(err) = acker.ack(BasicAckOptions { multiple: true }).await {
                 tracing::debug!(error = %err, "cannot acknowledge input");
             }
         }
-        *self = Self::default();
-    }
-
-    async fn settle(mut self, end: End) -> End {
-        self.ack().await;
-        end
+        self.count = 0;
     }
 }
 
@@ -398,14 +390,14 @@ impl Actor {
     ) -> End {
         let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
         let mut unacked = Unacked::default();
-        loop {
+        let end = loop {
             let ack_due = unacked.due();
             let delivery = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return unacked.settle(End::because("runner shutting down")).await,
+                () = shutdown.cancelled() => break End::because("runner shutting down"),
                 // Before `shell_done`: a lost connection also ends the shell.
-                () = host_gone.cancelled() => return unacked.settle(End::because("connection to the host was lost")).await,
-                () = shell_done.cancelled() => return unacked.settle(End::because("shell exited")).await,
+                () = host_gone.cancelled() => break End::because("connection to the host was lost"),
+                () = shell_done.cancelled() => break End::because("shell exited"),
                 delivery = self.consumer.next() => delivery,
                 () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
                     unacked.ack().await;
@@ -425,11 +417,11 @@ impl Actor {
                     tracing::warn!(error = %err, "session input interrupted; waiting for the broker");
                     if let Err(err) = self.input.wait_for_recovery(err).await {
                         tracing::warn!(error = %err, "session input lost");
-                        return End::because("the session's input queue was lost");
+                        break End::because("the session's input queue was lost");
                     }
                     continue;
                 }
-                None => return End::because("the session's input queue was deleted"),
+                None => break End::because("the session's input queue was deleted"),
             };
             let end = self.handle(&mut delivery).await;
             unacked.add(delivery.acker);
@@ -437,9 +429,12 @@ impl Actor {
                 unacked.ack().await;
             }
             if let Some(end) = end {
-                return unacked.settle(end).await;
+                break end;
             }
-        }
+        };
+        // Whatever ended the session, what it handled is acknowledged.
+        unacked.ack().await;
+        end
     }
 
     async fn handle(&mut self, delivery: &mut Delivery) -> Option<End> {

@@ -17,9 +17,9 @@ pub struct Browser {
     session: String,
     http: reqwest::Client,
     driver: Child,
-    /// Chromium's profile: ours to remove, since the browser is killed
-    /// before chromedriver could delete the one it would make.
-    profile: std::path::PathBuf,
+    /// Chromium's profile, ours rather than chromedriver's (which it never
+    /// gets to delete: Drop kills the browser); removed after that kill.
+    _profile: crate::ScratchDir,
 }
 
 impl Browser {
@@ -47,8 +47,8 @@ impl Browser {
             }
         })
         .await;
-        let profile = std::env::temp_dir().join(crate::unique("shellway-chromium-"));
-        std::fs::create_dir_all(&profile).expect("create a browser profile directory");
+        let profile = crate::ScratchDir::new("shellway-chromium-")
+            .expect("create a browser profile directory");
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
@@ -77,7 +77,7 @@ impl Browser {
             session,
             http,
             driver,
-            profile,
+            _profile: profile,
         }
     }
 
@@ -229,13 +229,6 @@ impl Drop for Browser {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pid}")])
                 .status();
-        }
-        // The killed processes may still be going away for a moment.
-        for _ in 0..20 {
-            if std::fs::remove_dir_all(&self.profile).is_ok() || !self.profile.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }

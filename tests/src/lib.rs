@@ -49,3 +49,47 @@ where
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 6]>()))
 }
+
+/// A directory of its own under the system's temp dir, removed on drop
+/// (sshd's keys, the bench's files, a browser profile).
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        // A process killed just before may still be writing in it.
+        for _ in 0..20 {
+            if std::fs::remove_dir_all(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs `rabbitmqctl -q ARGS` against the local broker; its output.
+pub async fn rabbitmqctl(args: &[&str]) -> String {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .arg("-q")
+        .args(args)
+        .output()
+        .await
+        .expect("rabbitmqctl (installed with rabbitmq-server) runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

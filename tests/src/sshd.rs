@@ -9,7 +9,7 @@ use tokio::process::{Child, Command};
 
 pub struct Sshd {
     pub port: u16,
-    pub dir: PathBuf,
+    pub dir: crate::ScratchDir,
     /// `ssh-ed25519 AAAA…` of the server's host key.
     pub host_key: String,
     /// A private key that the server accepts.
@@ -51,8 +51,7 @@ pub fn free_port() -> u16 {
 
 impl Sshd {
     pub async fn start() -> Self {
-        let dir = std::env::temp_dir().join(crate::unique("shellway-sshd-"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::ScratchDir::new("shellway-sshd-").unwrap();
         // sshd refuses to start without its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").ok();
         let host_key = dir.join("host_ed25519");
@@ -136,6 +135,6 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `dir` goes with the fields, after this.
     }
 }

@@ -223,22 +223,12 @@ async fn a_reconnecting_viewer_gets_exactly_what_it_missed() {
 /// Closes every broker connection whose name contains `needle`, the way a
 /// broker restart or a network cut would; returns how many it closed.
 async fn cut_broker_connections(needle: &str) -> usize {
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .await
-        .expect("rabbitmqctl (installed with rabbitmq-server) runs");
-    assert!(out.status.success(), "rabbitmqctl list_connections failed");
-    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let listing =
+        shellway_tests::rabbitmqctl(&["list_connections", "pid", "client_properties"]).await;
     let mut closed = 0;
     for line in listing.lines().filter(|l| l.contains(needle)) {
         let pid = line.split_whitespace().next().unwrap();
-        let status = tokio::process::Command::new("rabbitmqctl")
-            .args(["-q", "close_connection", pid, "cut by a test"])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success());
+        shellway_tests::rabbitmqctl(&["close_connection", pid, "cut by a test"]).await;
         closed += 1;
     }
     closed

@@ -518,19 +518,15 @@ async fn unacknowledged(env: &TestEnv, queue: &str) -> Option<u64> {
         Some((_, v)) if !v.is_empty() => v.replace("%2f", "/").replace("%2F", "/"),
         _ => "/".to_owned(),
     };
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args([
-            "-q",
-            "-p",
-            &vhost,
-            "list_queues",
-            "name",
-            "messages_unacknowledged",
-        ])
-        .output()
+    let args = [
+        "-p",
+        &vhost,
+        "list_queues",
+        "name",
+        "messages_unacknowledged",
+    ];
+    shellway_tests::rabbitmqctl(&args)
         .await
-        .expect("rabbitmqctl (installed with rabbitmq-server) runs");
-    String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|line| {
             let mut cols = line.split_whitespace();

@@ -32,9 +32,15 @@ pub struct Plan {
     pub fanout_bytes: usize,
     pub viewers: Vec<usize>,
     pub write_docs: bool,
-    /// Only these figures (`--only echo`, `--only fanout`): for work on one
-    /// path; nothing is written to the docs.
-    pub only: Option<String>,
+    /// Only this figure (`--only echo|fanout`): for work on one path;
+    /// nothing is written to the docs.
+    pub only: Option<Only>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    Echo,
+    Fanout,
 }
 
 impl Plan {
@@ -263,11 +269,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             None
         }
     };
-    let files = TempDir::new("bench-files")?;
-    let files = files.path();
-    let pty_file = make_file(files, "pty.bin", plan.pty_bytes, false)?;
-    let exec_file = make_file(files, "exec.txt", plan.exec_bytes, true)?;
-    let fan_file = make_file(files, "fanout.bin", plan.fanout_bytes, false)?;
+    let files = crate::ScratchDir::new("shellway-bench-files-")?;
+    let pty_file = make_file(&files, "pty.bin", plan.pty_bytes, false)?;
+    let exec_file = make_file(&files, "exec.txt", plan.exec_bytes, true)?;
+    let fan_file = make_file(&files, "fanout.bin", plan.fanout_bytes, false)?;
     let mut report = Report::new(started, &plan);
 
     let comms: Vec<String> = vec![
@@ -278,7 +283,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         "sshd".into(),
         procstat::comm(std::process::id()),
     ];
-    if plan.only.as_deref() == Some("fanout") {
+    if plan.only == Some(Only::Fanout) {
         fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
         report.print();
         stop(runner, env).await;
@@ -326,7 +331,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         pct(&hops, 50.0),
         pct(&hops, 99.0)
     ));
-    if plan.only.as_deref() == Some("echo") {
+    if plan.only == Some(Only::Echo) {
         report.print();
         stop(runner, env).await;
         return Ok(());
@@ -473,28 +478,6 @@ fn cpu_note(what: &str, before: &[(u32, String, f64)], comms: &[String], bytes: 
         "CPU ms per MB during Shellway's {what}: {}",
         parts.join(", ")
     )
-}
-
-/// A scratch directory, removed however the run ends (the bench's files
-/// are 100 MB and more).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(crate::unique(&format!("shellway-{name}-")));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// All output of the session is in Postgres, in order, with no gap.
@@ -718,7 +701,8 @@ pub fn main() -> std::process::ExitCode {
     }
     if let Some(i) = args.iter().position(|a| a == "--only") {
         match args.get(i + 1).map(String::as_str) {
-            Some(figure @ ("echo" | "fanout")) => plan.only = Some(figure.to_owned()),
+            Some("echo") => plan.only = Some(Only::Echo),
+            Some("fanout") => plan.only = Some(Only::Fanout),
             other => {
                 let other = other.unwrap_or("nothing");
                 eprintln!("bench: --only takes echo or fanout, not {other:?}");
