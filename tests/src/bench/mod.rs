@@ -32,7 +32,7 @@ pub struct Plan {
     pub fanout_bytes: usize,
     pub viewers: Vec<usize>,
     pub write_docs: bool,
-    /// Only this figure (`--only echo|fanout`): for work on one path;
+    /// Only this figure (`--only echo|pty|fanout`): for work on one path;
     /// nothing is written to the docs.
     pub only: Option<Only>,
 }
@@ -40,6 +40,7 @@ pub struct Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Only {
     Echo,
+    Pty,
     Fanout,
 }
 
@@ -154,6 +155,45 @@ async fn echo(term: &mut Term, n: usize) -> anyhow::Result<Vec<Duration>> {
     term.drain(Duration::from_millis(200)).await;
     times.sort();
     Ok(times)
+}
+
+/// 1. Keystroke echo in the three terminals, and one broker hop beside it.
+async fn echo_figures(
+    sw: &mut Term,
+    direct: &mut Term,
+    web: Option<&mut Term>,
+    amqp_url: &str,
+    plan: &Plan,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let e_sw = echo(sw, plan.keystrokes).await?;
+    let e_direct = echo(direct, plan.keystrokes).await?;
+    let e_web = match web {
+        Some(t) => Some(echo(t, plan.keystrokes).await?),
+        None => None,
+    };
+    for (name, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+        report.push(Row::lower_better(
+            &format!("echo latency {name} (ms)"),
+            pct(&e_sw, p),
+            pct(&e_direct, p),
+            e_web.as_ref().map(|w| pct(w, p)),
+            match name {
+                "p50" => Some(("≤ 1.25× webssh", 1.25)),
+                "p99" => Some(("≤ 2× webssh", 2.0)),
+                _ => None,
+            },
+        ));
+    }
+
+    // What one broker hop costs here: an echo crosses two.
+    let hops = broker_hop::round_trips(amqp_url, plan.keystrokes).await?;
+    report.note(format!(
+        "one RabbitMQ hop (publish → delivery, loopback, same client): p50 {:.3} ms, p99 {:.3} ms; a Shellway echo crosses two",
+        pct(&hops, 50.0),
+        pct(&hops, 99.0)
+    ));
+    Ok(())
 }
 
 /// PTY output: `base64` of a random file to the terminal; bytes per second.
@@ -304,33 +344,17 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let e_sw = echo(&mut sw, plan.keystrokes).await?;
-    let e_direct = echo(&mut direct, plan.keystrokes).await?;
-    let e_web = match web.as_mut() {
-        Some(t) => Some(echo(t, plan.keystrokes).await?),
-        None => None,
-    };
-    for (name, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
-        report.push(Row::lower_better(
-            &format!("echo latency {name} (ms)"),
-            pct(&e_sw, p),
-            pct(&e_direct, p),
-            e_web.as_ref().map(|w| pct(w, p)),
-            match name {
-                "p50" => Some(("≤ 1.25× webssh", 1.25)),
-                "p99" => Some(("≤ 2× webssh", 2.0)),
-                _ => None,
-            },
-        ));
+    if plan.only != Some(Only::Pty) {
+        echo_figures(
+            &mut sw,
+            &mut direct,
+            web.as_mut(),
+            &env.amqp_url,
+            &plan,
+            &mut report,
+        )
+        .await?;
     }
-
-    // What one broker hop costs here: an echo crosses two.
-    let hops = broker_hop::round_trips(&env.amqp_url, plan.keystrokes).await?;
-    report.note(format!(
-        "one RabbitMQ hop (publish → delivery, loopback, same client): p50 {:.3} ms, p99 {:.3} ms; a Shellway echo crosses two",
-        pct(&hops, 50.0),
-        pct(&hops, 99.0)
-    ));
     if plan.only == Some(Only::Echo) {
         report.print();
         stop(runner, env).await;
@@ -358,6 +382,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         ("≥ 0.95× direct", 0.95),
     ));
     report.note(format!("PTY bytes seen by the Shellway client: {sw_bytes}"));
+    if plan.only == Some(Only::Pty) {
+        report.print();
+        stop(runner, env).await;
+        return Ok(());
+    }
 
     // 3. Exec output.
     eprintln!("exec output ({} bytes)…", plan.exec_bytes);
@@ -702,6 +731,7 @@ pub fn main() -> std::process::ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--only") {
         match args.get(i + 1).map(String::as_str) {
             Some("echo") => plan.only = Some(Only::Echo),
+            Some("pty") => plan.only = Some(Only::Pty),
             Some("fanout") => plan.only = Some(Only::Fanout),
             other => {
                 let other = other.unwrap_or("nothing");
