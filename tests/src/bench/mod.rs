@@ -735,7 +735,7 @@ pub fn main() -> std::process::ExitCode {
             Some("fanout") => plan.only = Some(Only::Fanout),
             other => {
                 let other = other.unwrap_or("nothing");
-                eprintln!("bench: --only takes echo or fanout, not {other:?}");
+                eprintln!("bench: --only takes echo, pty or fanout, not {other:?}");
                 return std::process::ExitCode::FAILURE;
             }
         }
