@@ -147,6 +147,15 @@ pub(crate) struct Options {
         default_value_t = 64
     )]
     pub max_viewers: usize,
+    /// Live output messages a viewer may fall behind before it resyncs
+    /// from the recording.
+    #[arg(
+        long,
+        env = "SHELLWAY_VIEWER_BUFFER",
+        global = true,
+        default_value_t = 1024
+    )]
+    pub viewer_buffer: usize,
 }
 
 /// Eight random hex digits.
@@ -164,6 +173,9 @@ impl Options {
         }
         if self.max_viewers == 0 {
             return Err("SHELLWAY_MAX_VIEWERS must be at least 1".into());
+        }
+        if self.viewer_buffer == 0 {
+            return Err("SHELLWAY_VIEWER_BUFFER must be at least 1".into());
         }
         if self.request_ttl_ms < 100 {
             return Err("SHELLWAY_REQUEST_TTL_MS must be at least 100".into());
@@ -231,6 +243,7 @@ impl Options {
                 max_expiry: Duration::from_secs(self.share_max_expiry_s),
                 anonymous_view: self.share_anonymous_view,
                 max_viewers: self.max_viewers,
+                viewer_buffer: self.viewer_buffer,
             },
         }
     }

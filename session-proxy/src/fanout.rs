@@ -19,8 +19,6 @@ use uuid::Uuid;
 
 use crate::broker::{consume_private, Broker, BrokerError, Report};
 
-/// Messages buffered per viewer before it counts as lagging.
-const VIEWER_BUFFER: usize = 1024;
 /// How long a viewer waits for its feed's queue to be bound.
 const READY_WAIT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
@@ -33,6 +31,8 @@ pub(crate) struct Fanout {
 struct Inner {
     broker: Broker,
     proxy_id: String,
+    /// Messages buffered per viewer before it counts as lagging.
+    viewer_buffer: usize,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     feeds: Mutex<HashMap<Uuid, Entry>>,
@@ -83,6 +83,7 @@ impl Fanout {
     pub(crate) fn new(
         broker: Broker,
         proxy_id: String,
+        viewer_buffer: usize,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -90,6 +91,7 @@ impl Fanout {
             inner: Arc::new(Inner {
                 broker,
                 proxy_id,
+                viewer_buffer: viewer_buffer.max(1),
                 tracker,
                 shutdown,
                 feeds: Mutex::new(HashMap::new()),
@@ -106,7 +108,7 @@ impl Fanout {
             let mut spawn = None;
             let entry = feeds.entry(session).or_insert_with(|| {
                 let feed = Arc::new(Feed {
-                    tx: broadcast::channel(VIEWER_BUFFER).0,
+                    tx: broadcast::channel(self.inner.viewer_buffer).0,
                     ready: watch::channel(false).0,
                     idle: Notify::new(),
                 });

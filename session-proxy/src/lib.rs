@@ -87,6 +87,7 @@ pub async fn run(
     let fanout = Fanout::new(
         broker.clone(),
         config.proxy_id.clone(),
+        config.sharing.viewer_buffer,
         tracker.clone(),
         tasks.clone(),
     );

@@ -61,6 +61,34 @@ impl WsClient {
         })
     }
 
+    /// Like `connect`, with the socket's receive buffer fixed at `bytes`
+    /// (no autotuning): a client that stops reading then holds the server
+    /// up after little data, as a stalled browser does.
+    pub async fn connect_small_buffer(base: &str, path: &str, token: &str, bytes: u32) -> Self {
+        let addr: std::net::SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("proxy address in {base}: {e}"));
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let tcp = socket.connect(addr).await.expect("connect to the proxy");
+        let url = format!("{}{path}", base.replacen("http", "ws", 1));
+        let mut req = url.into_client_request().expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (stream, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap_or_else(|e| panic!("websocket connect to {path}: {e}"));
+        Self {
+            stream,
+            screen: Vec::new(),
+            last_seq: 0,
+            events: Vec::new(),
+        }
+    }
+
     pub async fn send(&mut self, action: Value) {
         self.stream
             .send(Message::Text(action.to_string().into()))
@@ -111,18 +139,34 @@ impl WsClient {
         }
     }
 
-    /// Waits until the terminal output contains `needle`.
+    /// Waits until the terminal output contains `needle`. Each byte is
+    /// searched about once, so waiting through megabytes stays cheap.
     pub async fn wait_output(&mut self, needle: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        while !String::from_utf8_lossy(&self.screen).contains(needle) {
+        let mut searched: usize = 0;
+        loop {
+            let from = searched.saturating_sub(needle.len());
+            if memchr::memmem::find(&self.screen[from..], needle.as_bytes()).is_some() {
+                return;
+            }
+            searched = self.screen.len();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
                 Some(Frame::Closed) | None => panic!(
                     "terminal never showed {needle:?}; it shows:\n{}\nevents: {:?}",
-                    String::from_utf8_lossy(&self.screen),
+                    String::from_utf8_lossy(&self.screen[self.screen.len().saturating_sub(4096)..]),
                     self.events
                 ),
                 _ => {}
+            }
+        }
+    }
+
+    /// Reads until nothing has arrived for `quiet`.
+    pub async fn read_until_quiet(&mut self, quiet: Duration) {
+        while let Some(frame) = self.next(quiet).await {
+            if matches!(frame, Frame::Closed) {
+                return;
             }
         }
     }

@@ -541,3 +541,65 @@ async fn a_flooding_controller_does_not_starve_the_others() {
     );
     env.finish().await;
 }
+
+/// A viewer that stops reading falls behind the live feed, and the proxy
+/// drops its live messages rather than hold them; when it reads again it
+/// gets every byte it missed from the recording, in order, exactly once.
+#[tokio::test]
+async fn a_viewer_that_falls_behind_catches_up_without_losing_a_byte() {
+    // More output than can wait anywhere on the way: the proxy's send
+    // buffer grows to tcp_wmem's maximum at most, the client's receive
+    // buffer is fixed small, and the live buffer holds 4 messages.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().last().and_then(|v| v.parse().ok()))
+        .unwrap_or(4 << 20);
+    let must_drop = wmem_max + (2 << 20);
+    let random = (must_drop + (2 << 20)) * 3 / 4; // base64 makes 4/3 of it
+    let env = TestEnv::start_with(TestEnvOptions {
+        sharing: session_proxy::Sharing {
+            viewer_buffer: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let (id, mut owner) = env.open_shell().await;
+    owner.type_text("echo ready-$((2+5))\r").await;
+    owner.wait_output("ready-7", WAIT).await;
+    owner.read_until_quiet(Duration::from_millis(500)).await;
+    let (after, from) = (owner.last_seq, owner.screen.len());
+
+    let path = format!("/ws/sessions/{id}?after={after}");
+    let mut slow = WsClient::connect_small_buffer(&env.base, &path, env.token(), 64 * 1024).await;
+    slow.wait_event("connected", WAIT, |e| e["event"] == "connected")
+        .await;
+    owner
+        .type_text(&format!(
+            "head -c {random} /dev/urandom | base64 -w 120; echo lag-$((40+2))-end\r"
+        ))
+        .await;
+    owner
+        .wait_output("lag-42-end", Duration::from_secs(180))
+        .await;
+
+    // Only now does the slow viewer read.
+    slow.wait_output("lag-42-end", Duration::from_secs(180))
+        .await;
+    owner.read_until_quiet(Duration::from_millis(500)).await;
+    slow.read_until_quiet(Duration::from_millis(500)).await;
+    let missed = &owner.screen[from..];
+    assert!(
+        missed.len() > must_drop,
+        "the output ({} bytes) fits in the buffers ({must_drop}): nothing was dropped",
+        missed.len()
+    );
+    assert_eq!(slow.last_seq, owner.last_seq, "both saw the same last seq");
+    assert!(
+        slow.screen == missed,
+        "the slow viewer got {} bytes after seq {after}, the owner {}",
+        slow.screen.len(),
+        missed.len()
+    );
+    env.finish().await;
+}

@@ -131,6 +131,7 @@ mod tests {
         let fanout = Fanout::new(
             broker.clone(),
             "p".into(),
+            1024,
             tokio_util::task::TaskTracker::new(),
             shutdown.clone(),
         );

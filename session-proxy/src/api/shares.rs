@@ -32,6 +32,10 @@ pub struct Sharing {
     pub anonymous_view: bool,
     /// Viewers one session accepts, owner included.
     pub max_viewers: usize,
+    /// Live output messages (up to 32 KiB each) a viewer may fall behind
+    /// before it resyncs from the recording: what a stalled viewer can make
+    /// this proxy hold for its session.
+    pub viewer_buffer: usize,
 }
 
 impl Default for Sharing {
@@ -40,6 +44,7 @@ impl Default for Sharing {
             max_expiry: Duration::from_secs(24 * 3600),
             anonymous_view: false,
             max_viewers: 64,
+            viewer_buffer: 1024,
         }
     }
 }
