@@ -96,6 +96,16 @@ fn median_of(values: impl Iterator<Item = f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// "0.67 / 0.69 / 0.67", or "n/a" when a system was not measured.
+fn by_round(values: impl Iterator<Item = f64>, decimals: usize) -> String {
+    let v: Vec<String> = values.map(|x| format!("{x:.decimals$}")).collect();
+    if v.is_empty() {
+        "n/a".into()
+    } else {
+        v.join(" / ")
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
     pct(&v, 50.0)
@@ -168,12 +178,11 @@ async fn echo(term: &mut Term, n: usize) -> anyhow::Result<Vec<Duration>> {
 async fn echo_figures(
     sw: &mut Term,
     direct: &mut Term,
-    web: Option<&mut Term>,
+    mut web: Option<&mut Term>,
     amqp_url: &str,
     plan: &Plan,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let mut web = web;
     let (mut e_sw, mut e_direct, mut e_web) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         e_sw.push(echo(sw, plan.keystrokes).await?);
@@ -199,19 +208,12 @@ async fn echo_figures(
         ));
     }
     for (name, p) in [("p50", 50.0), ("p99", 99.0)] {
-        let each = |rounds: &[Vec<Duration>]| {
-            let v: Vec<String> = rounds.iter().map(|r| format!("{:.2}", pct(r, p))).collect();
-            v.join(" / ")
-        };
+        let each = |rounds: &[Vec<Duration>]| by_round(rounds.iter().map(|r| pct(r, p)), 2);
         report.note(format!(
             "echo {name} by round (ms): Shellway {}; direct {}; webssh {}",
             each(&e_sw),
             each(&e_direct),
-            if e_web.is_empty() {
-                "n/a".into()
-            } else {
-                each(&e_web)
-            }
+            each(&e_web)
         ));
     }
 
@@ -423,19 +425,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         (!web_rates.is_empty()).then(|| median_of(web_rates.iter().copied())),
         ("≥ 0.95× direct", 0.95),
     ));
-    let each = |rates: &[f64]| {
-        let v: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
-        v.join(" / ")
-    };
     report.note(format!(
         "PTY output by round (MB/s): Shellway {}; direct {}; webssh {}",
-        each(&sw_rates),
-        each(&direct_rates),
-        if web_rates.is_empty() {
-            "n/a".into()
-        } else {
-            each(&web_rates)
-        }
+        by_round(sw_rates.iter().copied(), 1),
+        by_round(direct_rates.iter().copied(), 1),
+        by_round(web_rates.iter().copied(), 1)
     ));
     if plan.only == Some(Only::Pty) {
         report.print();
