@@ -14,6 +14,7 @@ pub mod api;
 pub mod bench;
 pub mod browser;
 pub mod env;
+pub mod finder;
 pub mod sshd;
 pub mod ws;
 

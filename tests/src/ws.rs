@@ -11,6 +11,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use shellway_common::output::decode_frame;
 
+use crate::finder::Finder;
+
 #[derive(Debug, Clone)]
 pub enum Frame {
     /// Terminal output: sequence number and bytes.
@@ -44,21 +46,8 @@ impl WsClient {
         path: &str,
         token: Option<&str>,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let url = format!("{}{path}", base.replacen("http", "ws", 1));
-        let mut req = url.into_client_request()?;
-        if let Some(t) = token {
-            req.headers_mut().insert(
-                "authorization",
-                format!("Bearer {t}").parse().expect("header"),
-            );
-        }
-        let (stream, _) = tokio_tungstenite::connect_async(req).await?;
-        Ok(Self {
-            stream,
-            screen: Vec::new(),
-            last_seq: 0,
-            events: Vec::new(),
-        })
+        let (stream, _) = tokio_tungstenite::connect_async(request(base, path, token)?).await?;
+        Ok(Self::over(stream))
     }
 
     /// Like `connect`, with the socket's receive buffer fixed at `bytes`
@@ -72,15 +61,14 @@ impl WsClient {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let tcp = socket.connect(addr).await.expect("connect to the proxy");
-        let url = format!("{}{path}", base.replacen("http", "ws", 1));
-        let mut req = url.into_client_request().expect("request");
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
+        let req = request(base, path, Some(token)).expect("request");
         let (stream, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(tcp))
             .await
             .unwrap_or_else(|e| panic!("websocket connect to {path}: {e}"));
+        Self::over(stream)
+    }
+
+    fn over(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
         Self {
             stream,
             screen: Vec::new(),
@@ -143,17 +131,16 @@ impl WsClient {
     /// searched about once, so waiting through megabytes stays cheap.
     pub async fn wait_output(&mut self, needle: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut searched: usize = 0;
+        let mut finder = Finder::new(needle.as_bytes());
+        if finder.push(&self.screen) {
+            return;
+        }
         loop {
-            let from = searched.saturating_sub(needle.len());
-            if memchr::memmem::find(&self.screen[from..], needle.as_bytes()).is_some() {
-                return;
-            }
-            searched = self.screen.len();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.next(left).await {
+                Some(Frame::Output(_, data)) if finder.push(&data) => return,
                 Some(Frame::Closed) | None => panic!(
-                    "terminal never showed {needle:?}; it shows:\n{}\nevents: {:?}",
+                    "terminal never showed {needle:?}; it ends with:\n{}\nevents: {:?}",
                     String::from_utf8_lossy(&self.screen[self.screen.len().saturating_sub(4096)..]),
                     self.events
                 ),
@@ -201,4 +188,24 @@ impl WsClient {
         })
         .await;
     }
+}
+
+/// The upgrade request for `path` on `base`, with the bearer token if any.
+fn request(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::client::Request,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let url = format!("{}{path}", base.replacen("http", "ws", 1));
+    let mut req = url.into_client_request()?;
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    Ok(req)
 }

@@ -356,9 +356,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     ];
     if plan.only == Some(Only::Fanout) {
         fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
-        report.print();
-        stop(runner, env).await;
-        return Ok(());
+        return finish(&report, &plan, runner, env).await;
     }
 
     // 1. Keystroke echo.
@@ -387,9 +385,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         .await?;
     }
     if plan.only == Some(Only::Echo) {
-        report.print();
-        stop(runner, env).await;
-        return Ok(());
+        return finish(&report, &plan, runner, env).await;
     }
 
     // 2. PTY output.
@@ -432,9 +428,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         by_round(web_rates.iter().copied(), 1)
     ));
     if plan.only == Some(Only::Pty) {
-        report.print();
-        stop(runner, env).await;
-        return Ok(());
+        return finish(&report, &plan, runner, env).await;
     }
 
     // 3. Exec output.
@@ -491,20 +485,28 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     eprintln!("{} concurrent idle sessions…", plan.sessions);
     many_sessions(&api, host, &plan, proxy_pid, runner_pid, &mut report).await?;
 
-    report.print();
-    if plan.write_docs {
-        report.write_docs()?;
-    }
     drop(webssh);
-    stop(runner, env).await;
-    Ok(())
+    finish(&report, &plan, runner, env).await
 }
 
-/// Stops the runner process and tears the environment down.
-async fn stop(mut runner: tokio::process::Child, env: TestEnv) {
+/// Prints the report (and writes it to the docs if the plan says so), stops
+/// the runner process and tears the environment down.
+async fn finish(
+    report: &Report,
+    plan: &Plan,
+    mut runner: tokio::process::Child,
+    env: TestEnv,
+) -> anyhow::Result<()> {
+    report.print();
+    let written = if plan.write_docs {
+        report.write_docs()
+    } else {
+        Ok(())
+    };
     let _ = runner.start_kill();
     let _ = runner.wait().await;
     env.finish().await;
+    written
 }
 
 /// Fan-out figures: one session watched by each of `plan.viewers` viewers.
@@ -528,10 +530,6 @@ async fn fanout_figures(
         for _ in 0..FANOUT_PASSES {
             passes.push(fanout(api, host, servers, viewers, fan_file).await?);
         }
-        let each: Vec<String> = passes
-            .iter()
-            .map(|p| format!("{:.2}", p.proxy_cpu))
-            .collect();
         let f = Fanout {
             rate: median_of(passes.iter().map(|p| p.rate)),
             proxy_cpu: median_of(passes.iter().map(|p| p.proxy_cpu)),
@@ -542,22 +540,34 @@ async fn fanout_figures(
             f.rate / 1e6,
             f.proxy_cpu,
             f.proxy_cpu / viewers as f64,
-            each.join(" / "),
+            by_round(passes.iter().map(|p| p.proxy_cpu), 2),
             f.server_cpu,
         ));
         fan_cpu.push((viewers, f));
     }
-    if let (Some((n1, first)), Some((n2, last))) = (fan_cpu.first(), fan_cpu.last()) {
-        report.push(Row::ratio(
-            &format!("proxy CPU, {n2} viewers ÷ {n1} viewer"),
-            last.proxy_cpu / first.proxy_cpu.max(0.01),
-            ("< 3×", 3.0),
-        ));
-        report.push(Row::ratio(
-            &format!("proxy + runner + broker CPU, {n2} viewers ÷ {n1} viewer"),
-            last.server_cpu / first.server_cpu.max(0.01),
-            ("< 3×", 3.0),
-        ));
+    let (Some((n1, first)), Some((n2, last))) = (fan_cpu.first(), fan_cpu.last()) else {
+        return Ok(());
+    };
+    // CPU is read in 10 ms ticks: a divisor of a few ticks is no figure.
+    for (what, one, many) in [
+        ("proxy CPU", first.proxy_cpu, last.proxy_cpu),
+        (
+            "proxy + runner + broker CPU",
+            first.server_cpu,
+            last.server_cpu,
+        ),
+    ] {
+        if one < MEASURABLE_CPU {
+            report.note(format!(
+                "{what}, {n2} viewers ÷ {n1} viewer: not measured, {one:.2} s for one viewer is too little to divide by (raise --fanout-bytes)"
+            ));
+        } else {
+            report.push(Row::ratio(
+                &format!("{what}, {n2} viewers ÷ {n1} viewer"),
+                many / one,
+                ("< 3×", 3.0),
+            ));
+        }
     }
     Ok(())
 }
@@ -613,6 +623,9 @@ async fn recorder_check(env: &TestEnv, session: Uuid, last_seq: u64) -> anyhow::
 /// figure is the median of its rounds, so one system's lucky or unlucky
 /// moment on a shared VM does not decide a ratio.
 const ROUNDS: usize = 3;
+
+/// Least CPU seconds of one viewer that a fan-out ratio divides by.
+const MEASURABLE_CPU: f64 = 0.05;
 
 /// Passes of each fan-out figure; the median is reported.
 const FANOUT_PASSES: usize = 3;
