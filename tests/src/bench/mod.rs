@@ -218,12 +218,17 @@ async fn echo_figures(
     }
 
     // What one broker hop costs here: an echo crosses two.
-    let hops = broker_hop::round_trips(amqp_url, plan.keystrokes).await?;
-    report.note(format!(
-        "one RabbitMQ hop (publish → delivery, loopback, same client): p50 {:.3} ms, p99 {:.3} ms; a Shellway echo crosses two",
-        pct(&hops, 50.0),
-        pct(&hops, 99.0)
-    ));
+    for (route, how) in [
+        (broker_hop::Route::Queue, "through a queue"),
+        (broker_hop::Route::DirectReplyTo, "by direct reply-to"),
+    ] {
+        let hops = broker_hop::round_trips(amqp_url, plan.keystrokes, route).await?;
+        report.note(format!(
+            "one RabbitMQ hop {how} (publish → delivery, loopback, same client): p50 {:.3} ms, p99 {:.3} ms",
+            pct(&hops, 50.0),
+            pct(&hops, 99.0)
+        ));
+    }
     Ok(())
 }
 
