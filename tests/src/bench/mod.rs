@@ -218,6 +218,7 @@ async fn echo_figures(
     }
 
     // What one broker hop costs here: an echo crosses two.
+    let mut queue_hop = 0.0;
     for (route, how) in [
         (broker_hop::Route::Queue, "through a queue"),
         (broker_hop::Route::DirectReplyTo, "by direct reply-to"),
@@ -227,6 +228,19 @@ async fn echo_figures(
             "one RabbitMQ hop {how} (publish → delivery, loopback, same client): p50 {:.3} ms, p99 {:.3} ms",
             pct(&hops, 50.0),
             pct(&hops, 99.0)
+        ));
+        if matches!(route, broker_hop::Route::Queue) {
+            queue_hop = pct(&hops, 50.0);
+        }
+    }
+    // The part of a Shellway echo no proxy or runner code can remove: the
+    // SSH echo itself and the two hops, before any WebSocket or hand-off.
+    if !e_web.is_empty() {
+        let floor = 2.0 * queue_hop + over_rounds(&e_direct, 50.0);
+        let target = 1.25 * over_rounds(&e_web, 50.0);
+        report.note(format!(
+            "echo p50 floor of a brokered path (two hops + the direct SSH echo): {floor:.2} ms; the target (1.25× webssh) allows {target:.2} ms, leaving {:.2} ms for two WebSocket frames, the proxy and the runner",
+            target - floor
         ));
     }
     Ok(())
