@@ -246,16 +246,35 @@ async fn echo_figures(
     Ok(())
 }
 
-/// PTY output: `base64` of a random file to the terminal; bytes per second.
-async fn pty_output(term: &mut Term, file: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+/// One PTY output round of one system.
+struct PtyRound {
+    bytes: u64,
+    /// Bytes per second.
+    rate: f64,
+    /// Busy CPU of the whole machine (all processes, the kernel, both
+    /// cores) per MB, ms.
+    machine_ms_per_mb: f64,
+    /// Share of the machine's CPU that was busy.
+    machine_busy: f64,
+}
+
+/// PTY output: `base64` of a random file to the terminal.
+async fn pty_output(term: &mut Term, file: &std::path::Path) -> anyhow::Result<PtyRound> {
     term.drain(Duration::from_millis(100)).await;
+    let cpu0 = procstat::MachineCpu::now()?;
     let t = Instant::now();
     term.send(&format!("base64 {}; {DONE_CMD}\r", file.display()))
         .await?;
     let bytes = term.until(DONE, LONG).await?;
     let secs = t.elapsed().as_secs_f64();
+    let (busy, share) = procstat::MachineCpu::now()?.since(&cpu0);
     term.drain(Duration::from_millis(200)).await;
-    Ok((bytes, bytes as f64 / secs))
+    Ok(PtyRound {
+        bytes,
+        rate: bytes as f64 / secs,
+        machine_ms_per_mb: busy * 1e3 / (bytes as f64 / 1e6),
+        machine_busy: share,
+    })
 }
 
 /// Exec output through a Shellway run: bytes of `chunk` events until the
@@ -412,39 +431,52 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     // Who spends the CPU while Shellway streams (the whole path shares two
     // cores): proxy, runner, broker (the server side of a session), then
     // database, sshd, and the bench client.
-    let (mut sw_rates, mut direct_rates, mut web_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sw_runs, mut direct_runs, mut web_runs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let cpu0 = procstat::cpu_snapshot(&comms);
-        let (sw_bytes, sw_rate) = pty_output(&mut sw, &pty_file).await?;
+        let sw_round = pty_output(&mut sw, &pty_file).await?;
         if round == 0 {
             report.note(cpu_note(
                 "PTY output (first round)",
                 &cpu0,
                 &comms,
-                sw_bytes,
+                sw_round.bytes,
             ));
             report.note(format!(
-                "PTY bytes seen by the Shellway client in a round: {sw_bytes}"
+                "PTY bytes seen by the Shellway client in a round: {}",
+                sw_round.bytes
             ));
         }
-        sw_rates.push(sw_rate / 1e6);
-        direct_rates.push(pty_output(&mut direct, &pty_file).await?.1 / 1e6);
+        sw_runs.push(sw_round);
+        direct_runs.push(pty_output(&mut direct, &pty_file).await?);
         if let Some(t) = web.as_mut() {
-            web_rates.push(pty_output(t, &pty_file).await?.1 / 1e6);
+            web_runs.push(pty_output(t, &pty_file).await?);
         }
     }
+    let rate = |runs: &[PtyRound]| median_of(runs.iter().map(|r| r.rate / 1e6));
     report.push(Row::higher_better_vs_direct(
         "PTY output (MB/s)",
-        median_of(sw_rates.iter().copied()),
-        median_of(direct_rates.iter().copied()),
-        (!web_rates.is_empty()).then(|| median_of(web_rates.iter().copied())),
+        rate(&sw_runs),
+        rate(&direct_runs),
+        (!web_runs.is_empty()).then(|| rate(&web_runs)),
         ("≥ 0.95× direct", 0.95),
     ));
+    let each =
+        |runs: &[PtyRound], f: fn(&PtyRound) -> f64, digits| by_round(runs.iter().map(f), digits);
     report.note(format!(
         "PTY output by round (MB/s): Shellway {}; direct {}; webssh {}",
-        by_round(sw_rates.iter().copied(), 1),
-        by_round(direct_rates.iter().copied(), 1),
-        by_round(web_rates.iter().copied(), 1)
+        each(&sw_runs, |r| r.rate / 1e6, 1),
+        each(&direct_runs, |r| r.rate / 1e6, 1),
+        each(&web_runs, |r| r.rate / 1e6, 1)
+    ));
+    report.note(format!(
+        "whole-machine CPU ms per MB of PTY output (every process and the kernel, both cores) by round: Shellway {}; direct {}; webssh {}. Share of the machine busy: Shellway {}; direct {}; webssh {} (%)",
+        each(&sw_runs, |r| r.machine_ms_per_mb, 0),
+        each(&direct_runs, |r| r.machine_ms_per_mb, 0),
+        each(&web_runs, |r| r.machine_ms_per_mb, 0),
+        each(&sw_runs, |r| r.machine_busy * 100.0, 0),
+        each(&direct_runs, |r| r.machine_busy * 100.0, 0),
+        each(&web_runs, |r| r.machine_busy * 100.0, 0),
     ));
     if plan.only == Some(Only::Pty) {
         return finish(&report, &plan, runner, env).await;

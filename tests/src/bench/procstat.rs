@@ -119,3 +119,40 @@ pub fn raise_fd_limit_by_reexec(args: &[String]) -> bool {
         }
     }
 }
+
+/// The whole machine's CPU time (every process and the kernel, all cores)
+/// from /proc/stat, seconds: busy and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    busy: f64,
+    total: f64,
+}
+
+impl MachineCpu {
+    pub fn now() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let line = stat.lines().next().context("/proc/stat")?;
+        // cpu user nice system idle iowait irq softirq steal (guest time is
+        // already inside user and nice).
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        anyhow::ensure!(ticks.len() == 8, "short /proc/stat line");
+        let idle = ticks[3] + ticks[4];
+        let total: u64 = ticks.iter().sum();
+        Ok(Self {
+            busy: (total - idle) as f64 / 100.0,
+            total: total as f64 / 100.0,
+        })
+    }
+
+    /// Busy CPU seconds since `earlier`, and the share of the machine that was.
+    pub fn since(&self, earlier: &Self) -> (f64, f64) {
+        let busy = self.busy - earlier.busy;
+        let total = self.total - earlier.total;
+        (busy, if total > 0.0 { busy / total } else { 0.0 })
+    }
+}
