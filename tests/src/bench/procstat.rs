@@ -141,8 +141,10 @@ impl MachineCpu {
             .map(|f| f.parse().unwrap_or(0))
             .collect();
         anyhow::ensure!(ticks.len() == 8, "short /proc/stat line");
-        let idle = ticks[3] + ticks[4];
-        let total: u64 = ticks.iter().sum();
+        // Steal (time the hypervisor gave to other guests) is neither busy
+        // with our work nor available to it.
+        let (idle, steal) = (ticks[3] + ticks[4], ticks[7]);
+        let total: u64 = ticks.iter().sum::<u64>() - steal;
         Ok(Self {
             busy: (total - idle) as f64 / 100.0,
             total: total as f64 / 100.0,
