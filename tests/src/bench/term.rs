@@ -1,6 +1,7 @@
-//! One interactive terminal, three ways in: Shellway's WebSocket, webssh's
-//! WebSocket, and a direct `ssh -tt` process. The measurements drive all
-//! three the same way.
+//! One interactive terminal, four ways in: Shellway's WebSocket, webssh's
+//! WebSocket, a direct `ssh -tt` process, and russh in this process (the
+//! SSH leg of Shellway's path alone, as the runner makes it). The
+//! measurements drive them all the same way.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -32,6 +33,33 @@ pub enum Term {
         stdin: ChildStdin,
         stdout: ChildStdout,
     },
+    Russh {
+        channel: russh::Channel<russh::client::Msg>,
+        _handle: russh::client::Handle<PinnedKey>,
+    },
+}
+
+/// Accepts only the benchmark sshd's host key.
+pub struct PinnedKey(String);
+
+impl russh::client::Handler for PinnedKey {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.to_openssh().is_ok_and(|k| {
+                    k.split_whitespace()
+                        .take(2)
+                        .eq(self.0.split_whitespace().take(2))
+                })
+            }
+            _ => false,
+        })
+    }
 }
 
 /// What a read brought.
@@ -101,6 +129,34 @@ impl Term {
         })
     }
 
+    /// A shell with a PTY through russh, configured as the runner's
+    /// connections are (Nagle off).
+    pub async fn russh(sshd: &Sshd) -> anyhow::Result<Self> {
+        let config = std::sync::Arc::new(russh::client::Config {
+            nodelay: true,
+            ..Default::default()
+        });
+        let mut handle = russh::client::connect(
+            config,
+            ("127.0.0.1", sshd.port),
+            PinnedKey(sshd.host_key.clone()),
+        )
+        .await?;
+        let key = russh::keys::load_secret_key(&sshd.user_key, None)?;
+        let key = russh::keys::PrivateKeyWithHashAlg::new(std::sync::Arc::new(key), None);
+        let auth = handle.authenticate_publickey(&sshd.username, key).await?;
+        anyhow::ensure!(auth.success(), "russh: the benchmark sshd refused the key");
+        let channel = handle.channel_open_session().await?;
+        channel
+            .request_pty(false, "xterm", 120, 40, 0, 0, &[])
+            .await?;
+        channel.request_shell(false).await?;
+        Ok(Self::Russh {
+            channel,
+            _handle: handle,
+        })
+    }
+
     pub async fn send(&mut self, text: &str) -> anyhow::Result<()> {
         match self {
             Self::Shellway { ws, .. } => {
@@ -115,6 +171,7 @@ impl Term {
                 stdin.write_all(text.as_bytes()).await?;
                 stdin.flush().await?;
             }
+            Self::Russh { channel, .. } => channel.data(text.as_bytes()).await?,
         }
         Ok(())
     }
@@ -124,7 +181,7 @@ impl Term {
             Self::Shellway { ws, .. } | Self::Webssh(ws) => {
                 ws.send(Message::Text(value.to_string().into())).await?
             }
-            Self::Direct { .. } => bail!("a direct terminal takes no JSON"),
+            Self::Direct { .. } | Self::Russh { .. } => bail!("an SSH terminal takes no JSON"),
         }
         Ok(())
     }
@@ -145,6 +202,15 @@ impl Term {
                     }
                 };
             }
+            Self::Russh { channel, .. } => loop {
+                return match tokio::time::timeout(timeout, channel.wait()).await {
+                    Err(_) => Got::Nothing,
+                    Ok(None) => Got::Closed,
+                    Ok(Some(russh::ChannelMsg::Data { data })) => Got::Bytes(data.to_vec()),
+                    Ok(Some(russh::ChannelMsg::Eof | russh::ChannelMsg::Close)) => Got::Closed,
+                    Ok(Some(_)) => continue,
+                };
+            },
         };
         loop {
             let msg = match tokio::time::timeout(timeout, ws.next()).await {
@@ -182,6 +248,23 @@ impl Term {
                 Message::Close(_) => Got::Closed,
                 _ => continue,
             };
+        }
+    }
+
+    /// One WebSocket ping → pong with the server at the other end (the
+    /// frames in and out and the server's socket task, nothing behind it).
+    pub async fn ws_round_trip(&mut self) -> anyhow::Result<Duration> {
+        let (Self::Shellway { ws, .. } | Self::Webssh(ws)) = self else {
+            bail!("not a WebSocket terminal");
+        };
+        let t = std::time::Instant::now();
+        ws.send(Message::Ping(b"bench".to_vec().into())).await?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Pong(p)))) if &p[..] == b"bench" => return Ok(t.elapsed()),
+                Ok(Some(Ok(_))) => continue,
+                _ => bail!("no pong within 5 s"),
+            }
         }
     }
 
@@ -238,6 +321,9 @@ impl Term {
             Self::Direct { mut child, .. } => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
+            }
+            Self::Russh { channel, .. } => {
+                let _ = channel.close().await;
             }
         }
     }
