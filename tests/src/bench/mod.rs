@@ -174,9 +174,9 @@ async fn echo(term: &mut Term, n: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(times)
 }
 
-/// 1. Keystroke echo in the three terminals, and beside it the two parts
-/// of Shellway's path no proxy or runner code can remove: the SSH leg
-/// (russh to sshd, in this process) and one broker hop.
+/// Figure 1: keystroke echo in the three terminals, and beside it each
+/// part of Shellway's path no proxy or runner code can remove, measured
+/// alone: the WebSocket round trip, one broker hop, the SSH leg.
 async fn echo_figures(
     sw: &mut Term,
     direct: &mut Term,
