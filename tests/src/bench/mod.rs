@@ -616,7 +616,7 @@ async fn fanout_figures(
             f.rate / 1e6,
             f.proxy_cpu,
             f.proxy_cpu / viewers as f64,
-            by_round(passes.iter().map(|p| p.proxy_cpu), 2),
+            by_round(passes.iter().map(|p| p.proxy_cpu), 3),
             f.server_cpu,
         ));
         fan_cpu.push((viewers, f));
@@ -624,7 +624,8 @@ async fn fanout_figures(
     let (Some((n1, first)), Some((n2, last))) = (fan_cpu.first(), fan_cpu.last()) else {
         return Ok(());
     };
-    // CPU is read in 10 ms ticks: a divisor of a few ticks is no figure.
+    // Below a few hundredths of a second (as in `--quick`), one viewer's
+    // CPU is mostly the pass's fixed costs, not the stream's: no figure.
     for (what, one, many) in [
         ("proxy CPU", first.proxy_cpu, last.proxy_cpu),
         (
@@ -649,7 +650,7 @@ async fn fanout_figures(
 }
 
 /// "CPU per MB while …: proxy 1.2 ms, runner …" since `before`.
-fn cpu_note(what: &str, before: &[(u32, String, f64)], comms: &[String], bytes: u64) -> String {
+fn cpu_note(what: &str, before: &[(u64, String, f64)], comms: &[String], bytes: u64) -> String {
     let after = procstat::cpu_snapshot(comms);
     let mb = bytes as f64 / 1e6;
     let parts: Vec<String> = procstat::spent_by_comm(before, &after)
@@ -700,7 +701,8 @@ async fn recorder_check(env: &TestEnv, session: Uuid, last_seq: u64) -> anyhow::
 /// moment on a shared VM does not decide a ratio.
 const ROUNDS: usize = 3;
 
-/// Least CPU seconds of one viewer that a fan-out ratio divides by.
+/// Least CPU seconds of one viewer that a fan-out ratio divides by (a
+/// 20 MB pass costs the proxy about 0.1 s).
 const MEASURABLE_CPU: f64 = 0.05;
 
 /// Passes of each fan-out figure; the median is reported.
