@@ -446,6 +446,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             &mut report,
         )
         .await?;
+        leg.close().await;
     }
     if plan.only == Some(Only::Echo) {
         return finish(&report, &plan, runner, env).await;

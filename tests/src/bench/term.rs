@@ -202,15 +202,20 @@ impl Term {
                     }
                 };
             }
-            Self::Russh { channel, .. } => loop {
-                return match tokio::time::timeout(timeout, channel.wait()).await {
-                    Err(_) => Got::Nothing,
-                    Ok(None) => Got::Closed,
-                    Ok(Some(russh::ChannelMsg::Data { data })) => Got::Bytes(data.to_vec()),
-                    Ok(Some(russh::ChannelMsg::Eof | russh::ChannelMsg::Close)) => Got::Closed,
-                    Ok(Some(_)) => continue,
-                };
-            },
+            Self::Russh { channel, .. } => {
+                // Window adjustments and the like are not output.
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    return match tokio::time::timeout_at(deadline, channel.wait()).await {
+                        Err(_) => Got::Nothing,
+                        Ok(Some(russh::ChannelMsg::Data { data })) => Got::Bytes(data.to_vec()),
+                        Ok(None | Some(russh::ChannelMsg::Eof | russh::ChannelMsg::Close)) => {
+                            Got::Closed
+                        }
+                        Ok(Some(_)) => continue,
+                    };
+                }
+            }
         };
         loop {
             let msg = match tokio::time::timeout(timeout, ws.next()).await {
@@ -253,6 +258,7 @@ impl Term {
 
     /// One WebSocket ping → pong with the server at the other end (the
     /// frames in and out and the server's socket task, nothing behind it).
+    /// For an idle terminal: what else arrives meanwhile is dropped.
     pub async fn ws_round_trip(&mut self) -> anyhow::Result<Duration> {
         let (Self::Shellway { ws, .. } | Self::Webssh(ws)) = self else {
             bail!("not a WebSocket terminal");
