@@ -415,7 +415,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         procstat::comm(std::process::id()),
     ];
     if plan.only == Some(Only::Fanout) {
-        fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
+        fanout_figures(&env, &api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
         return finish(&report, &plan, runner, env).await;
     }
 
@@ -556,7 +556,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
 
     // 6. Fan-out.
     // The viewers' own clients are the users' browsers: not counted.
-    fanout_figures(&api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
+    fanout_figures(&env, &api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
 
     // 5. Many idle sessions (last: it leaves a thousand shells open).
     eprintln!("{} concurrent idle sessions…", plan.sessions);
@@ -588,6 +588,7 @@ async fn finish(
 
 /// Fan-out figures: one session watched by each of `plan.viewers` viewers.
 async fn fanout_figures(
+    env: &TestEnv,
     api: &crate::Api,
     host: Uuid,
     servers: &[String],
@@ -596,16 +597,17 @@ async fn fanout_figures(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     eprintln!("fan-out…");
+    let pool = env.db().await;
     // One unmeasured pass first, so the 1-viewer figure (the divisor) is
     // not the first stream the proxy and recorder handle in `--only fanout`.
-    fanout(api, host, servers, 1, fan_file).await?;
+    fanout(&pool, api, host, servers, 1, fan_file).await?;
     let mut fan_cpu = Vec::new();
     for &viewers in &plan.viewers {
         // CPU seconds of one pass vary by half between passes (scheduling on
         // a shared VM, message sizes with timing): the median of a few.
         let mut passes = Vec::new();
         for _ in 0..FANOUT_PASSES {
-            passes.push(fanout(api, host, servers, viewers, fan_file).await?);
+            passes.push(fanout(&pool, api, host, servers, viewers, fan_file).await?);
         }
         let f = Fanout {
             rate: median_of(passes.iter().map(|p| p.rate)),
@@ -664,37 +666,65 @@ fn cpu_note(what: &str, before: &[(u64, String, f64)], comms: &[String], bytes: 
     )
 }
 
-/// All output of the session is in Postgres, in order, with no gap.
-/// Waits for the recording to hold every seq up to `last_seq`, the last
-/// one the client received (a gap-free prefix alone could be a recorder
-/// still catching up).
-async fn recorder_check(env: &TestEnv, session: Uuid, last_seq: u64) -> anyhow::Result<String> {
-    let pool = env.db().await;
+/// What the recording of a session holds: chunks, highest seq, bytes.
+struct Recorded {
+    count: i64,
+    max: u64,
+    bytes: i64,
+}
+
+/// Waits until the recording of `session` holds every seq up to
+/// `last_seq` with no gap (a gap-free prefix alone could be a recorder
+/// still catching up); `Err` with what it holds after `limit`.
+async fn recorded_up_to(
+    pool: &sqlx::PgPool,
+    session: Uuid,
+    last_seq: u64,
+    limit: Duration,
+) -> anyhow::Result<Result<Recorded, Recorded>> {
     let t = Instant::now();
     loop {
         let (count, max, bytes): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT count(*), max(seq), sum(length(data))::bigint FROM output_chunks WHERE session_id = $1",
         )
         .bind(session)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await?;
-        let max = max.unwrap_or(0);
-        if count == max && max as u64 >= last_seq {
-            pool.close().await;
-            return Ok(format!(
-                "recorder: {count} chunks, seq 1..{max} with no gap (the client's last seq: {last_seq}), {} bytes in Postgres, complete {:.1} s after the last run ended",
-                bytes.unwrap_or(0),
-                t.elapsed().as_secs_f64()
-            ));
+        let got = Recorded {
+            count,
+            max: max.unwrap_or(0).max(0) as u64,
+            bytes: bytes.unwrap_or(0),
+        };
+        if got.count as u64 == got.max && got.max >= last_seq {
+            return Ok(Ok(got));
         }
-        if t.elapsed() > Duration::from_secs(120) {
-            pool.close().await;
-            return Ok(format!(
-                "recorder: INCOMPLETE after 120 s: {count} chunks, max seq {max}, the client's last seq {last_seq}"
-            ));
+        if t.elapsed() > limit {
+            return Ok(Err(got));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// All output of the session is in Postgres, in order, with no gap, up to
+/// `last_seq`, the last one the client received.
+async fn recorder_check(env: &TestEnv, session: Uuid, last_seq: u64) -> anyhow::Result<String> {
+    let pool = env.db().await;
+    let t = Instant::now();
+    let recorded = recorded_up_to(&pool, session, last_seq, Duration::from_secs(120)).await;
+    pool.close().await;
+    Ok(match recorded? {
+        Ok(r) => format!(
+            "recorder: {} chunks, seq 1..{} with no gap (the client's last seq: {last_seq}), {} bytes in Postgres, complete {:.1} s after the last run ended",
+            r.count,
+            r.max,
+            r.bytes,
+            t.elapsed().as_secs_f64()
+        ),
+        Err(r) => format!(
+            "recorder: INCOMPLETE after 120 s: {} chunks, max seq {}, the client's last seq {last_seq}",
+            r.count, r.max
+        ),
+    })
 }
 
 /// Rounds of the echo and PTY figures, the systems taking turns; each
@@ -721,6 +751,7 @@ struct Fanout {
 /// and the CPU seconds the servers (command names; the first is the proxy)
 /// spent on it.
 async fn fanout(
+    pool: &sqlx::PgPool,
     api: &crate::Api,
     host: Uuid,
     servers: &[String],
@@ -761,6 +792,15 @@ async fn fanout(
         results.push(read);
     }
     let secs = t.elapsed().as_secs_f64();
+    // The pass's CPU includes recording its own output, and the next pass
+    // starts with nothing of this one left to record.
+    let last_seq = all.iter().map(Term::last_seq).max().unwrap_or(0);
+    if let Err(r) = recorded_up_to(pool, id, last_seq, LONG).await? {
+        bail!(
+            "fan-out: the recorder did not catch up (max seq {} of {last_seq})",
+            r.max
+        );
+    }
     let spent = procstat::spent_by_comm(&cpu0, &procstat::cpu_snapshot(servers));
     let proxy_cpu = spent
         .iter()
