@@ -106,11 +106,6 @@ fn by_round(values: impl Iterator<Item = f64>, decimals: usize) -> String {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    pct(&v, 50.0)
-}
-
 /// A file on the host: random bytes whose base64 is about `bytes` long,
 /// or (`text`) that base64 itself.
 fn make_file(
@@ -369,7 +364,7 @@ where
         times.push(t.elapsed());
         term.close().await;
     }
-    Ok(median(times))
+    Ok(median_of(times.iter().map(|t| t.as_secs_f64() * 1e3)))
 }
 
 pub async fn run(plan: Plan) -> anyhow::Result<()> {
@@ -653,7 +648,7 @@ async fn fanout_figures(
 }
 
 /// "CPU per MB while …: proxy 1.2 ms, runner …" since `before`.
-fn cpu_note(what: &str, before: &[(u64, String, f64)], comms: &[String], bytes: u64) -> String {
+fn cpu_note(what: &str, before: &[(u32, String, f64)], comms: &[String], bytes: u64) -> String {
     let after = procstat::cpu_snapshot(comms);
     let mb = bytes as f64 / 1e6;
     let parts: Vec<String> = procstat::spent_by_comm(before, &after)

@@ -13,12 +13,12 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS")
 }
 
-/// CPU seconds each live thread of `pid` has run so far, keyed by pid and
-/// thread id. From /proc/<pid>/task/*/schedstat, in nanoseconds: exact,
+/// CPU seconds each live thread of `pid` has run so far, by thread id
+/// (unique on the machine, like a pid). From /proc/<pid>/task/*/schedstat, in nanoseconds: exact,
 /// where utime and stime count 10 ms ticks (a one-viewer fan-out pass is
 /// only about ten of them). A thread that exits between two readings
 /// loses its share; the processes measured keep theirs.
-fn thread_cpu(pid: u32) -> Vec<(u64, f64)> {
+fn thread_cpu(pid: u32) -> Vec<(u32, f64)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -28,7 +28,7 @@ fn thread_cpu(pid: u32) -> Vec<(u64, f64)> {
             let tid: u32 = t.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
             let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
-            Some((u64::from(pid) << 32 | u64::from(tid), ns as f64 / 1e9))
+            Some((tid, ns as f64 / 1e9))
         })
         .collect()
 }
@@ -48,14 +48,14 @@ fn processes() -> Vec<(u32, String)> {
 
 /// CPU seconds so far of every thread of every process whose command name
 /// is in `comms` (a snapshot to diff with [`spent_by_comm`]).
-pub fn cpu_snapshot(comms: &[String]) -> Vec<(u64, String, f64)> {
+pub fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
     processes()
         .into_iter()
         .filter(|(_, name)| comms.contains(name))
         .flat_map(|(pid, name)| {
             thread_cpu(pid)
                 .into_iter()
-                .map(move |(id, secs)| (id, name.clone(), secs))
+                .map(move |(tid, secs)| (tid, name.clone(), secs))
         })
         .collect()
 }
@@ -63,14 +63,14 @@ pub fn cpu_snapshot(comms: &[String]) -> Vec<(u64, String, f64)> {
 /// CPU seconds spent between two snapshots, summed by command name (a
 /// thread that started in between counts from zero), largest first.
 pub fn spent_by_comm(
-    before: &[(u64, String, f64)],
-    after: &[(u64, String, f64)],
+    before: &[(u32, String, f64)],
+    after: &[(u32, String, f64)],
 ) -> Vec<(String, f64)> {
     let mut by: Vec<(String, f64)> = Vec::new();
-    for (pid, name, cpu) in after {
+    for (tid, name, cpu) in after {
         let start = before
             .iter()
-            .find(|(p, n, _)| p == pid && n == name)
+            .find(|(t, n, _)| t == tid && n == name)
             .map_or(0.0, |b| b.2);
         match by.iter_mut().find(|(n, _)| n == name) {
             Some(entry) => entry.1 += cpu - start,
