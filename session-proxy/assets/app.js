@@ -54,18 +54,27 @@ function duration(ms) { return ms == null ? '' : ms < 1000 ? ms + ' ms' : (ms / 
 
 // ---- a terminal attached to a session's WebSocket ------------------------
 
+// Flow control (docs/protocol.md): the proxy sends at most a window of
+// output beyond what this page has acknowledged, and the page acknowledges
+// only what xterm.js has drawn (its write callback): output never piles up
+// in the page faster than it can be drawn, and a page that falls far behind
+// is skipped ahead to a snapshot of the screen. Acks go out when drawing
+// has caught up, or every ACK_EVERY bytes while it has not.
+const ACK_EVERY = 64 * 1024;
+
 class Session {
   // path: /ws/sessions/<id>?… or /ws/join/<token>; on: event handlers.
   constructor(path, term, on) {
     this.path = path; this.term = term; this.on = on;
     this.lastSeq = 0; this.closedByUs = false; this.ended = false; this.retry = 0;
-    this.decoder = new TextDecoder();
+    this.pending = 0; // bytes handed to xterm.js and not drawn yet
+    this.unacked = 0; // bytes drawn and not acknowledged yet
   }
 
   connect() {
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
     const sep = this.path.includes('?') ? '&' : '?';
-    const url = proto + '://' + location.host + this.path + (this.lastSeq ? sep + 'after=' + this.lastSeq : '');
+    const url = proto + '://' + location.host + this.path + sep + 'flow=true' + (this.lastSeq ? '&after=' + this.lastSeq : '');
     const ws = new WebSocket(url);
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
@@ -82,27 +91,42 @@ class Session {
 
   message(data) {
     if (data instanceof ArrayBuffer) {
-      const view = new DataView(data);
-      const seq = Number(view.getBigUint64(0));
+      const seq = Number(new DataView(data).getBigUint64(0));
       if (seq <= this.lastSeq) return;
       this.lastSeq = seq;
-      this.term.write(new Uint8Array(data, 8), () => this.send({action: 'ack', seq}));
+      this.draw(new Uint8Array(data, 8), seq);
       return;
     }
     let ev;
     try { ev = JSON.parse(data); } catch (_) { return; }
     if (ev.event === 'snapshot') {
-      this.term.reset();
-      this.term.write(ev.data);
+      // The screen as it is now, in place of everything before it: ESC c
+      // resets the terminal in order with what is still being drawn.
       this.lastSeq = Math.max(this.lastSeq, ev.seq);
+      this.draw('\x1bc' + ev.data, ev.seq);
     } else if (ev.event === 'chunk') {
       this.lastSeq = Math.max(this.lastSeq, ev.seq);
+      // Shown by the run panel; acknowledged in order with the terminal.
+      this.draw('', ev.seq, ev.data.length);
     } else if (ev.event === 'closed' || (ev.event === 'status' && ['closed', 'failed', 'lost', 'rejected'].includes(ev.status))) {
       this.ended = true;
     }
     const handler = this.on[ev.event];
     if (handler) handler(ev);
     if (this.on.any) this.on.any(ev);
+  }
+
+  // Hands output up to `seq` to xterm.js; acknowledges it once drawn.
+  draw(data, seq, bytes = data.length) {
+    this.pending += bytes;
+    this.term.write(data, () => {
+      this.pending -= bytes;
+      this.unacked += bytes;
+      if (this.pending === 0 || this.unacked >= ACK_EVERY) {
+        this.unacked = 0;
+        this.send({action: 'ack', seq});
+      }
+    });
   }
 
   send(obj) {

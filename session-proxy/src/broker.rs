@@ -324,6 +324,9 @@ pub(crate) enum Report {
         data: bytes::Bytes,
     },
     Event(Event),
+    /// Not from the broker: the session's status as the database has it,
+    /// read by the live feed now and then for what the bus did not bring.
+    Stored(crate::fanout::StoredStatus),
 }
 
 #[derive(Debug, thiserror::Error)]

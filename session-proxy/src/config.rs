@@ -156,6 +156,41 @@ pub(crate) struct Options {
         default_value_t = 1024
     )]
     pub viewer_buffer: usize,
+    /// Of the viewers one session accepts, seats kept for its owner and
+    /// administrators (link viewers cannot take them).
+    #[arg(
+        long,
+        env = "SHELLWAY_VIEWERS_RESERVED",
+        global = true,
+        default_value_t = 4
+    )]
+    pub viewers_reserved: usize,
+    /// Viewers one share link admits.
+    #[arg(
+        long,
+        env = "SHELLWAY_SHARE_MAX_VIEWERS_PER_LINK",
+        global = true,
+        default_value_t = 16
+    )]
+    pub share_max_viewers_per_link: usize,
+    /// Output bytes a flow-controlled viewer (the console) may have sent
+    /// and not yet acknowledged.
+    #[arg(
+        long,
+        env = "SHELLWAY_VIEWER_WINDOW",
+        global = true,
+        default_value_t = 256 * 1024
+    )]
+    pub viewer_window: usize,
+    /// Output bytes a flow-controlled viewer may fall behind before it
+    /// skips ahead to a snapshot of the screen.
+    #[arg(
+        long,
+        env = "SHELLWAY_VIEWER_SKIP",
+        global = true,
+        default_value_t = 1024 * 1024
+    )]
+    pub viewer_skip: usize,
 }
 
 /// Eight random hex digits.
@@ -176,6 +211,18 @@ impl Options {
         }
         if self.viewer_buffer == 0 {
             return Err("SHELLWAY_VIEWER_BUFFER must be at least 1".into());
+        }
+        if self.viewers_reserved >= self.max_viewers {
+            return Err("SHELLWAY_VIEWERS_RESERVED must be less than SHELLWAY_MAX_VIEWERS".into());
+        }
+        if self.share_max_viewers_per_link == 0 {
+            return Err("SHELLWAY_SHARE_MAX_VIEWERS_PER_LINK must be at least 1".into());
+        }
+        if self.viewer_window < 16 * 1024 {
+            return Err("SHELLWAY_VIEWER_WINDOW must be at least 16384 (bytes)".into());
+        }
+        if self.viewer_skip < self.viewer_window {
+            return Err("SHELLWAY_VIEWER_SKIP must be at least SHELLWAY_VIEWER_WINDOW".into());
         }
         if self.request_ttl_ms < 100 {
             return Err("SHELLWAY_REQUEST_TTL_MS must be at least 100".into());
@@ -243,7 +290,11 @@ impl Options {
                 max_expiry: Duration::from_secs(self.share_max_expiry_s),
                 anonymous_view: self.share_anonymous_view,
                 max_viewers: self.max_viewers,
+                reserved_viewers: self.viewers_reserved,
+                max_viewers_per_link: self.share_max_viewers_per_link,
                 viewer_buffer: self.viewer_buffer,
+                window: self.viewer_window,
+                skip: self.viewer_skip,
             },
         }
     }

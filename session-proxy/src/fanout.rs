@@ -2,7 +2,14 @@
 //! (`<p>.out.<session>.<proxy>`), created when the first local viewer of the
 //! session attaches and deleted when the last one leaves, fanned out to the
 //! viewers through a bounded broadcast. A viewer that falls behind loses
-//! live messages (never memory) and resyncs from the recording.
+//! live messages (never memory) and resyncs from the recording or a
+//! snapshot.
+//!
+//! Each feed also reads its session's status from the database now and
+//! then (one query per session and proxy, whatever the number of viewers,
+//! never on a viewer's own loop): what the bus did not bring (a change from
+//! before the feed was bound, or from while the broker was away) reaches
+//! the viewers as a [`Report::Stored`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +18,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::QueueDeleteOptions;
 use shellway_common::topology::session_binding;
+use shellway_common::SessionStatus;
+use sqlx::PgPool;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,6 +31,41 @@ use crate::broker::{consume_private, Broker, BrokerError, Report};
 /// How long a viewer waits for its feed's queue to be bound.
 const READY_WAIT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a feed reads its session's status: often while the session
+/// opens, rarely once open.
+const STATUS_POLL: Duration = Duration::from_secs(1);
+const STATUS_POLL_OPEN: Duration = Duration::from_secs(10);
+/// A status read that takes longer is skipped (the database is away).
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A session's status as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredStatus {
+    pub status: SessionStatus,
+    pub runner: Option<String>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+type StatusTuple = (String, Option<String>, Option<String>, Option<String>);
+
+/// Reads a session's status; `None` if there is no such session.
+pub(crate) async fn load_status(
+    db: &PgPool,
+    session: Uuid,
+) -> Result<Option<StoredStatus>, sqlx::Error> {
+    let row: Option<StatusTuple> =
+        sqlx::query_as("SELECT status, runner, error_kind, error FROM sessions WHERE id = $1")
+            .bind(session)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(status, runner, error_kind, error)| StoredStatus {
+        status: SessionStatus::parse(&status).unwrap_or(SessionStatus::Failed),
+        runner,
+        error_kind,
+        error,
+    }))
+}
 
 #[derive(Clone)]
 pub(crate) struct Fanout {
@@ -30,6 +74,7 @@ pub(crate) struct Fanout {
 
 struct Inner {
     broker: Broker,
+    db: PgPool,
     proxy_id: String,
     /// Messages buffered per viewer before it counts as lagging.
     viewer_buffer: usize,
@@ -82,6 +127,7 @@ enum Ended {
 impl Fanout {
     pub(crate) fn new(
         broker: Broker,
+        db: PgPool,
         proxy_id: String,
         viewer_buffer: usize,
         tracker: TaskTracker,
@@ -90,6 +136,7 @@ impl Fanout {
         Self {
             inner: Arc::new(Inner {
                 broker,
+                db,
                 proxy_id,
                 viewer_buffer: viewer_buffer.max(1),
                 tracker,
@@ -146,6 +193,11 @@ impl Fanout {
 }
 
 async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
+    let polling = inner.shutdown.child_token();
+    let _stop_polling = polling.clone().drop_guard();
+    inner
+        .tracker
+        .spawn(poll_status(inner.db.clone(), session, feed.tx.clone(), polling).in_current_span());
     loop {
         match serve_feed(&inner, session, &feed).await {
             Ok(Ended::Shutdown) => return,
@@ -180,6 +232,44 @@ fn is_idle(inner: &Inner, session: Uuid, feed: &Feed) -> bool {
         return true;
     }
     false
+}
+
+/// Reads the session's status now and then and tells the viewers when it
+/// changed, until `stop`.
+async fn poll_status(
+    db: PgPool,
+    session: Uuid,
+    tx: broadcast::Sender<Arc<Report>>,
+    stop: CancellationToken,
+) {
+    let mut last: Option<StoredStatus> = None;
+    loop {
+        let every = match &last {
+            Some(s) if s.status == SessionStatus::Open => STATUS_POLL_OPEN,
+            _ => STATUS_POLL,
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let read = tokio::time::timeout(STATUS_TIMEOUT, load_status(&db, session)).await;
+        let stored = match read {
+            Ok(Ok(Some(stored))) => stored,
+            Ok(Ok(None)) => continue,
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "cannot read the session status");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if last.as_ref() != Some(&stored) {
+            let _ = tx.send(Arc::new(Report::Stored(stored.clone())));
+            if !stored.status.is_live() {
+                return;
+            }
+            last = Some(stored);
+        }
+    }
 }
 
 async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, BrokerError> {

@@ -86,6 +86,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let fanout = Fanout::new(
         broker.clone(),
+        db.clone(),
         config.proxy_id.clone(),
         config.sharing.viewer_buffer,
         tracker.clone(),

@@ -217,6 +217,8 @@ async fn store_batch(db: &PgPool, items: &[Item]) -> Result<(), sqlx::Error> {
                 insert_outputs(&mut tx, &mut outputs).await?;
                 apply_event(&mut tx, item.session, event).await?;
             }
+            // Read from the database by a live feed; never on the broker.
+            Report::Stored(_) => {}
         }
     }
     insert_outputs(&mut tx, &mut outputs).await?;

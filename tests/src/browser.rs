@@ -194,6 +194,31 @@ impl Browser {
         .await;
     }
 
+    /// Slows the page's main thread down `rate` times (Chrome DevTools'
+    /// CPU throttling): a slow laptop, or a tab busy with other work.
+    pub async fn throttle_cpu(&self, rate: f64) {
+        let cmd = json!({"cmd": "Emulation.setCPUThrottlingRate", "params": {"rate": rate}});
+        self.call(reqwest::Method::POST, "/goog/cdp/execute", Some(cmd))
+            .await;
+    }
+
+    /// Presses `key` with Control held, through the WebDriver actions API
+    /// (a real key event in the focused element, as a person would type).
+    pub async fn ctrl(&self, key: char) {
+        let key = key.to_string();
+        let actions = json!({"actions": [{
+            "type": "key", "id": "keyboard",
+            "actions": [
+                {"type": "keyDown", "value": "\u{E009}"},
+                {"type": "keyDown", "value": key},
+                {"type": "keyUp", "value": key},
+                {"type": "keyUp", "value": "\u{E009}"},
+            ],
+        }]});
+        self.call(reqwest::Method::POST, "/actions", Some(actions))
+            .await;
+    }
+
     pub async fn accept_alert(&self) {
         self.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
             .await;

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod browser;
 pub mod env;
 pub mod finder;
+pub mod interrupt;
 pub mod sshd;
 pub mod ws;
 

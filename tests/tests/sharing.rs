@@ -25,12 +25,11 @@ async fn share(api: &Api, session: Uuid, mode: &str) -> (String, String) {
 }
 
 async fn join(base: &str, token: &str, api: &Api) -> WsClient {
-    let mut ws = WsClient::connect(
-        base,
-        &format!("/ws/join/{token}"),
-        api.token.as_deref().unwrap(),
-    )
-    .await;
+    join_path(base, &format!("/ws/join/{token}"), api).await
+}
+
+async fn join_path(base: &str, path: &str, api: &Api) -> WsClient {
+    let mut ws = WsClient::connect(base, path, api.token.as_deref().unwrap()).await;
     ws.wait_event("connected", WAIT, |e| e["event"] == "connected")
         .await;
     ws
@@ -348,6 +347,7 @@ async fn a_session_accepts_a_bounded_number_of_viewers() {
     let env = TestEnv::start_with(TestEnvOptions {
         sharing: session_proxy::Sharing {
             max_viewers: 2,
+            reserved_viewers: 0,
             ..Default::default()
         },
         ..Default::default()
@@ -372,6 +372,113 @@ async fn a_session_accepts_a_bounded_number_of_viewers() {
         }
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("a third viewer was accepted"),
+    }
+    env.finish().await;
+}
+
+/// A link's viewers could fill every seat and lock the owner out (64
+/// sockets through one link were enough). The last seats are the owner's,
+/// and one link admits a bounded number of viewers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_viewers_cannot_lock_the_owner_out() {
+    let env = TestEnv::start_with(TestEnvOptions {
+        sharing: session_proxy::Sharing {
+            max_viewers: 5,
+            reserved_viewers: 1,
+            max_viewers_per_link: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let bob = env.add_user("bob").await;
+    let (id, _owner) = env.open_shell().await;
+    let (one, _) = share(&env.api, id, "view").await;
+    let (two, _) = share(&env.api, id, "view").await;
+    let _a = join(&env.base, &one, &bob).await;
+    let _b = join(&env.base, &one, &bob).await;
+    let refused = |token: String| {
+        let bob = &bob;
+        let base = env.base.clone();
+        async move {
+            let path = format!("/ws/join/{token}");
+            match WsClient::try_connect(&base, &path, bob.token.as_deref()).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert_eq!(resp.status().as_u16(), 429);
+                    String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).into_owned()
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+                Ok(_) => panic!("a viewer over the limit was accepted"),
+            }
+        }
+    };
+    let body = refused(one.clone()).await;
+    assert!(body.contains("this link already has 2 viewers"), "{body}");
+    let _c = join(&env.base, &two, &bob).await;
+    // Four of five seats taken: the last is the owner's.
+    let body = refused(two).await;
+    assert!(body.contains("kept for its owner"), "{body}");
+    let mut owner_again = env.attach(id).await;
+    owner_again.wait_open().await;
+    env.finish().await;
+}
+
+/// `?after=0` through a view link replayed the whole recording, exec-run
+/// output from before the link included: more than the owner shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_shows_nothing_from_before_it_was_made() {
+    let env = TestEnv::start().await;
+    let bob = env.add_user("bob").await;
+    let (id, mut owner) = env.open_shell().await;
+    let (status, body) = env
+        .api
+        .post(
+            &format!("/api/sessions/{id}/runs"),
+            json!({"command": "echo exec-before-$((6*7))"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    owner
+        .wait_event("the run's output", WAIT, |e| {
+            e["event"] == "chunk" && e["data"].as_str().unwrap_or("").contains("exec-before-42")
+        })
+        .await;
+    owner
+        .wait_event("the run's end", WAIT, |e| e["event"] == "completed")
+        .await;
+    eventually("the run recorded", WAIT, || async {
+        let all = env.recording(id).await;
+        all.iter()
+            .any(|r| String::from_utf8_lossy(&r.2).contains("exec-before-42"))
+            .then_some(())
+    })
+    .await;
+    let (token, _) = share(&env.api, id, "view").await;
+
+    for (i, path) in [
+        format!("/ws/join/{token}?after=0"),
+        format!("/ws/join/{token}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut joiner = join_path(&env.base, path, &bob).await;
+        owner
+            .type_text(&format!("echo after-link-{i}-$((7*7))\r"))
+            .await;
+        joiner
+            .wait_output(&format!("after-link-{i}-49"), WAIT)
+            .await;
+        joiner.read_until_quiet(Duration::from_millis(500)).await;
+        let seen = format!(
+            "{}{}",
+            String::from_utf8_lossy(&joiner.screen),
+            serde_json::to_string(&joiner.events).unwrap()
+        );
+        assert!(
+            !seen.contains("exec-before-42"),
+            "{path} showed output from before the link"
+        );
     }
     env.finish().await;
 }

@@ -130,6 +130,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let fanout = Fanout::new(
             broker.clone(),
+            db.clone(),
             "p".into(),
             1024,
             tokio_util::task::TaskTracker::new(),

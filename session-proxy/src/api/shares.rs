@@ -32,10 +32,20 @@ pub struct Sharing {
     pub anonymous_view: bool,
     /// Viewers one session accepts, owner included.
     pub max_viewers: usize,
+    /// Of those, seats kept for the owner and administrators: link viewers
+    /// cannot take them (at most `max_viewers - 1`).
+    pub reserved_viewers: usize,
+    /// Viewers one share link admits.
+    pub max_viewers_per_link: usize,
     /// Live output messages (up to 32 KiB each) a viewer may fall behind
     /// before it resyncs from the recording: what a stalled viewer can make
     /// this proxy hold for its session.
     pub viewer_buffer: usize,
+    /// Output bytes a flow-controlled viewer may have unacknowledged.
+    pub window: usize,
+    /// Output bytes a flow-controlled viewer may fall behind before it
+    /// skips ahead to a snapshot of the screen.
+    pub skip: usize,
 }
 
 impl Default for Sharing {
@@ -44,7 +54,23 @@ impl Default for Sharing {
             max_expiry: Duration::from_secs(24 * 3600),
             anonymous_view: false,
             max_viewers: 64,
+            reserved_viewers: 4,
+            max_viewers_per_link: 16,
             viewer_buffer: 1024,
+            window: 256 * 1024,
+            skip: 1024 * 1024,
+        }
+    }
+}
+
+impl Sharing {
+    pub(crate) fn seats(&self) -> crate::presence::Seats {
+        crate::presence::Seats {
+            max: self.max_viewers,
+            reserved: self
+                .reserved_viewers
+                .min(self.max_viewers.saturating_sub(1)),
+            per_link: self.max_viewers_per_link,
         }
     }
 }
@@ -63,6 +89,10 @@ pub(crate) struct Share {
     pub session: Uuid,
     pub mode: ViewMode,
     pub expires_at: DateTime<Utc>,
+    /// The last output recorded when the link was made: its viewers start
+    /// from the screen and never see output from before (see
+    /// docs/protocol.md, "Resume").
+    pub start_seq: u64,
 }
 
 fn parse_mode(mode: &str) -> Option<ViewMode> {
@@ -113,8 +143,10 @@ pub(crate) async fn create(
     let (token, hash) = auth::new_secret(SHARE_PREFIX);
     let share = Uuid::now_v7();
     let expires_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO shares (id, session_id, token_hash, mode, created_by, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING expires_at",
+        "INSERT INTO shares (id, session_id, token_hash, mode, created_by, expires_at, start_seq) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), \
+         (SELECT coalesce(max(seq), 0) FROM output_chunks WHERE session_id = $2)) \
+         RETURNING expires_at",
     )
     .bind(share)
     .bind(session.id)
@@ -190,7 +222,7 @@ pub(crate) async fn list(
 /// Share id, session id, creator, session owner, when revoked.
 type RevokeRow = (Uuid, Uuid, Option<Uuid>, Uuid, Option<DateTime<Utc>>);
 /// Share id, session id, mode, expiry, expired, revoked, session status.
-type ResolveRow = (Uuid, Uuid, String, DateTime<Utc>, bool, bool, String);
+type ResolveRow = (Uuid, Uuid, String, DateTime<Utc>, bool, bool, String, i64);
 
 /// `DELETE /api/shares/{id or token}`: the session's owner, the link's
 /// creator or an admin revokes a link.
@@ -265,13 +297,13 @@ pub(crate) async fn resolve(db: &sqlx::PgPool, token: &str) -> Result<Share, Api
     }
     let row: Option<ResolveRow> = sqlx::query_as(
         "SELECT sh.id, sh.session_id, sh.mode, sh.expires_at, sh.expires_at <= now(), \
-         sh.revoked_at IS NOT NULL, s.status \
+         sh.revoked_at IS NOT NULL, s.status, sh.start_seq \
          FROM shares sh JOIN sessions s ON s.id = sh.session_id WHERE sh.token_hash = $1",
     )
     .bind(auth::token_hash(token))
     .fetch_optional(db)
     .await?;
-    let Some((id, session, mode, expires_at, expired, revoked, status)) = row else {
+    let Some((id, session, mode, expires_at, expired, revoked, status, start_seq)) = row else {
         return Err(refused(
             StatusCode::NOT_FOUND,
             "share_unknown",
@@ -304,6 +336,7 @@ pub(crate) async fn resolve(db: &sqlx::PgPool, token: &str) -> Result<Share, Api
         session,
         mode: parse_mode(&mode).unwrap_or(ViewMode::View),
         expires_at,
+        start_seq: u64::try_from(start_seq).unwrap_or(0),
     })
 }
 

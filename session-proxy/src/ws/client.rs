@@ -1,0 +1,244 @@
+//! What a viewer sends, read on a task of its own: input, resize and
+//! cancel go to the runner the moment they arrive, whatever the output side
+//! is doing (a flood the browser cannot draw must never hold up Ctrl-C).
+//! Acknowledgements move the viewer's window; errors and a link viewer's
+//! leaving go to the output side to be told or acted on.
+
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::{Stream, StreamExt};
+use shellway_common::event::ViewMode;
+use shellway_common::{ClientAction, Control, ErrorKind, Event};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::api::runs::{self, RunRequest};
+use crate::api::sessions;
+use crate::api::AppState;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::inputs::Typed;
+
+/// Largest client frame accepted by the parser.
+const MAX_ACTION: usize = 256 * 1024;
+/// Input one viewer may send: a sustained rate and a burst. A viewer over
+/// it is slowed down (its socket is read later), so one flooding
+/// controller cannot starve the others.
+const INPUT_RATE: f64 = 1024.0 * 1024.0;
+const INPUT_BURST: f64 = 1024.0 * 1024.0;
+
+/// What the reading side hands the output side.
+#[derive(Debug)]
+pub(super) enum FromClient {
+    /// Tell the client this (an error about what it sent).
+    Event(Event),
+    /// The viewer leaves (a link viewer's `close`).
+    Leave { reason: String, by: String },
+}
+
+/// The reading side of one viewer.
+pub(super) struct ClientSide {
+    pub(super) st: AppState,
+    pub(super) user: AuthUser,
+    pub(super) session: Uuid,
+    pub(super) mode: ViewMode,
+    /// The link this viewer came through, if any.
+    pub(super) share: Option<Uuid>,
+    pub(super) acked: watch::Sender<u64>,
+    pub(super) out: mpsc::Sender<FromClient>,
+}
+
+impl ClientSide {
+    /// Reads until the client goes away (or the output side does).
+    pub(super) async fn run<St, E>(self, mut stream: St)
+    where
+        St: Stream<Item = Result<Message, E>> + Unpin,
+    {
+        let mut budget = InputBudget::new();
+        while let Some(Ok(msg)) = stream.next().await {
+            let reply = match msg {
+                Message::Text(text) => self.on_text(text.as_str(), &mut budget).await,
+                Message::Binary(_) => Some(FromClient::Event(Event::error(
+                    ErrorKind::Protocol,
+                    "binary frames are not accepted; send JSON text frames with an \"action\"",
+                ))),
+                Message::Close(_) => break,
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                if self.out.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn on_text(&self, text: &str, budget: &mut InputBudget) -> Option<FromClient> {
+        let action = match ClientAction::parse(text, MAX_ACTION) {
+            Ok(a) => a,
+            Err(e) => {
+                return Some(FromClient::Event(Event::error(
+                    ErrorKind::Protocol,
+                    e.to_string(),
+                )))
+            }
+        };
+        match self.act(action, budget).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                let kind = match err.code {
+                    "not_supported" | "invalid_field" => ErrorKind::Protocol,
+                    _ => ErrorKind::Runtime,
+                };
+                Some(FromClient::Event(Event::error(kind, err.message)))
+            }
+        }
+    }
+
+    async fn act(
+        &self,
+        action: ClientAction,
+        budget: &mut InputBudget,
+    ) -> Result<Option<FromClient>, ApiError> {
+        if self.mode == ViewMode::View {
+            if let Some(what) = refused_when_viewing(&action) {
+                return Err(ApiError::not_supported(
+                    "action",
+                    format!("{what} refused: you are watching this session read-only"),
+                ));
+            }
+        }
+        let (st, id) = (&self.st, self.session);
+        match action {
+            ClientAction::Ack { seq } => {
+                self.acked.send_if_modified(|acked| {
+                    let newer = seq > *acked;
+                    *acked = (*acked).max(seq);
+                    newer
+                });
+            }
+            ClientAction::Input { data } if !data.is_empty() => {
+                let wait = budget.take(data.len());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                st.broker
+                    .publish_input(id, data.as_bytes(), &self.user.username)
+                    .await?;
+                let typed = Typed {
+                    session: id,
+                    user: (!self.user.id.is_nil()).then_some(self.user.id),
+                    username: self.user.username.clone(),
+                    share: self.share,
+                    data: data.into_bytes(),
+                };
+                st.inputs.record(typed).await;
+            }
+            ClientAction::Input { .. } => {}
+            ClientAction::Resize { cols, rows } => {
+                st.broker
+                    .publish_control(id, &Control::Resize { cols, rows }, true)
+                    .await?
+            }
+            ClientAction::Cancel { run } => {
+                st.broker
+                    .publish_control(id, &Control::Cancel { run }, true)
+                    .await?
+            }
+            ClientAction::Run {
+                command,
+                task,
+                script,
+            } => {
+                let req = RunRequest {
+                    command,
+                    script,
+                    task,
+                    ..Default::default()
+                };
+                runs::start_run(st, id, &self.user, &req, true).await?;
+            }
+            // Someone who joined by a link leaves; only the owner (or an
+            // admin) ends the session for everybody.
+            ClientAction::Close if self.share.is_some() => {
+                return Ok(Some(FromClient::Leave {
+                    reason: "left".into(),
+                    by: self.user.username.clone(),
+                }));
+            }
+            ClientAction::Close => sessions::end_session(st, id, &self.user).await?,
+        }
+        Ok(None)
+    }
+}
+
+/// What a read-only viewer may not do, by name.
+fn refused_when_viewing(action: &ClientAction) -> Option<&'static str> {
+    match action {
+        ClientAction::Input { .. } => Some("input"),
+        ClientAction::Resize { .. } => Some("resize"),
+        ClientAction::Run { .. } => Some("run"),
+        ClientAction::Cancel { .. } => Some("cancel"),
+        ClientAction::Ack { .. } | ClientAction::Close => None,
+    }
+}
+
+/// A token bucket over the bytes of a viewer's input.
+struct InputBudget {
+    tokens: f64,
+    at: Instant,
+}
+
+impl InputBudget {
+    fn new() -> Self {
+        Self {
+            tokens: INPUT_BURST,
+            at: Instant::now(),
+        }
+    }
+
+    /// How long to wait before `bytes` more may be sent.
+    fn take(&mut self, bytes: usize) -> Duration {
+        let now = Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * INPUT_RATE;
+        self.tokens = (self.tokens + earned).min(INPUT_BURST) - bytes as f64;
+        self.at = now;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / INPUT_RATE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flooding_viewer_is_slowed_down_not_cut_off() {
+        let mut budget = InputBudget::new();
+        assert_eq!(
+            budget.take(INPUT_BURST as usize),
+            Duration::ZERO,
+            "a burst is free"
+        );
+        let wait = budget.take(512 * 1024);
+        assert!(
+            wait >= Duration::from_millis(490) && wait <= Duration::from_millis(510),
+            "{wait:?}"
+        );
+        budget.at -= Duration::from_secs(10);
+        assert_eq!(budget.take(1024), Duration::ZERO, "the budget refills");
+    }
+
+    #[test]
+    fn view_mode_refuses_what_changes_the_session() {
+        let input = ClientAction::Input { data: "x".into() };
+        assert_eq!(refused_when_viewing(&input), Some("input"));
+        assert_eq!(refused_when_viewing(&ClientAction::Ack { seq: 1 }), None);
+        assert_eq!(refused_when_viewing(&ClientAction::Close), None);
+    }
+}

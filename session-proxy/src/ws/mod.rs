@@ -1,0 +1,112 @@
+//! The console WebSocket of one session: `GET /ws/sessions/{id}` (owner or
+//! admin) and `GET /ws/join/{token}` (share link).
+//!
+//! A viewer is two tasks: [`client`] reads what the browser sends and acts
+//! on it at once (input never waits for output), and [`viewer`] sends the
+//! session's output and events: it subscribes to the live feed, catches up
+//! from the recording or a snapshot, and keeps within the client's flow
+//! control [`window`], skipping ahead to a snapshot when the client falls
+//! too far behind ([`outbox`] holds what is not sent yet, [`replay`] reads
+//! the recording).
+
+mod client;
+mod outbox;
+mod replay;
+mod viewer;
+mod window;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use shellway_common::event::ViewMode;
+use uuid::Uuid;
+
+use crate::api::sessions;
+use crate::api::shares;
+use crate::api::AppState;
+use crate::auth::{AuthUser, Credential};
+use crate::error::ApiError;
+use crate::presence::Seat;
+
+use viewer::{Attach, Viewer};
+
+#[derive(Deserialize)]
+pub(crate) struct WsQuery {
+    after: Option<u64>,
+    /// `view` or `control` (owner and admins only; an admin who does not
+    /// own the session watches read-only unless asking for control).
+    mode: Option<String>,
+    /// Start with a snapshot of the screen instead of recorded output.
+    snapshot: Option<bool>,
+    /// The client acknowledges what it has drawn (`ack`) and takes part in
+    /// flow control.
+    flow: Option<bool>,
+}
+
+pub(crate) async fn upgrade(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let session = sessions::load(&st.db, id, &user).await?;
+    let owner = session.owner_id == user.id;
+    let mode = match q.mode.as_deref() {
+        None if owner => ViewMode::Control,
+        None => ViewMode::View,
+        Some("view") => ViewMode::View,
+        Some("control") => ViewMode::Control,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "mode",
+                "mode must be \"view\" or \"control\"",
+            ))
+        }
+    };
+    let seat = if owner { Seat::Owner } else { Seat::Admin };
+    let attach = Attach {
+        session: session.id,
+        mode,
+        seat,
+        share: None,
+        after: q.after,
+        snapshot: q.snapshot.unwrap_or(!owner),
+        flow: q.flow.unwrap_or(false),
+    };
+    let viewer = Viewer::new(st, user, attach)?;
+    Ok(viewer.upgrade(ws))
+}
+
+/// `GET /ws/join/{token}`: a viewer who came through a share link.
+pub(crate) async fn join(
+    State(st): State<AppState>,
+    user: Result<AuthUser, ApiError>,
+    Path(token): Path<String>,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let share = shares::resolve(&st.db, &token).await?;
+    let user = match user {
+        Ok(user) => user,
+        Err(_) if share.mode == ViewMode::View && st.settings.sharing.anonymous_view => AuthUser {
+            id: Uuid::nil(),
+            username: "anonymous".into(),
+            is_admin: false,
+            credential: Credential::Token,
+        },
+        Err(err) => return Err(err),
+    };
+    let attach = Attach {
+        session: share.session,
+        mode: share.mode,
+        seat: Seat::Link(share.id),
+        share: Some(share),
+        after: q.after,
+        snapshot: true,
+        flow: q.flow.unwrap_or(false),
+    };
+    let viewer = Viewer::new(st, user, attach)?;
+    Ok(viewer.upgrade(ws))
+}

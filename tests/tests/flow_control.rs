@@ -1,0 +1,181 @@
+//! Flow control end to end: output a browser cannot draw as fast as it
+//! comes never holds up input, and a viewer far behind skips to the
+//! present. Real Chromium, proxy, runner, RabbitMQ, Postgres and sshd.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use shellway_tests::browser::Browser;
+use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+use shellway_tests::interrupt::ctrl_c_during_yes;
+use shellway_tests::{Frame, TestEnv, TestEnvOptions, WsClient, WAIT};
+
+async fn login_and_connect(b: &Browser, env: &TestEnv) {
+    b.goto(&format!("{}/login", env.base)).await;
+    b.type_into("#username", ADMIN).await;
+    b.type_into("#password", ADMIN_PASSWORD).await;
+    b.click("button[type=submit]").await;
+    b.wait_js("the console", "document.getElementById('connect')")
+        .await;
+    b.click("#connect").await;
+    b.wait_js(
+        "the badge to read CONNECTED",
+        "document.getElementById('badge').textContent === 'CONNECTED'",
+    )
+    .await;
+}
+
+/// Before flow control, Ctrl-C reached the proxy 86 s after the key press
+/// (or never, under an endless `yes`), and xterm.js dropped data. The page
+/// is slowed down 8× so that it draws slower than the host prints even on
+/// a busy machine (that is when it matters). How fast the prompt comes
+/// back is a benchmark figure (docs/benchmarks.md); here it must come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_yes_in_the_console_and_the_prompt_comes_back() {
+    let env = TestEnv::start().await;
+    env.add_host().await;
+    let b = Browser::start().await;
+    login_and_connect(&b, &env).await;
+    // A page that draws slower than the host prints, as on a slow laptop.
+    b.throttle_cpu(8.0).await;
+    let report = ctrl_c_during_yes(&b, 5, Duration::from_secs(2), WAIT)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!(
+        "Ctrl-C → prompt: {:?}; longest main-thread task {:.0} ms",
+        report.latencies, report.longest_task_ms
+    );
+    assert!(
+        !report.errors.iter().any(|e| e.contains("discarded")),
+        "xterm.js dropped output: {:?}",
+        report.errors
+    );
+    b.quit().await;
+    env.finish().await;
+}
+
+fn small_window() -> TestEnvOptions {
+    TestEnvOptions {
+        sharing: session_proxy::Sharing {
+            window: 64 * 1024,
+            skip: 512 * 1024,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Reads frames until `limit` passes with nothing new; returns the bytes
+/// of output and whether a snapshot came.
+async fn read_unacked(ws: &mut WsClient, quiet: Duration) -> (usize, bool) {
+    let (mut bytes, mut snapshot) = (0, false);
+    while let Some(frame) = ws.next(quiet).await {
+        match frame {
+            Frame::Output(_, data) => bytes += data.len(),
+            Frame::Event(e) if e["event"] == "snapshot" => snapshot = true,
+            Frame::Event(_) => {}
+            Frame::Closed => break,
+        }
+    }
+    (bytes, snapshot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_controlled_viewer_gets_a_window_beyond_its_acks_then_a_snapshot() {
+    let env = TestEnv::start_with(small_window()).await;
+    let host = env.add_host().await;
+    let id = env.api.open_session(host).await;
+    let mut ws = WsClient::connect(
+        &env.base,
+        &format!("/ws/sessions/{id}?flow=true"),
+        env.token(),
+    )
+    .await;
+    ws.wait_open().await;
+    ws.type_text("PS1='P$ '; echo ready-$((6*7))\r").await;
+    ws.wait_output("ready-42", WAIT).await;
+    ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
+
+    // Two MB of output, and no ack: the window's worth arrives, no more.
+    ws.type_text("head -c 1500000 /dev/zero | base64; echo flood-$((2*3))-done\r")
+        .await;
+    let (unacked, skipped) = read_unacked(&mut ws, Duration::from_secs(2)).await;
+    assert!(
+        unacked <= 64 * 1024 + 64 * 1024,
+        "{unacked} bytes arrived beyond the last ack (window 64 KiB)"
+    );
+    assert!(unacked > 0, "nothing arrived at all");
+
+    // Acknowledging as a browser does: far more than `skip` waits by now,
+    // so the viewer is skipped ahead to the screen as it is, and the rest
+    // of the flood follows.
+    let mut snapshots = usize::from(skipped);
+    let mut screen = String::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !screen.contains("flood-6-done") {
+        ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next(left).await {
+            Some(Frame::Output(_, data)) => screen.push_str(&String::from_utf8_lossy(&data)),
+            Some(Frame::Event(e)) if e["event"] == "snapshot" => {
+                snapshots += 1;
+                screen = e["data"].as_str().unwrap_or_default().to_owned();
+            }
+            Some(Frame::Event(_)) => {}
+            Some(Frame::Closed) | None => panic!("the flood never ended on screen"),
+        }
+    }
+    assert!(
+        snapshots >= 1,
+        "a viewer {} KiB behind was not skipped ahead",
+        2000
+    );
+    let received = ws.screen.len();
+    assert!(
+        received < 1_500_000,
+        "{received} bytes of output were sent to a viewer far behind"
+    );
+    // The recording kept every byte the viewer skipped.
+    let recorded: usize = env.recording(id).await.iter().map(|r| r.2.len()).sum();
+    assert!(recorded > 2_000_000, "recorded only {recorded} bytes");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_reaches_the_host_while_the_viewer_reads_nothing() {
+    let env = TestEnv::start().await;
+    let host = env.add_host().await;
+    let id = env.api.open_session(host).await;
+    // A client that stops reading: its socket fills up and stays full.
+    let mut stuck = WsClient::connect_small_buffer(
+        &env.base,
+        &format!("/ws/sessions/{id}"),
+        env.token(),
+        16 * 1024,
+    )
+    .await;
+    stuck.wait_open().await;
+    stuck.type_text("yes flooding\r").await;
+    let mut watcher = env.attach(id).await;
+    watcher.wait_output("flooding\r\nflooding", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Ctrl-C from the stuck client, which has not read for a second.
+    stuck.type_text("\u{3}").await;
+    stuck.type_text("echo stopped-$((5*5))\r").await;
+    let recorded = shellway_tests::eventually("the shell back at its prompt", WAIT, || async {
+        let pty: Vec<u8> = env
+            .recording(id)
+            .await
+            .into_iter()
+            .flat_map(|r| r.2)
+            .collect();
+        let text = String::from_utf8_lossy(&pty).into_owned();
+        text.contains("stopped-25").then_some(text)
+    })
+    .await;
+    assert!(recorded.contains("^C"), "the interrupt reached the shell");
+    drop(stuck);
+    env.finish().await;
+}
