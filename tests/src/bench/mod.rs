@@ -3,6 +3,7 @@
 //! (see docs/benchmarks.md). It measures; it asserts nothing.
 
 mod broker_hop;
+mod interactive;
 mod peers;
 mod procstat;
 mod report;
@@ -32,7 +33,7 @@ pub struct Plan {
     pub fanout_bytes: usize,
     pub viewers: Vec<usize>,
     pub write_docs: bool,
-    /// Only this figure (`--only echo|pty|fanout`): for work on one path;
+    /// Only this figure (`--only echo|pty|fanout|interrupt`): for work on one path;
     /// nothing is written to the docs.
     pub only: Option<Only>,
 }
@@ -42,6 +43,7 @@ pub enum Only {
     Echo,
     Pty,
     Fanout,
+    Interrupt,
 }
 
 impl Plan {
@@ -171,7 +173,8 @@ async fn echo(term: &mut Term, n: usize) -> anyhow::Result<Vec<Duration>> {
 
 /// Figure 1: keystroke echo in the three terminals, and beside it each
 /// part of Shellway's path no proxy or runner code can remove, measured
-/// alone: the WebSocket round trip, one broker hop, the SSH leg.
+/// alone: the WebSocket round trip, one broker hop, the SSH leg. Returns
+/// Shellway's p99 (ms).
 async fn echo_figures(
     sw: &mut Term,
     direct: &mut Term,
@@ -180,7 +183,7 @@ async fn echo_figures(
     amqp_url: &str,
     plan: &Plan,
     report: &mut Report,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<f64> {
     let (mut e_sw, mut e_direct, mut e_web) = (Vec::new(), Vec::new(), Vec::new());
     let mut e_leg = Vec::new();
     for _ in 0..ROUNDS {
@@ -260,7 +263,7 @@ async fn echo_figures(
             over_rounds(&e_sw, 50.0) - floor
         ));
     }
-    Ok(())
+    Ok(over_rounds(&e_sw, 99.0))
 }
 
 /// One PTY output round of one system.
@@ -413,6 +416,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         fanout_figures(&env, &api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
         return finish(&report, &plan, runner, env).await;
     }
+    if plan.only == Some(Only::Interrupt) {
+        interactive::interrupt_in_console(&env, &mut report).await?;
+        return finish(&report, &plan, runner, env).await;
+    }
 
     // 1. Keystroke echo.
     eprintln!("echo latency ({} keystrokes each)…", plan.keystrokes);
@@ -431,7 +438,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.only != Some(Only::Pty) {
         let mut leg = Term::russh(sshd).await?;
         ready(&mut leg).await?;
-        echo_figures(
+        let quiet_p99 = echo_figures(
             &mut sw,
             &mut direct,
             web.as_mut(),
@@ -442,6 +449,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         )
         .await?;
         leg.close().await;
+        eprintln!("echo beside a flooding session…");
+        interactive::echo_beside_a_flood(
+            &api,
+            host,
+            &mut sw,
+            plan.keystrokes,
+            quiet_p99,
+            &mut report,
+        )
+        .await?;
     }
     if plan.only == Some(Only::Echo) {
         return finish(&report, &plan, runner, env).await;
@@ -552,6 +569,10 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     // 6. Fan-out.
     // The viewers' own clients are the users' browsers: not counted.
     fanout_figures(&env, &api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
+
+    // 8. Ctrl-C through a flood in the real console.
+    eprintln!("Ctrl-C during yes in the console…");
+    interactive::interrupt_in_console(&env, &mut report).await?;
 
     // 5. Many idle sessions (last: it leaves a thousand shells open).
     eprintln!("{} concurrent idle sessions…", plan.sessions);
@@ -952,9 +973,10 @@ pub fn main() -> std::process::ExitCode {
             Some("echo") => plan.only = Some(Only::Echo),
             Some("pty") => plan.only = Some(Only::Pty),
             Some("fanout") => plan.only = Some(Only::Fanout),
+            Some("interrupt") => plan.only = Some(Only::Interrupt),
             other => {
                 let other = other.unwrap_or("nothing");
-                eprintln!("bench: --only takes echo, pty or fanout, not {other:?}");
+                eprintln!("bench: --only takes echo, pty, fanout or interrupt, not {other:?}");
                 return std::process::ExitCode::FAILURE;
             }
         }
