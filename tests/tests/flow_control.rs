@@ -66,19 +66,36 @@ fn small_window() -> TestEnvOptions {
     }
 }
 
-/// Reads frames until `limit` passes with nothing new; returns the bytes
-/// of output and whether a snapshot came.
-async fn read_unacked(ws: &mut WsClient, quiet: Duration) -> (usize, bool) {
-    let (mut bytes, mut snapshot) = (0, false);
-    while let Some(frame) = ws.next(quiet).await {
-        match frame {
-            Frame::Output(_, data) => bytes += data.len(),
-            Frame::Event(e) if e["event"] == "snapshot" => snapshot = true,
-            Frame::Event(_) => {}
-            Frame::Closed => break,
+/// What a flow-controlled client has been shown: the latest snapshot and
+/// the output after it.
+#[derive(Default)]
+struct Shown {
+    screen: String,
+    output_bytes: usize,
+    snapshots: usize,
+}
+
+impl Shown {
+    /// Takes the next frame (acknowledging everything first if `ack`);
+    /// false when nothing came within `wait`.
+    async fn next(&mut self, ws: &mut WsClient, ack: bool, wait: Duration) -> bool {
+        if ack {
+            ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
         }
+        match ws.next(wait).await {
+            Some(Frame::Output(_, data)) => {
+                self.output_bytes += data.len();
+                self.screen.push_str(&String::from_utf8_lossy(&data));
+            }
+            Some(Frame::Event(e)) if e["event"] == "snapshot" => {
+                self.snapshots += 1;
+                self.screen = e["data"].as_str().unwrap_or_default().to_owned();
+            }
+            Some(Frame::Event(_)) => {}
+            Some(Frame::Closed) | None => return false,
+        }
+        true
     }
-    (bytes, snapshot)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,41 +117,34 @@ async fn a_flow_controlled_viewer_gets_a_window_beyond_its_acks_then_a_snapshot(
     // Two MB of output, and no ack: the window's worth arrives, no more.
     ws.type_text("head -c 1500000 /dev/zero | base64; echo flood-$((2*3))-done\r")
         .await;
-    let (unacked, skipped) = read_unacked(&mut ws, Duration::from_secs(2)).await;
+    let mut shown = Shown::default();
+    while shown.next(&mut ws, false, Duration::from_secs(2)).await {}
     assert!(
-        unacked <= 64 * 1024 + 64 * 1024,
-        "{unacked} bytes arrived beyond the last ack (window 64 KiB)"
+        shown.output_bytes <= 64 * 1024 + 64 * 1024,
+        "{} bytes arrived beyond the last ack (window 64 KiB)",
+        shown.output_bytes
     );
-    assert!(unacked > 0, "nothing arrived at all");
+    assert!(shown.output_bytes > 0, "nothing arrived at all");
 
-    // Acknowledging as a browser does: far more than `skip` waits by now,
-    // so the viewer is skipped ahead to the screen as it is, and the rest
-    // of the flood follows.
-    let mut snapshots = usize::from(skipped);
-    let mut screen = String::new();
+    // Acknowledging as a browser does: far more than `skip` was waiting, so
+    // the viewer was skipped ahead to the screen as it is, and the rest of
+    // the flood follows.
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !screen.contains("flood-6-done") {
-        ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
+    while !shown.screen.contains("flood-6-done") {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match ws.next(left).await {
-            Some(Frame::Output(_, data)) => screen.push_str(&String::from_utf8_lossy(&data)),
-            Some(Frame::Event(e)) if e["event"] == "snapshot" => {
-                snapshots += 1;
-                screen = e["data"].as_str().unwrap_or_default().to_owned();
-            }
-            Some(Frame::Event(_)) => {}
-            Some(Frame::Closed) | None => panic!("the flood never ended on screen"),
-        }
+        assert!(
+            shown.next(&mut ws, true, left).await,
+            "the flood never ended on screen"
+        );
     }
     assert!(
-        snapshots >= 1,
-        "a viewer {} KiB behind was not skipped ahead",
-        2000
+        shown.snapshots >= 1,
+        "a viewer 2 MB behind was not skipped ahead"
     );
-    let received = ws.screen.len();
     assert!(
-        received < 1_500_000,
-        "{received} bytes of output were sent to a viewer far behind"
+        shown.output_bytes < 1_500_000,
+        "{} bytes of output were sent to a viewer far behind",
+        shown.output_bytes
     );
     // The recording kept every byte the viewer skipped.
     let recorded: usize = env.recording(id).await.iter().map(|r| r.2.len()).sum();

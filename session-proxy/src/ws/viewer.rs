@@ -46,8 +46,10 @@ const MAX_MESSAGE: usize = 1024 * 1024;
 const SOCKET_BUFFER: usize = 16 * 1024;
 /// Consecutive PTY chunks are merged into frames up to this size.
 pub(super) const FRAME_MAX: usize = 64 * 1024;
-/// Messages still forwarded after the session ended, before closing.
+/// Messages still forwarded after the session ended, before closing…
 const LINGER: Duration = Duration::from_millis(300);
+/// …and at most this long for a viewer still drawing what it was sent.
+const LINGER_MAX: Duration = Duration::from_secs(5);
 /// How long a joiner waits for the runner's snapshot before falling back
 /// to replaying the recording.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
@@ -245,7 +247,8 @@ impl Viewer {
             return Ok(format!("session {}", self.status.as_str()));
         }
 
-        let mut linger: Option<Instant> = None;
+        // When the session ended, and until when to keep forwarding.
+        let mut linger: Option<(Instant, Instant)> = None;
         let expires = self.share.as_ref().map(|s| s.expires_at);
         loop {
             let can_send = self.can_send();
@@ -255,12 +258,18 @@ impl Viewer {
                 Ok(()) = acked.changed() => Step::Acked,
                 live = sub.rx.recv() => Step::Live(live),
                 _ = std::future::ready(()), if can_send => Step::Send,
-                _ = sleep_until(linger), if linger.is_some() => Step::Linger,
+                _ = sleep_until(linger.map(|l| l.1)), if linger.is_some() => Step::Linger,
                 _ = sleep_until_utc(expires), if expires.is_some() => Step::Expired,
             };
             match step {
                 Step::Shutdown => return Ok("server shutting down".into()),
-                Step::Linger => return Ok(format!("session {}", self.status.as_str())),
+                Step::Linger => {
+                    let (ended, _) = linger.unwrap_or((Instant::now(), Instant::now()));
+                    if self.outbox.is_empty() || ended.elapsed() >= LINGER_MAX {
+                        return Ok(format!("session {}", self.status.as_str()));
+                    }
+                    linger = Some((ended, Instant::now() + LINGER));
+                }
                 Step::Expired => self.ended = Some(("the share link expired".into(), None)),
                 Step::Client(None) => return Err(Gone),
                 Step::Client(Some(FromClient::Event(event))) => {
@@ -295,8 +304,9 @@ impl Viewer {
                 self.send_event(sink, &closed).await?;
                 return Ok(reason);
             }
-            if !self.status.is_live() && linger.is_none() && self.outbox.is_empty() {
-                linger = Some(Instant::now() + LINGER);
+            if !self.status.is_live() && linger.is_none() {
+                let now = Instant::now();
+                linger = Some((now, now + LINGER));
             }
         }
     }
@@ -432,11 +442,18 @@ impl Viewer {
         self.lagged = false;
         self.outbox.drop_output();
         if self.window.is_flow_controlled() {
-            if let Some(snap) = self.take_snapshot(sub, true).await {
-                if snap.cols > 0 && snap.seq > self.last_sent {
-                    tracing::debug!(from = self.last_sent, to = snap.seq, "viewer skipped ahead");
-                    return self.send_snapshot(sink, &snap).await;
+            let Some(snap) = self.take_snapshot(sub, true).await else {
+                return self.replay(sink, None).await;
+            };
+            if snap.seq > self.last_sent {
+                tracing::debug!(from = self.last_sent, to = snap.seq, "viewer skipped ahead");
+                if snap.cols == 0 {
+                    // No screen (exec runs only): nothing to paint, the
+                    // skipped output stays in the recording.
+                    self.last_sent = snap.seq;
+                    return Ok(());
                 }
+                return self.send_snapshot(sink, &snap).await;
             }
         }
         self.replay(sink, None).await
