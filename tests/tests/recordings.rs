@@ -124,8 +124,8 @@ fn assert_valid(header: &Value, events: &[CastEvent]) {
 async fn page_queries(db: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-           AND pid <> pg_backend_pid() \
-           AND query LIKE '%FROM output_chunks WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3%' \
+           AND query NOT LIKE '%pg_stat_activity%' \
+           AND query LIKE '%FROM output_chunks WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) page%' \
            AND (state = 'active' OR query_start > now() - interval '1 second')",
     )
     .fetch_one(db)

@@ -5,12 +5,11 @@
 //! page whatever the size of the recording.
 
 use chrono::{DateTime, Utc};
-use futures_util::TryStreamExt;
 use shellway_common::Stream;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Output rows one page reads at most (each up to the runner's 32 KiB).
+/// Output rows one page reads at most.
 const OUTPUT_ROWS: usize = 128;
 
 /// A position in a recording: after output `seq` and after the recording
@@ -112,7 +111,10 @@ pub(crate) async fn page(
     Ok(merge(outputs, outputs_cut, events, events_cut, after, items))
 }
 
-/// Output chunks after `after_seq`; true when more may follow.
+/// Output chunks after `after_seq`, up to `max_bytes` (the chunk that
+/// reaches it is the last); true when more may follow. The byte limit is
+/// applied by the database (`length` reads no compressed data), so it
+/// never sends rows the page would not use.
 async fn outputs(
     db: &PgPool,
     session: Uuid,
@@ -121,30 +123,30 @@ async fn outputs(
     max_bytes: usize,
 ) -> Result<(Vec<Item>, bool), sqlx::Error> {
     let limit = items.min(OUTPUT_ROWS);
-    let mut rows = sqlx::query_as::<_, (i64, DateTime<Utc>, String, Vec<u8>)>(
-        "SELECT seq, at, stream, data FROM output_chunks \
-         WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    let rows: Vec<(i64, DateTime<Utc>, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, at, stream, data FROM ( \
+           SELECT seq, at, stream, data, sum(length(data)) OVER (ORDER BY seq) - length(data) AS before \
+           FROM output_chunks WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) page \
+         WHERE before < $4 ORDER BY seq",
     )
     .bind(session)
     .bind(after_seq)
     .bind(limit as i64)
-    .fetch(db);
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    while let Some((seq, at, stream, data)) = rows.try_next().await? {
-        bytes += data.len();
-        out.push(Item::Output {
+    .bind(max_bytes as i64)
+    .fetch_all(db)
+    .await?;
+    let bytes: usize = rows.iter().map(|r| r.3.len()).sum();
+    let cut = rows.len() >= limit || bytes >= max_bytes;
+    let items = rows
+        .into_iter()
+        .map(|(seq, at, stream, data)| Item::Output {
             seq,
             at,
             stream: Stream::parse(&stream).unwrap_or(Stream::Pty),
             data,
-        });
-        if bytes >= max_bytes {
-            return Ok((out, true));
-        }
-    }
-    let cut = out.len() >= limit;
-    Ok((out, cut))
+        })
+        .collect();
+    Ok((items, cut))
 }
 
 /// Recording events after `after` that follow output `upper` at the latest.
