@@ -545,7 +545,7 @@ async function replayView(view, params, id) {
   async function playback(realTime) {
     const mine = ++run;
     clearTimeout(timer);
-    term.reset(); term.resize(s.cols, s.rows);
+    term.reset(); term.resize(s.cols, s.rows); progress.textContent = '';
     let last = 0; let bytes = 0; let next = page('');
     for (;;) {
       const p = await next;

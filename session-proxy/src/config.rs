@@ -299,7 +299,11 @@ mod tests {
         assert_eq!(cfg.proxy_id.len(), 8);
         assert!(cfg.with_runner.is_none());
         assert!(cfg.bootstrap_admin.is_none(), "no password, no admin");
-        assert_eq!(cfg.recording, crate::RecordingPolicy::default(), "recordings are kept");
+        assert_eq!(
+            cfg.recording,
+            crate::RecordingPolicy::default(),
+            "recordings are kept"
+        );
     }
 
     #[test]

@@ -280,15 +280,37 @@ async fn apply_event(
     event: &Event,
 ) -> Result<(), sqlx::Error> {
     match event {
-        Event::Status { status, runner, message } => set_status(conn, session, *status, runner.as_deref(), message.as_deref()).await,
+        Event::Status {
+            status,
+            runner,
+            message,
+        } => {
+            set_status(
+                conn,
+                session,
+                *status,
+                runner.as_deref(),
+                message.as_deref(),
+            )
+            .await
+        }
         Event::Closed { reason, by } => {
             set_status(conn, session, SessionStatus::Closed, None, None).await?;
             let who = by.as_deref().unwrap_or("runner");
-            db::audit(&mut *conn, None, "session.closed", &session.to_string(), json!({"reason": reason, "by": who})).await;
+            db::audit(
+                &mut *conn,
+                None,
+                "session.closed",
+                &session.to_string(),
+                json!({"reason": reason, "by": who}),
+            )
+            .await;
             Ok(())
         }
         Event::HostKey { key, fingerprint } => pin_host_key(conn, session, key, fingerprint).await,
-        Event::Started { run, kind, command, .. } => {
+        Event::Started {
+            run, kind, command, ..
+        } => {
             sqlx::query(
                 "INSERT INTO runs (id, session_id, kind, command, status, started_at) \
                  VALUES ($1, $2, $3, $4, 'running', now()) \
@@ -303,8 +325,20 @@ async fn apply_event(
             .await?;
             store::run_started(conn, session, *run, command).await
         }
-        Event::Resized { seq, index, cols, rows } => store::resized(conn, session, *seq, *index, *cols, *rows).await,
-        Event::Completed { run, status, exit_code, exit_signal, failed_step, duration_ms } => {
+        Event::Resized {
+            seq,
+            index,
+            cols,
+            rows,
+        } => store::resized(conn, session, *seq, *index, *cols, *rows).await,
+        Event::Completed {
+            run,
+            status,
+            exit_code,
+            exit_signal,
+            failed_step,
+            duration_ms,
+        } => {
             let tail = output_tail(conn, session, *run).await?;
             sqlx::query(
                 "INSERT INTO runs (id, session_id, kind, command, status, exit_code, exit_signal, failed_step, \
@@ -336,7 +370,9 @@ async fn apply_event(
         }
         Event::Error { kind, message, run } => {
             if run.is_none() {
-                let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+                let kind = serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned));
                 sqlx::query("UPDATE sessions SET error_kind = COALESCE(error_kind, $2), error = COALESCE(error, $3) WHERE id = $1")
                     .bind(session)
                     .bind(kind)
@@ -345,7 +381,14 @@ async fn apply_event(
                     .await?;
             }
             let detail = json!({"type": kind, "message": message, "run": run});
-            db::audit(&mut *conn, None, "session.error", &session.to_string(), detail).await;
+            db::audit(
+                &mut *conn,
+                None,
+                "session.error",
+                &session.to_string(),
+                detail,
+            )
+            .await;
             Ok(())
         }
         Event::Presence { viewers } => {

@@ -115,7 +115,10 @@ fn assert_valid(header: &Value, events: &[CastEvent]) {
         assert!(["o", "r", "m"].contains(&code.as_str()), "code {code}");
         if code == "r" {
             let (c, r) = data.split_once('x').expect("COLSxROWS");
-            assert!(c.parse::<u16>().is_ok() && r.parse::<u16>().is_ok(), "{data}");
+            assert!(
+                c.parse::<u16>().is_ok() && r.parse::<u16>().is_ok(),
+                "{data}"
+            );
         }
     }
 }
@@ -210,13 +213,19 @@ async fn a_half_gigabyte_recording_streams_in_flat_memory_and_stops_with_its_cli
             assert_eq!(code, "o");
             assert!(t >= last_t, "time goes back");
             last_t = t;
-            assert!(data == chunk_text(events), "event {events} is chunk {events}");
+            assert!(
+                data == chunk_text(events),
+                "event {events} is chunk {events}"
+            );
         }
         pending.drain(..start);
     }
     let peak = sampler.peak().await;
     let header = header.expect("a header");
-    assert_eq!((header["width"].clone(), header["height"].clone()), (json!(80), json!(24)));
+    assert_eq!(
+        (header["width"].clone(), header["height"].clone()),
+        (json!(80), json!(24))
+    );
     assert!(pending.is_empty(), "the file ends with a whole line");
     assert_eq!(events, BIG_CHUNKS);
     assert!(received > 500 * 1000 * 1000, "{received} bytes");
@@ -242,19 +251,31 @@ async fn a_half_gigabyte_recording_streams_in_flat_memory_and_stops_with_its_cli
     assert!(page_queries(&db).await > 0, "the download reads pages");
     drop(resp);
     let left = Instant::now();
-    eventually("the download's page queries to stop", Duration::from_secs(5), || async {
-        (page_queries(&db).await == 0).then_some(())
-    })
+    eventually(
+        "the download's page queries to stop",
+        Duration::from_secs(5),
+        || async { (page_queries(&db).await == 0).then_some(()) },
+    )
     .await;
-    eprintln!("page queries stopped {:?} after the client left", left.elapsed());
+    eprintln!(
+        "page queries stopped {:?} after the client left",
+        left.elapsed()
+    );
     let after = rss(pid);
-    assert!(after < baseline + BOUND, "RSS {after} after the client left");
+    assert!(
+        after < baseline + BOUND,
+        "RSS {after} after the client left"
+    );
 
     // SIGTERM ends the proxy although a client is still reading and
     // another stopped reading: the reader sees an error, not a cut file
     // that looks whole.
     let mut stalled = start_download(&env, session).await;
-    stalled.chunk().await.expect("download").expect("first chunk");
+    stalled
+        .chunk()
+        .await
+        .expect("download")
+        .expect("first chunk");
     let mut reading = start_download(&env, session).await;
     let reader = tokio::spawn(async move {
         loop {
@@ -272,7 +293,10 @@ async fn a_half_gigabyte_recording_streams_in_flat_memory_and_stops_with_its_cli
     );
     eprintln!("the proxy exited {:?} after SIGTERM", stopping.elapsed());
     let ended = reader.await.expect("reader");
-    assert!(ended.is_err(), "a download cut by shutdown must not end cleanly");
+    assert!(
+        ended.is_err(),
+        "a download cut by shutdown must not end cleanly"
+    );
     drop(stalled);
     db.close().await;
     env.finish().await;
@@ -305,7 +329,10 @@ async fn a_cast_holds_the_initial_size_resizes_exec_output_and_run_markers() {
     let resized = ws
         .wait_event("resized", WAIT, |e| e["event"] == "resized")
         .await;
-    assert_eq!((resized["cols"].clone(), resized["rows"].clone()), (json!(120), json!(40)));
+    assert_eq!(
+        (resized["cols"].clone(), resized["rows"].clone()),
+        (json!(120), json!(40))
+    );
     ws.send(json!({"action": "resize", "cols": 97, "rows": 30}))
         .await;
     // The same size again is no resize.
@@ -337,16 +364,28 @@ async fn a_cast_holds_the_initial_size_resizes_exec_output_and_run_markers() {
     .await;
     assert_valid(&header, &events);
     // The header has the size the session opened with.
-    assert_eq!((header["width"].clone(), header["height"].clone()), (json!(80), json!(24)));
+    assert_eq!(
+        (header["width"].clone(), header["height"].clone()),
+        (json!(80), json!(24))
+    );
 
     // The resizes, in order, each between the output before and after it.
     let resizes: Vec<usize> = (0..events.len()).filter(|&i| events[i].1 == "r").collect();
     let sizes: Vec<&str> = resizes.iter().map(|&i| events[i].2.as_str()).collect();
     assert_eq!(sizes, ["120x40", "97x30"]);
-    let (before, at_120) = (text_of(&events[..resizes[0]]), text_of(&events[resizes[0]..resizes[1]]));
+    let (before, at_120) = (
+        text_of(&events[..resizes[0]]),
+        text_of(&events[resizes[0]..resizes[1]]),
+    );
     let at_97 = text_of(&events[resizes[1]..]);
-    assert!(before.contains("BEFORE-RESIZE") && !before.contains("40 120"), "{before:?}");
-    assert!(at_120.contains("40 120") && !at_120.contains("30 97"), "{at_120:?}");
+    assert!(
+        before.contains("BEFORE-RESIZE") && !before.contains("40 120"),
+        "{before:?}"
+    );
+    assert!(
+        at_120.contains("40 120") && !at_120.contains("30 97"),
+        "{at_120:?}"
+    );
     assert!(at_97.contains("30 97"), "{at_97:?}");
 
     // The run: a start marker, its output (CR LF, stderr in red), an end
@@ -355,11 +394,20 @@ async fn a_cast_holds_the_initial_size_resizes_exec_output_and_run_markers() {
     let labels: Vec<&str> = markers.iter().map(|&i| events[i].2.as_str()).collect();
     assert_eq!(labels, [format!("run started: {command}"), end.clone()]);
     let during = text_of(&events[markers[0]..markers[1]]);
-    assert!(during.contains(&format!("run started: {command}")), "{during:?}");
+    assert!(
+        during.contains(&format!("run started: {command}")),
+        "{during:?}"
+    );
     assert!(during.contains("exec-out\r\n"), "{during:?}");
-    assert!(during.contains("\x1b[31mexec-err\r\n\x1b[39m"), "{during:?}");
+    assert!(
+        during.contains("\x1b[31mexec-err\r\n\x1b[39m"),
+        "{during:?}"
+    );
     let after = text_of(&events[markers[1]..]);
-    assert!(after.contains(&end) && after.contains("AFTER-RUN"), "{after:?}");
+    assert!(
+        after.contains(&end) && after.contains("AFTER-RUN"),
+        "{after:?}"
+    );
     assert!(!text_of(&events[..markers[0]]).contains("exec-out"));
 
     // The console's pages hold the same events, whatever the page size.
@@ -369,7 +417,9 @@ async fn a_cast_holds_the_initial_size_resizes_exec_output_and_run_markers() {
     loop {
         let (status, page) = env
             .api
-            .get(&format!("/api/sessions/{session}/recording/events?limit=3&after={after}"))
+            .get(&format!(
+                "/api/sessions/{session}/recording/events?limit=3&after={after}"
+            ))
             .await;
         assert_eq!(status, StatusCode::OK, "{page}");
         assert_eq!(page["width"], 80);
@@ -383,7 +433,11 @@ async fn a_cast_holds_the_initial_size_resizes_exec_output_and_run_markers() {
     }
     assert!(pages > 3);
     assert_eq!(paged, events);
-    for (query, field) in [("limit=0", "limit"), ("limit=99999", "limit"), ("after=x.1", "after")] {
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=99999", "limit"),
+        ("after=x.1", "after"),
+    ] {
         let (status, body) = env
             .api
             .get(&format!("/api/sessions/{session}/recording/events?{query}"))
@@ -431,7 +485,10 @@ async fn output_past_the_size_cap_is_not_stored_and_the_cast_says_where() {
         .position(|e| e.1 == "m" && e.2.starts_with("recording stopped:"))
         .expect("a marker where storing stopped");
     assert!(events[stop].2.contains("SHELLWAY_RECORDING_MAX_BYTES"));
-    assert!(events[stop + 1].2.contains("recording stopped"), "drawn in the output too");
+    assert!(
+        events[stop + 1].2.contains("recording stopped"),
+        "drawn in the output too"
+    );
     assert!(!text_of(&events).contains("END-OF-FLOOD"));
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit WHERE action = 'recording.truncated' AND target = $1",
@@ -527,6 +584,74 @@ async fn recordings_past_their_retention_are_deleted_in_batches_and_audited() {
         .get(&format!("/api/sessions/{recent}/recording/events"))
         .await;
     assert_eq!(status, StatusCode::OK);
+    db.close().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_page_plays_a_recording_page_by_page_in_a_real_browser() {
+    use shellway_tests::browser::Browser;
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let db = env.db().await;
+    // 3.3 MB: four pages of at most 1 MiB, a resize and a run's markers.
+    let session = closed_session(&db, Duration::from_secs(60)).await;
+    record_chunks(&db, session, 0, 100).await;
+    sqlx::query(
+        "INSERT INTO recording_events (session_id, seq, key, kind, cols, rows, label) VALUES \
+         ($1, 30, 'resize:1', 'resize', 100, 30, NULL), \
+         ($1, 99, 'run-start:x', 'marker', NULL, NULL, 'run started: true'), \
+         ($1, 99, 'run-end:x', 'marker', NULL, NULL, 'run ok: true (exit 0)')",
+    )
+    .bind(session)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/login", env.base)).await;
+    b.type_into("#username", shellway_tests::env::ADMIN).await;
+    b.type_into("#password", shellway_tests::env::ADMIN_PASSWORD)
+        .await;
+    b.click("button[type=submit]").await;
+    b.wait_js("the console", "location.pathname === '/'").await;
+    b.goto(&format!("{}/logs/{session}", env.base)).await;
+    let ended = "document.getElementById('replay-progress') && \
+                 document.getElementById('replay-progress').textContent.includes('end of recording')";
+    b.wait_js("the replay to end", ended).await;
+    let shows = |text: &str| {
+        format!(
+            "window.shellwayScreen().includes({})",
+            serde_json::to_string(text).unwrap()
+        )
+    };
+    b.wait_js("the last output", &shows("0000000100 line"))
+        .await;
+    b.wait_js("the run's end marker", &shows("run ok: true (exit 0)"))
+        .await;
+    assert_eq!(
+        b.js("return window.shellwayTerm.cols", json!([])).await,
+        100
+    );
+    let pages = b
+        .js(
+            "return performance.getEntriesByType('resource') \
+               .filter((e) => e.name.includes('/recording/events')).length",
+            json!([]),
+        )
+        .await;
+    assert!(pages.as_u64().unwrap() >= 4, "{pages} page requests");
+
+    // Play in real time from the start again.
+    b.js("window.shellwayTerm.reset()", json!([])).await;
+    b.click("#replay-play").await;
+    b.wait_js("the real-time replay to end", ended).await;
+    b.wait_js("the last output again", &shows("0000000100 line"))
+        .await;
+    b.quit().await;
     db.close().await;
     env.finish().await;
 }

@@ -66,10 +66,9 @@ impl Item {
     pub(crate) fn cursor(&self) -> Cursor {
         match self {
             Self::Output { seq, .. } => Cursor { seq: *seq, id: 0 },
-            Self::Resize { seq, id, .. } | Self::Marker { seq, id, .. } => Cursor {
-                seq: *seq,
-                id: *id,
-            },
+            Self::Resize { seq, id, .. } | Self::Marker { seq, id, .. } => {
+                Cursor { seq: *seq, id: *id }
+            }
         }
     }
 }
@@ -108,7 +107,14 @@ pub(crate) async fn page(
     };
     let events = events(db, session, after, upper, items).await?;
     let events_cut = events.len() >= items;
-    Ok(merge(outputs, outputs_cut, events, events_cut, after, items))
+    Ok(merge(
+        outputs,
+        outputs_cut,
+        events,
+        events_cut,
+        after,
+        items,
+    ))
 }
 
 /// Output chunks after `after_seq`, up to `max_bytes` (the chunk that
@@ -180,21 +186,23 @@ async fn events(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, seq, at, kind, cols, rows, label)| match kind.as_str() {
-            "resize" => Item::Resize {
-                seq,
-                id,
-                at,
-                cols: cols.unwrap_or(0),
-                rows: rows.unwrap_or(0),
+        .map(
+            |(id, seq, at, kind, cols, rows, label)| match kind.as_str() {
+                "resize" => Item::Resize {
+                    seq,
+                    id,
+                    at,
+                    cols: cols.unwrap_or(0),
+                    rows: rows.unwrap_or(0),
+                },
+                _ => Item::Marker {
+                    seq,
+                    id,
+                    at,
+                    label: label.unwrap_or_default(),
+                },
             },
-            _ => Item::Marker {
-                seq,
-                id,
-                at,
-                label: label.unwrap_or_default(),
-            },
-        })
+        )
         .collect())
 }
 

@@ -35,7 +35,9 @@ pub(crate) async fn run(db: PgPool, policy: RecordingPolicy, shutdown: Cancellat
         match sweep(&db, keep, &shutdown).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "deleted expired recordings"),
-            Err(err) => tracing::warn!(error = %err, "recording retention sweep failed; retrying later"),
+            Err(err) => {
+                tracing::warn!(error = %err, "recording retention sweep failed; retrying later")
+            }
         }
     }
 }

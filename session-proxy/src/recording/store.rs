@@ -234,7 +234,10 @@ mod tests {
             exit_signal: None,
             failed_step: Some(2),
         };
-        assert_eq!(end_label("make\n  test", &e), "run failed: make test (exit 3, step 2)");
+        assert_eq!(
+            end_label("make\n  test", &e),
+            "run failed: make test (exit 3, step 2)"
+        );
         let e = Ending {
             status: "lost",
             exit_code: None,
