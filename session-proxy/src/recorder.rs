@@ -230,6 +230,7 @@ async fn store_batch(
             Report::Event(event) => {
                 insert_outputs(&mut tx, &mut outputs, max_bytes).await?;
                 apply_event(&mut tx, item.session, event).await?;
+                store::record_event(&mut tx, item.session, event).await?;
             }
         }
     }
@@ -280,37 +281,15 @@ async fn apply_event(
     event: &Event,
 ) -> Result<(), sqlx::Error> {
     match event {
-        Event::Status {
-            status,
-            runner,
-            message,
-        } => {
-            set_status(
-                conn,
-                session,
-                *status,
-                runner.as_deref(),
-                message.as_deref(),
-            )
-            .await
-        }
+        Event::Status { status, runner, message } => set_status(conn, session, *status, runner.as_deref(), message.as_deref()).await,
         Event::Closed { reason, by } => {
             set_status(conn, session, SessionStatus::Closed, None, None).await?;
             let who = by.as_deref().unwrap_or("runner");
-            db::audit(
-                &mut *conn,
-                None,
-                "session.closed",
-                &session.to_string(),
-                json!({"reason": reason, "by": who}),
-            )
-            .await;
+            db::audit(&mut *conn, None, "session.closed", &session.to_string(), json!({"reason": reason, "by": who})).await;
             Ok(())
         }
         Event::HostKey { key, fingerprint } => pin_host_key(conn, session, key, fingerprint).await,
-        Event::Started {
-            run, kind, command, ..
-        } => {
+        Event::Started { run, kind, command, .. } => {
             sqlx::query(
                 "INSERT INTO runs (id, session_id, kind, command, status, started_at) \
                  VALUES ($1, $2, $3, $4, 'running', now()) \
@@ -322,23 +301,10 @@ async fn apply_event(
             .bind(kind.as_str())
             .bind(command)
             .execute(&mut *conn)
-            .await?;
-            store::run_started(conn, session, *run, command).await
+            .await
+            .map(drop)
         }
-        Event::Resized {
-            seq,
-            index,
-            cols,
-            rows,
-        } => store::resized(conn, session, *seq, *index, *cols, *rows).await,
-        Event::Completed {
-            run,
-            status,
-            exit_code,
-            exit_signal,
-            failed_step,
-            duration_ms,
-        } => {
+        Event::Completed { run, status, exit_code, exit_signal, failed_step, duration_ms } => {
             let tail = output_tail(conn, session, *run).await?;
             sqlx::query(
                 "INSERT INTO runs (id, session_id, kind, command, status, exit_code, exit_signal, failed_step, \
@@ -359,20 +325,12 @@ async fn apply_event(
             .bind(*duration_ms as i64)
             .bind(tail)
             .execute(&mut *conn)
-            .await?;
-            let ending = store::Ending {
-                status: status.as_str(),
-                exit_code: *exit_code,
-                exit_signal: exit_signal.as_deref(),
-                failed_step: *failed_step,
-            };
-            store::run_ended(conn, session, *run, ending).await
+            .await
+            .map(drop)
         }
         Event::Error { kind, message, run } => {
             if run.is_none() {
-                let kind = serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned));
+                let kind = serde_json::to_value(kind).ok().and_then(|v| v.as_str().map(str::to_owned));
                 sqlx::query("UPDATE sessions SET error_kind = COALESCE(error_kind, $2), error = COALESCE(error, $3) WHERE id = $1")
                     .bind(session)
                     .bind(kind)
@@ -381,14 +339,7 @@ async fn apply_event(
                     .await?;
             }
             let detail = json!({"type": kind, "message": message, "run": run});
-            db::audit(
-                &mut *conn,
-                None,
-                "session.error",
-                &session.to_string(),
-                detail,
-            )
-            .await;
+            db::audit(&mut *conn, None, "session.error", &session.to_string(), detail).await;
             Ok(())
         }
         Event::Presence { viewers } => {
@@ -403,6 +354,7 @@ async fn apply_event(
             .map(drop)
         }
         Event::Connected { .. }
+        | Event::Resized { .. }
         | Event::Snapshot { .. }
         | Event::Chunk { .. }
         | Event::Progress { .. }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::json;
-use shellway_common::OutputMeta;
+use shellway_common::{Event, OutputMeta};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -14,8 +14,43 @@ use crate::db;
 /// Longest command shown in a marker.
 const LABEL_COMMAND: usize = 120;
 
+/// Writes what `event` adds to the recording, after the recorder applied
+/// it to the session and its runs.
+pub(crate) async fn record_event(
+    conn: &mut PgConnection,
+    session: Uuid,
+    event: &Event,
+) -> Result<(), sqlx::Error> {
+    match event {
+        Event::Resized {
+            seq,
+            index,
+            cols,
+            rows,
+        } => resized(conn, session, *seq, *index, *cols, *rows).await,
+        Event::Started { run, command, .. } => run_started(conn, session, *run, command).await,
+        Event::Completed {
+            run,
+            status,
+            exit_code,
+            exit_signal,
+            failed_step,
+            ..
+        } => {
+            let ending = Ending {
+                status: status.as_str(),
+                exit_code: *exit_code,
+                exit_signal: exit_signal.as_deref(),
+                failed_step: *failed_step,
+            };
+            run_ended(conn, session, *run, ending).await
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The PTY took a new size after output `seq`.
-pub(crate) async fn resized(
+async fn resized(
     conn: &mut PgConnection,
     session: Uuid,
     seq: u64,
@@ -60,7 +95,7 @@ async fn mark(
     .map(drop)
 }
 
-pub(crate) async fn run_started(
+async fn run_started(
     conn: &mut PgConnection,
     session: Uuid,
     run: Uuid,
