@@ -43,6 +43,16 @@ pub enum Event {
         rows: u16,
         data: String,
     },
+    /// The PTY was resized after output `seq` (0: before any output):
+    /// output up to `seq` was written at the old size. `index` counts the
+    /// session's resizes from 1 (the recorder's idempotency key). Viewers
+    /// may ignore it: their own size follows their window.
+    Resized {
+        seq: u64,
+        index: u32,
+        cols: u16,
+        rows: u16,
+    },
     Started {
         run: Uuid,
         kind: RunKind,
@@ -103,6 +113,7 @@ impl Event {
             Self::Status { .. } => "status",
             Self::HostKey { .. } => "host_key",
             Self::Snapshot { .. } => "snapshot",
+            Self::Resized { .. } => "resized",
             Self::Started { .. } => "started",
             Self::Chunk { .. } => "chunk",
             Self::Progress { .. } => "progress",
@@ -269,6 +280,24 @@ mod tests {
         }
         assert!(SessionStatus::Open.is_live());
         assert!(!SessionStatus::Lost.is_live());
+    }
+
+    #[test]
+    fn resized_event_round_trips_with_its_seq() {
+        let e = Event::Resized {
+            seq: 42,
+            index: 2,
+            cols: 97,
+            rows: 30,
+        };
+        let json = serde_json::to_string(&e).unwrap_or_default();
+        assert_eq!(
+            json,
+            r#"{"event":"resized","seq":42,"index":2,"cols":97,"rows":30}"#
+        );
+        let back: Event = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, e);
+        assert_eq!(back.kind(), "resized");
     }
 
     #[test]

@@ -548,32 +548,59 @@ function statusClass(s) {
   return ['ok', 'closed', 'open'].includes(s) ? 'status-ok' : ['running', 'queued', 'pending', 'connecting'].includes(s) ? 'status-busy' : 'status-bad';
 }
 
+// The recording comes in pages (GET …/recording/events) and each page is
+// written to xterm.js before the next is asked for, waiting on write
+// callbacks: a multi-GB recording never sits in the page, and the tab
+// stays responsive while it plays.
 async function replayView(view, params, id) {
   const s = await api('GET', '/api/sessions/' + id);
   const termBox = h('div', {class: 'term', id: 'terminal', style: 'height:60vh'});
   const play = h('button', {id: 'replay-play'}, 'Play in real time');
+  const progress = h('span', {class: 'muted', id: 'replay-progress'});
   view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Session on ' + (s.host_name || '?') + ' · ' + when(s.created_at)),
-    h('span', {class: 'badge'}, s.status.toUpperCase()), play,
+    h('span', {class: 'badge'}, s.status.toUpperCase()), play, progress,
     h('a', {href: '/api/sessions/' + id + '/recording', download: 'shellway-' + id + '.cast', id: 'replay-download'}, 'Download asciicast')), termBox);
   const {term} = makeTerminal(termBox, true);
-  term.resize(s.cols, s.rows);
-  const cast = await (await fetch('/api/sessions/' + id + '/recording', {credentials: 'same-origin'})).text();
-  const events = cast.split('\n').slice(1).filter(Boolean).map((l) => JSON.parse(l));
-  for (const [, , data] of events) term.write(data);
+  let run = 0; // a new playback (or leaving the page) ends the one before
   let timer = null;
-  play.addEventListener('click', () => {
-    clearTimeout(timer); term.reset();
-    let i = 0; let last = 0;
-    const step = () => {
-      if (i >= events.length) return;
-      const [t, , data] = events[i++];
-      term.write(data);
-      const next = events[i];
-      if (next) { timer = setTimeout(step, Math.min(1000, (next[0] - t) * 1000)); last = t; }
-    };
-    step();
-  });
-  app.cleanup = () => { clearTimeout(timer); term.dispose(); };
+  const written = (data) => new Promise((resolve) => term.write(data, resolve));
+  const pause = (ms) => new Promise((resolve) => { timer = setTimeout(resolve, ms); });
+  const page = (after) => api('GET', '/api/sessions/' + id + '/recording/events?limit=500' + (after ? '&after=' + encodeURIComponent(after) : ''));
+  async function playback(realTime) {
+    const mine = ++run;
+    clearTimeout(timer);
+    term.reset(); term.resize(s.cols, s.rows); progress.textContent = '';
+    let last = 0; let bytes = 0; let next = page('');
+    for (;;) {
+      const p = await next;
+      if (mine !== run) return;
+      // Ask for the next page while this one is written.
+      next = p.done ? null : page(p.next);
+      if (next) next.catch(() => {});
+      let pending = null;
+      for (const [t, code, data] of p.events) {
+        if (realTime && t > last) {
+          if (pending) await pending;
+          await pause(Math.min(1000, (t - last) * 1000));
+          if (mine !== run) return;
+        }
+        last = Math.max(last, t);
+        if (code === 'o') { pending = written(data); bytes += data.length; }
+        else if (code === 'r') {
+          const [cols, rows] = data.split('x').map(Number);
+          if (cols > 0 && rows > 0) term.resize(cols, rows);
+        }
+      }
+      if (pending) await pending;
+      if (mine !== run) return;
+      progress.textContent = (bytes / 1e6).toFixed(1) + ' MB' + (p.done ? '' : '…');
+      if (p.done) { progress.textContent += ' · end of recording'; return; }
+    }
+  }
+  const start = (realTime) => playback(realTime).catch((e) => { if (e.status !== 401) flash(e.message); });
+  play.addEventListener('click', () => start(true));
+  start(false);
+  app.cleanup = () => { run++; clearTimeout(timer); term.dispose(); };
 }
 
 // ---- live monitor (admins) ----------------------------------------------

@@ -191,6 +191,31 @@ pub(crate) struct Options {
         default_value_t = 1024 * 1024
     )]
     pub viewer_skip: usize,
+    /// Delete the recordings of sessions that ended this many days ago
+    /// (0: keep them for ever).
+    #[arg(
+        long,
+        env = "SHELLWAY_RECORDING_RETENTION_DAYS",
+        global = true,
+        default_value_t = 0
+    )]
+    pub recording_retention_days: u32,
+    /// Output bytes stored per session (0: no limit).
+    #[arg(
+        long,
+        env = "SHELLWAY_RECORDING_MAX_BYTES",
+        global = true,
+        default_value_t = 0
+    )]
+    pub recording_max_bytes: u64,
+    /// Seconds between two retention sweeps.
+    #[arg(
+        long,
+        env = "SHELLWAY_RECORDING_SWEEP_S",
+        global = true,
+        default_value_t = 3600
+    )]
+    pub recording_sweep_s: u64,
 }
 
 /// Eight random hex digits.
@@ -223,6 +248,9 @@ impl Options {
         }
         if self.viewer_skip < self.viewer_window {
             return Err("SHELLWAY_VIEWER_SKIP must be at least SHELLWAY_VIEWER_WINDOW".into());
+        }
+        if self.recording_sweep_s == 0 {
+            return Err("SHELLWAY_RECORDING_SWEEP_S must be at least 1".into());
         }
         if self.request_ttl_ms < 100 {
             return Err("SHELLWAY_REQUEST_TTL_MS must be at least 100".into());
@@ -296,6 +324,13 @@ impl Options {
                 window: self.viewer_window,
                 skip: self.viewer_skip,
             },
+            recording: crate::RecordingPolicy {
+                retention: (self.recording_retention_days > 0).then(|| {
+                    Duration::from_secs(u64::from(self.recording_retention_days) * 86_400)
+                }),
+                max_bytes: (self.recording_max_bytes > 0).then_some(self.recording_max_bytes),
+                sweep_every: Duration::from_secs(self.recording_sweep_s),
+            },
         }
     }
 }
@@ -315,6 +350,11 @@ mod tests {
         assert_eq!(cfg.proxy_id.len(), 8);
         assert!(cfg.with_runner.is_none());
         assert!(cfg.bootstrap_admin.is_none(), "no password, no admin");
+        assert_eq!(
+            cfg.recording,
+            crate::RecordingPolicy::default(),
+            "recordings are kept"
+        );
     }
 
     #[test]
@@ -326,6 +366,27 @@ mod tests {
             cfg.bootstrap_admin,
             Some(("admin".to_owned(), "pw-123456".to_owned()))
         );
+    }
+
+    #[test]
+    fn recording_limits_are_read_in_days_and_bytes() {
+        let cli = Cli::try_parse_from([
+            "session-proxy",
+            "--recording-retention-days",
+            "30",
+            "--recording-max-bytes",
+            "1000000",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = cli.opts.to_config();
+        assert_eq!(
+            cfg.recording.retention,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(cfg.recording.max_bytes, Some(1_000_000));
+        let cli = Cli::try_parse_from(["session-proxy", "--recording-sweep-s", "0"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli.opts.validate().is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod inputs;
 mod liveness;
 mod presence;
 mod recorder;
+mod recording;
 mod rejected;
 mod web;
 mod ws;
@@ -53,9 +54,11 @@ pub struct Config {
     /// Run a runner in this process too.
     pub with_runner: Option<ssh_runner::Config>,
     pub sharing: Sharing,
+    pub recording: RecordingPolicy,
 }
 
 pub use crate::api::shares::Sharing;
+pub use crate::recording::RecordingPolicy;
 
 /// How long to wait for RabbitMQ at start.
 const BROKER_STARTUP_WAIT: Duration = Duration::from_secs(60);
@@ -116,7 +119,17 @@ pub async fn run(
         config.topology.clone(),
         config.durable.clone(),
     );
-    tracker.spawn(recorder::run(db.clone(), recording, tasks.clone()));
+    tracker.spawn(recorder::run(
+        db.clone(),
+        recording,
+        config.recording.max_bytes,
+        tasks.clone(),
+    ));
+    tracker.spawn(recording::retention::run(
+        db.clone(),
+        config.recording.clone(),
+        tasks.clone(),
+    ));
     tracker.spawn(liveness::run(
         liveness::Liveness::new(
             db.clone(),
@@ -149,9 +162,17 @@ pub async fn run(
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
     });
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let serve = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Graceful shutdown waits for responses in flight; a client that
+    // stopped reading a long download would hold the proxy up for ever.
+    let served = tokio::select! {
+        served = std::future::IntoFuture::into_future(serve) => served,
+        () = after_shutdown(&shutdown, DRAIN) => {
+            tracing::warn!("requests still in flight at shutdown; closing them");
+            Ok(())
+        }
+    };
     tasks.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
@@ -160,6 +181,11 @@ pub async fn run(
     db.close().await;
     served?;
     Ok(())
+}
+
+async fn after_shutdown(shutdown: &CancellationToken, wait: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(wait).await;
 }
 
 async fn wait_for_broker(broker: &Broker, shutdown: &CancellationToken) -> anyhow::Result<()> {

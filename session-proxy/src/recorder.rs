@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, BrokerError, Report};
 use crate::db;
+use crate::recording::store;
 
 const PREFETCH: u16 = 500;
 /// How long a batch waits for more messages after its first.
@@ -49,9 +50,15 @@ struct Item {
     report: Report,
 }
 
-pub(crate) async fn run(db: PgPool, broker: Broker, shutdown: CancellationToken) {
+/// Records until `shutdown`; `max_bytes` caps each session's stored output.
+pub(crate) async fn run(
+    db: PgPool,
+    broker: Broker,
+    max_bytes: Option<u64>,
+    shutdown: CancellationToken,
+) {
     loop {
-        match consume(&db, &broker, &shutdown).await {
+        match consume(&db, &broker, max_bytes, &shutdown).await {
             Ok(()) | Err(RecorderError::Shutdown) => return,
             Err(err) => tracing::warn!(error = %err, "recorder interrupted; resuming"),
         }
@@ -65,6 +72,7 @@ pub(crate) async fn run(db: PgPool, broker: Broker, shutdown: CancellationToken)
 async fn consume(
     db: &PgPool,
     broker: &Broker,
+    max_bytes: Option<u64>,
     shutdown: &CancellationToken,
 ) -> Result<(), RecorderError> {
     let ch = broker.channel().await?;
@@ -104,7 +112,7 @@ async fn consume(
         }
         let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
         let items: Vec<Item> = batch.into_iter().filter_map(decode).collect();
-        store(db, &items, shutdown).await?;
+        store(db, &items, max_bytes, shutdown).await?;
         ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
     }
@@ -158,9 +166,10 @@ fn is_transient(err: &sqlx::Error) -> bool {
 async fn store(
     db: &PgPool,
     items: &[Item],
+    max_bytes: Option<u64>,
     shutdown: &CancellationToken,
 ) -> Result<(), RecorderError> {
-    match retrying(db, items, shutdown).await? {
+    match retrying(db, items, max_bytes, shutdown).await? {
         Ok(()) => return Ok(()),
         Err(err) if items.len() == 1 => {
             tracing::error!(session_id = %items[0].session, error = %err, "skipping a message the database refuses");
@@ -171,7 +180,7 @@ async fn store(
         }
     }
     for item in items {
-        if let Err(err) = retrying(db, std::slice::from_ref(item), shutdown).await? {
+        if let Err(err) = retrying(db, std::slice::from_ref(item), max_bytes, shutdown).await? {
             tracing::error!(session_id = %item.session, error = %err, "skipping a message the database refuses");
         }
     }
@@ -182,11 +191,12 @@ async fn store(
 async fn retrying(
     db: &PgPool,
     items: &[Item],
+    max_bytes: Option<u64>,
     shutdown: &CancellationToken,
 ) -> Result<Result<(), sqlx::Error>, RecorderError> {
     let mut warned = false;
     loop {
-        match store_batch(db, items).await {
+        match store_batch(db, items, max_bytes).await {
             Err(err) if is_transient(&err) => {
                 if !warned {
                     tracing::warn!(error = %err, "cannot record: database unavailable; retrying");
@@ -207,30 +217,44 @@ async fn retrying(
     }
 }
 
-async fn store_batch(db: &PgPool, items: &[Item]) -> Result<(), sqlx::Error> {
+async fn store_batch(
+    db: &PgPool,
+    items: &[Item],
+    max_bytes: Option<u64>,
+) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     let mut outputs: Vec<(Uuid, OutputMeta, &[u8])> = Vec::new();
     for item in items {
         match &item.report {
             Report::Output { meta, data } => outputs.push((item.session, *meta, data)),
             Report::Event(event) => {
-                insert_outputs(&mut tx, &mut outputs).await?;
+                insert_outputs(&mut tx, &mut outputs, max_bytes).await?;
                 apply_event(&mut tx, item.session, event).await?;
+                store::record_event(&mut tx, item.session, event).await?;
             }
             // Read from the database by a live feed; never on the broker.
             Report::Stored(_) => {}
         }
     }
-    insert_outputs(&mut tx, &mut outputs).await?;
+    insert_outputs(&mut tx, &mut outputs, max_bytes).await?;
     tx.commit().await
 }
 
 async fn insert_outputs(
     conn: &mut PgConnection,
     outputs: &mut Vec<(Uuid, OutputMeta, &[u8])>,
+    max_bytes: Option<u64>,
 ) -> Result<(), sqlx::Error> {
     if outputs.is_empty() {
         return Ok(());
+    }
+    if let Some(cap) = max_bytes {
+        let keep = store::admit(&mut *conn, outputs, cap).await?;
+        for (output, keep) in outputs.iter_mut().zip(keep) {
+            if !keep {
+                output.2 = &[];
+            }
+        }
     }
     let sessions: Vec<Uuid> = outputs.iter().map(|o| o.0).collect();
     let seqs: Vec<i64> = outputs.iter().map(|o| o.1.seq as i64).collect();
@@ -332,6 +356,7 @@ async fn apply_event(
             .map(drop)
         }
         Event::Connected { .. }
+        | Event::Resized { .. }
         | Event::Snapshot { .. }
         | Event::Chunk { .. }
         | Event::Progress { .. }
@@ -371,13 +396,16 @@ async fn set_status(
         } else {
             "canceled"
         };
-        sqlx::query(
-            "UPDATE runs SET status = $2, ended_at = now() WHERE session_id = $1 AND status IN ('queued', 'running')",
+        let running: Vec<Option<Uuid>> = sqlx::query_scalar(
+            "UPDATE runs SET status = $2, ended_at = now() WHERE session_id = $1 AND status IN ('queued', 'running') \
+             RETURNING CASE WHEN started_at IS NOT NULL THEN id END",
         )
         .bind(session)
         .bind(run_status)
-        .execute(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
+        let running: Vec<Uuid> = running.into_iter().flatten().collect();
+        store::runs_cut_short(conn, session, &running, run_status).await?;
     }
     Ok(())
 }

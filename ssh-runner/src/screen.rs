@@ -81,11 +81,16 @@ impl Screen {
         self.lock().feed(bytes);
     }
 
-    pub(crate) fn resize(&self, cols: u16, rows: u16) {
+    /// Resizes the screen; false when it had that size already.
+    pub(crate) fn resize(&self, cols: u16, rows: u16) -> bool {
         let (rows, cols) = size(rows, cols);
         let mut inner = self.lock();
+        if inner.parser.screen().size() == (rows, cols) {
+            return false;
+        }
         inner.flush();
         inner.parser.set_size(rows, cols);
+        true
     }
 
     pub(crate) fn render(&self) -> Rendered {

@@ -183,6 +183,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         presence: Board::default(),
         runs,
         publisher: publisher.clone(),
+        resizes: 0,
     };
     let End { reason, by } = actor.run(&shutdown, &shell_done, ssh.closed()).await;
     tracing::info!(%reason, by = by.as_deref().unwrap_or(""), "closing session");
@@ -379,6 +380,8 @@ struct Actor {
     presence: Board,
     runs: RunQueue,
     publisher: SharedPublisher,
+    /// Resizes reported so far.
+    resizes: u32,
 }
 
 impl Actor {
@@ -472,9 +475,7 @@ impl Actor {
     async fn control(&mut self, control: Control) -> Option<End> {
         match control {
             Control::Resize { cols, rows } => {
-                if let Some(screen) = &self.screen {
-                    screen.resize(cols, rows);
-                }
+                self.resized(cols, rows).await;
                 if let Some(pty) = &self.pty {
                     if let Err(err) = pty.window_change(cols.into(), rows.into(), 0, 0).await {
                         tracing::debug!(error = %err, "resize failed");
@@ -506,6 +507,25 @@ impl Actor {
             }
         }
         None
+    }
+
+    /// Resizes the screen and reports the new size, under the publisher's
+    /// lock like a snapshot: the event names the last output written at
+    /// the old size, so a recording replays each at the size it had.
+    async fn resized(&mut self, cols: u16, rows: u16) {
+        let Some(screen) = &self.screen else { return };
+        let mut p = self.publisher.lock().await;
+        if !screen.resize(cols, rows) {
+            return;
+        }
+        self.resizes += 1;
+        let event = Event::Resized {
+            seq: p.seq(),
+            index: self.resizes,
+            cols,
+            rows,
+        };
+        p.event(&event).await;
     }
 
     /// Publishes the current screen, taken under the publisher's lock so it

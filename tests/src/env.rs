@@ -30,6 +30,7 @@ pub struct TestEnvOptions {
     /// in-process.
     pub proxy_process: bool,
     pub sharing: session_proxy::Sharing,
+    pub recording: session_proxy::RecordingPolicy,
 }
 
 impl Default for TestEnvOptions {
@@ -42,6 +43,7 @@ impl Default for TestEnvOptions {
             connect_timeout: Duration::from_secs(5),
             proxy_process: false,
             sharing: session_proxy::Sharing::default(),
+            recording: session_proxy::RecordingPolicy::default(),
         }
     }
 }
@@ -212,6 +214,7 @@ impl TestEnv {
             cookie_secure: false,
             with_runner: None,
             sharing: self.opts.sharing.clone(),
+            recording: self.opts.recording.clone(),
         }
     }
 
@@ -298,6 +301,7 @@ impl TestEnv {
 
     /// Environment for the proxy and runner binaries run as processes.
     fn process_env(&self, cmd: &mut Command) {
+        let recording = &self.opts.recording;
         cmd.env("SHELLWAY_AMQP_URL", &self.amqp_url)
             .env("SHELLWAY_AMQP_PREFIX", &self.prefix)
             .env("SHELLWAY_DATABASE_URL", &self.db_url)
@@ -321,6 +325,21 @@ impl TestEnv {
             .env(
                 "SHELLWAY_MAX_VIEWERS",
                 self.opts.sharing.max_viewers.to_string(),
+            )
+            .env(
+                "SHELLWAY_RECORDING_RETENTION_DAYS",
+                recording
+                    .retention
+                    .map_or(0, |d| d.as_secs().div_ceil(86_400))
+                    .to_string(),
+            )
+            .env(
+                "SHELLWAY_RECORDING_MAX_BYTES",
+                recording.max_bytes.unwrap_or(0).to_string(),
+            )
+            .env(
+                "SHELLWAY_RECORDING_SWEEP_S",
+                recording.sweep_every.as_secs().max(1).to_string(),
             )
             .env("SHELLWAY_ADMIN_USERNAME", ADMIN)
             .env("SHELLWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -425,6 +444,24 @@ impl TestEnv {
     /// Process id of the proxy when it runs as a process.
     pub fn proxy_pid(&self) -> Option<u32> {
         self.proxy_child.as_ref().and_then(Child::id)
+    }
+
+    /// Sends the proxy process SIGTERM (as a service manager stops it) and
+    /// waits up to `limit` for it to exit; whether it did.
+    pub async fn terminate_proxy_process(&mut self, limit: Duration) -> bool {
+        let pid = self.proxy_pid().expect("the proxy runs as a process");
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM to the proxy");
+        let child = self.proxy_child.as_mut().expect("the proxy process");
+        let exited = tokio::time::timeout(limit, child.wait()).await.is_ok();
+        if exited {
+            self.proxy_child = None;
+        }
+        exited
     }
 
     /// Kills the proxy process with SIGKILL: no graceful shutdown at all.

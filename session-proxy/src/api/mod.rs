@@ -78,6 +78,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/users", get(users::list).post(users::create))
         .route("/api/sessions/{id}/recording", get(recording::asciicast))
         .route(
+            "/api/sessions/{id}/recording/events",
+            get(recording::events),
+        )
+        .route(
             "/api/tasks",
             get(library::list_tasks).post(library::create_task),
         )
