@@ -48,6 +48,8 @@ pub struct Config {
     pub capacity: u32,
     pub heartbeat: Duration,
     pub connect_timeout: Duration,
+    /// Where `key_path` keys must be: a key file outside it is refused.
+    pub key_dir: std::path::PathBuf,
     /// Options of the durable queues (passed to `declare_shared`).
     pub durable: DurableQueueOptions,
 }
@@ -61,6 +63,7 @@ impl Default for Config {
             capacity: config::DEFAULT_CAPACITY,
             heartbeat: Duration::from_millis(config::DEFAULT_HEARTBEAT_MS),
             connect_timeout: Duration::from_millis(config::DEFAULT_CONNECT_TIMEOUT_MS),
+            key_dir: config::default_key_dir(),
             durable: DurableQueueOptions::default(),
         }
     }
@@ -88,7 +91,7 @@ pub async fn fetch_host_key(
         host_key_policy: shellway_common::HostKeyPolicy::Strict,
         host_keys: Vec::new(),
     };
-    let attempt = ssh::connect(&target, timeout).await;
+    let attempt = ssh::connect(&target, timeout, std::path::Path::new("/")).await;
     match (attempt.host_key, attempt.result) {
         (Some(key), _) => Ok((key.key, key.fingerprint)),
         (None, Err(err)) => Err(err.to_string()),
@@ -104,7 +107,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     let slots = Slots::new(config.capacity);
     let sessions = TaskTracker::new();
-    tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), "runner starting");
+    tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), key_dir = %config.key_dir.display(), "runner starting");
+    if !config.key_dir.is_dir() {
+        tracing::warn!(key_dir = %config.key_dir.display(), "the key directory does not exist: hosts with a key_path cannot connect");
+    }
 
     let name = format!("ssh-runner {}", config.runner_id);
     let mut conn: Option<Arc<Connection>> = None;

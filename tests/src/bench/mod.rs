@@ -4,7 +4,7 @@
 
 mod broker_hop;
 mod peers;
-mod procstat;
+pub mod procstat;
 mod report;
 pub mod term;
 
