@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::intake::Intake;
 use crate::slots::Slots;
+pub use crate::ssh::scan::{fetch_host_key, ScanError};
 
 /// How long a stopping runner waits for its sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -73,35 +74,6 @@ impl Default for Config {
 /// requests, closes every session ("runner shutting down"), waits for the
 /// last events to be confirmed and returns. Losing the broker is not an
 /// error: the runner reconnects by itself.
-/// Connects to `hostname:port` only far enough to see its host key (the
-/// handshake stops there: nothing authenticates). Returns the key as an
-/// OpenSSH line and its SHA256 fingerprint, for a person to compare and pin.
-pub async fn fetch_host_key(
-    hostname: &str,
-    port: u16,
-    timeout: std::time::Duration,
-) -> Result<(String, String), String> {
-    let target = shellway_common::HostTarget {
-        name: hostname.to_owned(),
-        hostname: hostname.to_owned(),
-        port,
-        username: "shellway-host-key-scan".into(),
-        auth: shellway_common::AuthMethod::Agent,
-        // Nothing pinned under `strict`: the key is seen, then refused.
-        host_key_policy: shellway_common::HostKeyPolicy::Strict,
-        host_keys: Vec::new(),
-    };
-    let attempt = ssh::connect(&target, timeout, std::path::Path::new("/")).await;
-    match (attempt.host_key, attempt.result) {
-        (Some(key), _) => Ok((key.key, key.fingerprint)),
-        (None, Err(err)) => Err(err.to_string()),
-        (None, Ok(ssh)) => {
-            ssh.disconnect().await;
-            Err("the host showed no key".into())
-        }
-    }
-}
-
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::validate(&config)?;
     let config = Arc::new(config);
