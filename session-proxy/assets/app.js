@@ -171,9 +171,11 @@ async function consoleView(view, params) {
   const taskBtn = h('button', {id: 'run-task', disabled: true}, 'Run task');
   const scriptSel = h('select', {id: 'saved-script', 'aria-label': 'Saved script'}, h('option', {value: ''}, 'Load a saved script…'),
     scripts.map((x) => h('option', {value: x.id}, x.name)));
+  // A saved script runs by id (and is logged by its name) while its text is unchanged.
+  let loaded = null;
   scriptSel.addEventListener('change', () => {
     const found = scripts.find((x) => x.id === scriptSel.value);
-    if (found) script.value = found.body;
+    if (found) { script.value = found.body; loaded = found; }
   });
   const runInfo = h('div', {id: 'run-info', class: 'muted'}, 'No run yet.');
   const runOut = h('pre', {class: 'runout', id: 'run-output'});
@@ -268,7 +270,8 @@ async function consoleView(view, params) {
   const run = (body) => { if (sess) { runOut.textContent = ''; sess.send(Object.assign({action: 'run'}, body)); } };
   runBtn.addEventListener('click', () => cmd.value.trim() && run({command: cmd.value}));
   cmd.addEventListener('keydown', (e) => { if (e.key === 'Enter' && cmd.value.trim()) run({command: cmd.value}); });
-  batchBtn.addEventListener('click', () => script.value.trim() && run({script: script.value}));
+  batchBtn.addEventListener('click', () => script.value.trim() &&
+    run(loaded && script.value === loaded.body ? {script_id: loaded.id} : {script: script.value}));
   taskBtn.addEventListener('click', () => taskSel.value && run({task: taskSel.value}));
   cancelBtn.addEventListener('click', () => sess && sess.send({action: 'cancel'}));
   shareBtn.addEventListener('click', () => shareDialog(sessionId));

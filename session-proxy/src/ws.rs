@@ -508,11 +508,13 @@ impl Viewer {
                 command,
                 task,
                 script,
+                script_id,
             } => {
                 let req = RunRequest {
                     command,
                     script,
                     task,
+                    script_id,
                     ..Default::default()
                 };
                 runs::start_run(st, id, &self.user, &req, true).await?;
