@@ -161,7 +161,7 @@ async function consoleView(view, params) {
   const shareBtn = h('button', {id: 'share', disabled: true}, 'Share');
   const termBox = h('div', {class: 'term', id: 'terminal'});
   const cmd = h('input', {type: 'text', id: 'command', placeholder: 'uname -a', 'aria-label': 'Command'});
-  const script = h('textarea', {id: 'script', rows: 5, placeholder: '# one step a line\ncd /srv\n./deploy.sh', 'aria-label': 'Batch script'});
+  const script = h('textarea', {id: 'script', rows: 5, placeholder: '# one command a step\ncd /srv\n./deploy.sh', 'aria-label': 'Batch script'});
   const runBtn = h('button', {id: 'run', disabled: true}, 'Run');
   const batchBtn = h('button', {id: 'run-batch', disabled: true}, 'Run batch');
   const cancelBtn = h('button', {id: 'cancel', class: 'danger', disabled: true}, 'Cancel');
@@ -463,7 +463,7 @@ function libraryView(kind) {
       isTask ? row('label', h('input', {placeholder: 'Restart the app'})) : [],
       isTask ? row('command', h('input', {placeholder: 'sudo systemctl restart app'})) : [],
       row('description', h('input', {})),
-      isTask ? [] : row('body', h('textarea', {rows: 6, placeholder: '# one step a line\ncd /srv/app\ngit pull\n./deploy.sh'})),
+      isTask ? [] : row('body', h('textarea', {rows: 6, placeholder: '# one command a step\ncd /srv/app\ngit pull\n./deploy.sh'})),
       h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: kind + '-save'}, 'Save'),
         h('button', {type: 'button', onclick: () => edit(null)}, 'New')), h('span'));
     function edit(item) {
@@ -492,7 +492,7 @@ function libraryView(kind) {
           }}, 'Delete')] : ''))));
     }
     view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
-      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One step a line; # comments; cd persists; the batch stops at the first failing step.'),
+      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One command a step (if … fi, loops and functions may span lines); # comments; cd, export and functions carry over; the batch stops at the first failing step.'),
       h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), h('th'))), tbody),
       h('h2', {style: 'margin-top:20px'}, admin ? 'Add or edit' : ''), form);
     await load();
