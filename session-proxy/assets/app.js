@@ -212,7 +212,7 @@ async function consoleView(view, params) {
     // A status event, or (from the reconnect logic) a badge text.
     status: (ev, kind) => (typeof ev === 'string' ? setBadge(ev, kind) : onStatus(ev.status)),
     connected: (ev) => onStatus(ev.status),
-    started: (ev) => { runOut.textContent = ''; runInfo.textContent = ev.command + (ev.steps > 1 ? ' (' + ev.steps + ' steps)' : ''); cancelBtn.disabled = false; setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy'); },
+    started: (ev) => { runOut.textContent = ''; runInfo.textContent = ev.command; cancelBtn.disabled = false; setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy'); },
     progress: (ev) => { setBadge('STEP ' + ev.current + '/' + ev.total, 'busy'); runInfo.textContent = 'Step ' + ev.current + ' of ' + ev.total + ': ' + ev.step; },
     chunk: (ev) => { runOut.append(h('span', {class: ev.stream}, ev.data)); runOut.scrollTop = runOut.scrollHeight; },
     canceling: () => setBadge('CANCELING', 'busy'),
