@@ -12,11 +12,13 @@ pub enum ClientAction {
         cols: u16,
         rows: u16,
     },
-    /// Exactly one of `command`, `task` (name or id) or `script`.
+    /// Exactly one of `command`, `task` (name or id), `script` (a batch's
+    /// text) or `script_id` (a saved script, logged by its name).
     Run {
         command: Option<String>,
         task: Option<String>,
         script: Option<String>,
+        script_id: Option<uuid::Uuid>,
     },
     Cancel {
         run: Option<uuid::Uuid>,
@@ -85,13 +87,15 @@ impl ClientAction {
                 command,
                 task,
                 script,
+                script_id,
             } => {
                 let given = [command, task, script]
                     .iter()
                     .filter(|f| f.is_some())
-                    .count();
+                    .count()
+                    + usize::from(script_id.is_some());
                 if given != 1 {
-                    return Err("give exactly one of command, task or script");
+                    return Err("give exactly one of command, task, script or script_id");
                 }
                 if [command, task, script]
                     .iter()
@@ -133,6 +137,13 @@ mod tests {
             parse(r#"{"action":"run","task":"restart_app"}"#),
             Ok(ClientAction::Run { task: Some(_), .. })
         ));
+        assert!(matches!(
+            parse(r#"{"action":"run","script_id":"0190c0de-0000-7000-8000-000000000000"}"#),
+            Ok(ClientAction::Run {
+                script_id: Some(_),
+                ..
+            })
+        ));
         assert_eq!(
             parse(r#"{"action":"cancel"}"#),
             Ok(ClientAction::Cancel { run: None })
@@ -161,6 +172,10 @@ mod tests {
         assert!(parse(r#"{"action":"run","command":"a","script":"b"}"#).is_err());
         assert!(parse(r#"{"action":"run","command":"  "}"#).is_err());
         assert!(parse(r#"{"action":"run"}"#).is_err());
+        assert!(parse(
+            r#"{"action":"run","script":"ls","script_id":"0190c0de-0000-7000-8000-000000000000"}"#
+        )
+        .is_err());
         assert!(matches!(
             ClientAction::parse(&"x".repeat(2000), 1024),
             Err(ProtocolError::TooLarge {

@@ -185,7 +185,7 @@ async function consoleView(view, params) {
   const shareBtn = h('button', {id: 'share', disabled: true}, 'Share');
   const termBox = h('div', {class: 'term', id: 'terminal'});
   const cmd = h('input', {type: 'text', id: 'command', placeholder: 'uname -a', 'aria-label': 'Command'});
-  const script = h('textarea', {id: 'script', rows: 5, placeholder: '# one step a line\ncd /srv\n./deploy.sh', 'aria-label': 'Batch script'});
+  const script = h('textarea', {id: 'script', rows: 5, placeholder: '# one command a step\ncd /srv\n./deploy.sh', 'aria-label': 'Batch script'});
   const runBtn = h('button', {id: 'run', disabled: true}, 'Run');
   const batchBtn = h('button', {id: 'run-batch', disabled: true}, 'Run batch');
   const cancelBtn = h('button', {id: 'cancel', class: 'danger', disabled: true}, 'Cancel');
@@ -195,9 +195,11 @@ async function consoleView(view, params) {
   const taskBtn = h('button', {id: 'run-task', disabled: true}, 'Run task');
   const scriptSel = h('select', {id: 'saved-script', 'aria-label': 'Saved script'}, h('option', {value: ''}, 'Load a saved script…'),
     scripts.map((x) => h('option', {value: x.id}, x.name)));
+  // A saved script runs by id (and is logged by its name) while its text is unchanged.
+  let loaded = null;
   scriptSel.addEventListener('change', () => {
     const found = scripts.find((x) => x.id === scriptSel.value);
-    if (found) script.value = found.body;
+    if (found) { script.value = found.body; loaded = found; }
   });
   const runInfo = h('div', {id: 'run-info', class: 'muted'}, 'No run yet.');
   const runOut = h('pre', {class: 'runout', id: 'run-output'});
@@ -234,7 +236,7 @@ async function consoleView(view, params) {
     // A status event, or (from the reconnect logic) a badge text.
     status: (ev, kind) => (typeof ev === 'string' ? setBadge(ev, kind) : onStatus(ev.status)),
     connected: (ev) => onStatus(ev.status),
-    started: (ev) => { runOut.textContent = ''; runInfo.textContent = ev.command + (ev.steps > 1 ? ' (' + ev.steps + ' steps)' : ''); cancelBtn.disabled = false; setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy'); },
+    started: (ev) => { runOut.textContent = ''; runInfo.textContent = ev.command; cancelBtn.disabled = false; setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy'); },
     progress: (ev) => { setBadge('STEP ' + ev.current + '/' + ev.total, 'busy'); runInfo.textContent = 'Step ' + ev.current + ' of ' + ev.total + ': ' + ev.step; },
     chunk: (ev) => { runOut.append(h('span', {class: ev.stream}, ev.data)); runOut.scrollTop = runOut.scrollHeight; },
     canceling: () => setBadge('CANCELING', 'busy'),
@@ -292,7 +294,8 @@ async function consoleView(view, params) {
   const run = (body) => { if (sess) { runOut.textContent = ''; sess.send(Object.assign({action: 'run'}, body)); } };
   runBtn.addEventListener('click', () => cmd.value.trim() && run({command: cmd.value}));
   cmd.addEventListener('keydown', (e) => { if (e.key === 'Enter' && cmd.value.trim()) run({command: cmd.value}); });
-  batchBtn.addEventListener('click', () => script.value.trim() && run({script: script.value}));
+  batchBtn.addEventListener('click', () => script.value.trim() &&
+    run(loaded && script.value === loaded.body ? {script_id: loaded.id} : {script: script.value}));
   taskBtn.addEventListener('click', () => taskSel.value && run({task: taskSel.value}));
   cancelBtn.addEventListener('click', () => sess && sess.send({action: 'cancel'}));
   shareBtn.addEventListener('click', () => shareDialog(sessionId));
@@ -484,7 +487,7 @@ function libraryView(kind) {
       isTask ? row('label', h('input', {placeholder: 'Restart the app'})) : [],
       isTask ? row('command', h('input', {placeholder: 'sudo systemctl restart app'})) : [],
       row('description', h('input', {})),
-      isTask ? [] : row('body', h('textarea', {rows: 6, placeholder: '# one step a line\ncd /srv/app\ngit pull\n./deploy.sh'})),
+      isTask ? [] : row('body', h('textarea', {rows: 6, placeholder: '# one command a step\ncd /srv/app\ngit pull\n./deploy.sh'})),
       h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: kind + '-save'}, 'Save'),
         h('button', {type: 'button', onclick: () => edit(null)}, 'New')), h('span'));
     function edit(item) {
@@ -513,7 +516,7 @@ function libraryView(kind) {
           }}, 'Delete')] : ''))));
     }
     view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
-      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One step a line; # comments; cd persists; the batch stops at the first failing step.'),
+      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One command a step (if … fi, loops and functions may span lines); # comments; cd, export and functions carry over; the batch stops at the first failing step.'),
       h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), h('th'))), tbody),
       h('h2', {style: 'margin-top:20px'}, admin ? 'Add or edit' : ''), form);
     await load();

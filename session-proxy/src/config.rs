@@ -123,6 +123,9 @@ pub(crate) struct Options {
     pub runner_capacity: Option<u32>,
     #[arg(long, env = "SHELLWAY_CONNECT_TIMEOUT_MS", global = true)]
     pub connect_timeout_ms: Option<u64>,
+    /// The in-process runner's key directory (see ssh-runner).
+    #[arg(long, env = "SHELLWAY_RUNNER_KEY_DIR", global = true)]
+    pub runner_key_dir: Option<std::path::PathBuf>,
     /// Longest lifetime of a share link, in seconds.
     #[arg(
         long,
@@ -298,6 +301,9 @@ impl Options {
             if let Some(ms) = self.connect_timeout_ms {
                 rc.connect_timeout = Duration::from_millis(ms);
             }
+            if let Some(dir) = &self.runner_key_dir {
+                rc.key_dir = dir.clone();
+            }
             rc
         });
         Config {
@@ -395,6 +401,19 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(cli.command, Some(Command::Serve)));
         assert!(cli.opts.with_runner);
+        let cli = Cli::try_parse_from([
+            "session-proxy",
+            "serve",
+            "--with-runner",
+            "--runner-key-dir",
+            "/keys",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let runner = cli.opts.to_config().with_runner;
+        assert_eq!(
+            runner.map(|r| r.key_dir),
+            Some(std::path::PathBuf::from("/keys"))
+        );
         let cli = Cli::try_parse_from(["session-proxy", "create-admin", "--username", "root"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(

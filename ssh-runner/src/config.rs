@@ -1,5 +1,6 @@
 //! Command line and environment (`SHELLWAY_…`) of the runner.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -40,6 +41,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "SHELLWAY_CONNECT_TIMEOUT_MS", default_value_t = DEFAULT_CONNECT_TIMEOUT_MS,
           value_parser = clap::value_parser!(u64).range(1..))]
     connect_timeout_ms: u64,
+    /// Directory that holds the hosts' private keys (`key_path`); a key
+    /// file elsewhere is refused [default: $HOME/.ssh, else /etc/shellway/keys].
+    #[arg(long, env = "SHELLWAY_RUNNER_KEY_DIR")]
+    key_dir: Option<PathBuf>,
     /// Delete the durable queues after this long unused (tests).
     #[arg(long, env = "SHELLWAY_QUEUE_EXPIRES_MS")]
     queue_expires_ms: Option<u64>,
@@ -57,11 +62,21 @@ impl Cli {
             capacity: self.capacity,
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            key_dir: self.key_dir.unwrap_or_else(default_key_dir),
             durable: DurableQueueOptions {
                 expires: self.queue_expires_ms.map(Duration::from_millis),
             },
         }
     }
+}
+
+/// `$HOME/.ssh` (where a user's keys are), else `/etc/shellway/keys`.
+pub(crate) fn default_key_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|home| home.is_absolute())
+        .map(|home| home.join(".ssh"))
+        .unwrap_or_else(|| PathBuf::from("/etc/shellway/keys"))
 }
 
 /// `<hostname>-<4 random hex digits>`.
@@ -88,6 +103,11 @@ pub(crate) fn validate(config: &Config) -> anyhow::Result<()> {
         "the connect timeout must not be zero"
     );
     anyhow::ensure!(
+        config.key_dir.is_absolute(),
+        "the key directory (SHELLWAY_RUNNER_KEY_DIR) must be an absolute path, not {}",
+        config.key_dir.display()
+    );
+    anyhow::ensure!(
         !config.runner_id.trim().is_empty(),
         "the runner id must not be empty"
     );
@@ -109,6 +129,7 @@ mod tests {
         assert_eq!(config.heartbeat, Duration::from_millis(2000));
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert!(config.runner_id.len() > 5, "{}", config.runner_id);
+        assert_eq!(config.key_dir, default_key_dir());
         assert!(validate(&config).is_ok());
     }
 
@@ -122,9 +143,17 @@ mod tests {
             "r1",
             "--queue-expires-ms",
             "5",
+            "--key-dir",
+            "/keys",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
         let config = cli.into_config();
+        assert_eq!(config.key_dir, PathBuf::from("/keys"));
+        let relative = Config {
+            key_dir: "keys".into(),
+            ..config.clone()
+        };
+        assert!(validate(&relative).is_err());
         assert_eq!((config.capacity, config.runner_id.as_str()), (3, "r1"));
         assert_eq!(config.durable.expires, Some(Duration::from_millis(5)));
         assert!(Cli::try_parse_from(["ssh-runner", "--capacity", "0"]).is_err());

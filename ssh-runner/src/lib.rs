@@ -33,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::intake::Intake;
 use crate::slots::Slots;
+pub use crate::ssh::scan::{fetch_host_key, ScanError};
 
 /// How long a stopping runner waits for its sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -48,6 +49,8 @@ pub struct Config {
     pub capacity: u32,
     pub heartbeat: Duration,
     pub connect_timeout: Duration,
+    /// Where `key_path` keys must be: a key file outside it is refused.
+    pub key_dir: std::path::PathBuf,
     /// Options of the durable queues (passed to `declare_shared`).
     pub durable: DurableQueueOptions,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             capacity: config::DEFAULT_CAPACITY,
             heartbeat: Duration::from_millis(config::DEFAULT_HEARTBEAT_MS),
             connect_timeout: Duration::from_millis(config::DEFAULT_CONNECT_TIMEOUT_MS),
+            key_dir: config::default_key_dir(),
             durable: DurableQueueOptions::default(),
         }
     }
@@ -70,41 +74,15 @@ impl Default for Config {
 /// requests, closes every session ("runner shutting down"), waits for the
 /// last events to be confirmed and returns. Losing the broker is not an
 /// error: the runner reconnects by itself.
-/// Connects to `hostname:port` only far enough to see its host key (the
-/// handshake stops there: nothing authenticates). Returns the key as an
-/// OpenSSH line and its SHA256 fingerprint, for a person to compare and pin.
-pub async fn fetch_host_key(
-    hostname: &str,
-    port: u16,
-    timeout: std::time::Duration,
-) -> Result<(String, String), String> {
-    let target = shellway_common::HostTarget {
-        name: hostname.to_owned(),
-        hostname: hostname.to_owned(),
-        port,
-        username: "shellway-host-key-scan".into(),
-        auth: shellway_common::AuthMethod::Agent,
-        // Nothing pinned under `strict`: the key is seen, then refused.
-        host_key_policy: shellway_common::HostKeyPolicy::Strict,
-        host_keys: Vec::new(),
-    };
-    let attempt = ssh::connect(&target, timeout).await;
-    match (attempt.host_key, attempt.result) {
-        (Some(key), _) => Ok((key.key, key.fingerprint)),
-        (None, Err(err)) => Err(err.to_string()),
-        (None, Ok(ssh)) => {
-            ssh.disconnect().await;
-            Err("the host showed no key".into())
-        }
-    }
-}
-
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::validate(&config)?;
     let config = Arc::new(config);
     let slots = Slots::new(config.capacity);
     let sessions = TaskTracker::new();
-    tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), "runner starting");
+    tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), key_dir = %config.key_dir.display(), "runner starting");
+    if !config.key_dir.is_dir() {
+        tracing::warn!(key_dir = %config.key_dir.display(), "the key directory does not exist: hosts with a key_path cannot connect");
+    }
 
     let name = format!("ssh-runner {}", config.runner_id);
     let mut conn: Option<Arc<Connection>> = None;

@@ -3,7 +3,7 @@
 //! sshd refuses `signal` channel requests in some setups (OpenSSH skips
 //! post-auth privilege separation for root logins and then ignores them),
 //! and closing an exec channel does not stop a program that is not
-//! writing. So every step runs as `exec /bin/sh -c '<marker>; <step>'`: the
+//! writing. So every step runs as `exec <shell> -c '<marker>; <step>'`: the
 //! shell first writes `SHELLWAY-PID <pid>` on stderr, and since sshd starts
 //! each exec in a new session, that pid is the process group of everything
 //! the step starts. Cancel signals the group with `kill` on a second exec
@@ -16,10 +16,10 @@ const MARKER: &str = "SHELLWAY-PID ";
 /// this many bytes is passed on as it is.
 const HEAD_LIMIT: usize = 64;
 
-/// The command line sent for one step.
-pub(crate) fn wrap(step: &str) -> String {
+/// The command line sent for one step, run by `shell` (a path).
+pub(crate) fn wrap(shell: &str, step: &str) -> String {
     let script = format!("echo {MARKER}$$ >&2; {step}");
-    format!("exec /bin/sh -c {}", shell_quote(&script))
+    format!("exec {} -c {}", shell_quote(shell), shell_quote(&script))
 }
 
 /// The command that sends `signal` (e.g. `INT`) to the step's processes.
@@ -105,8 +105,13 @@ mod tests {
 
     #[test]
     fn steps_are_quoted_whole() {
-        let cmd = wrap("echo 'a b' && cd /tmp");
+        let cmd = wrap("/bin/sh", "echo 'a b' && cd /tmp");
         assert!(cmd.starts_with("exec /bin/sh -c '"), "{cmd}");
+        let cmd = wrap("/usr/bin/bash", "if true; then\n  ls\nfi");
+        assert_eq!(
+            cmd,
+            "exec /usr/bin/bash -c 'echo SHELLWAY-PID $$ >&2; if true; then\n  ls\nfi'"
+        );
         assert_eq!(
             kill_group(42, "TERM"),
             "kill -s TERM -- -42 2>/dev/null; true"

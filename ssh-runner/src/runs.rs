@@ -1,7 +1,9 @@
 //! Exec runs of a session: one at a time, in arrival order, each step on a
 //! new exec channel of the session's SSH connection, so the PTY stays
-//! usable meanwhile. A batch stops at its first failing step and `cd`
-//! persists between steps. Cancel escalates INT → TERM → KILL.
+//! usable meanwhile. Steps run in bash when the host has it (looked up once
+//! per session), else in `/bin/sh`. A batch stops at its first failing
+//! step; `cd`, `export` and function definitions carry over to later steps
+//! (`shellway_common::script::state`). Cancel escalates INT → TERM → KILL.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use russh::{ChannelMsg, Sig};
 use shellway_common::control::RunSpec;
-use shellway_common::script::{cd_target, in_directory, shell_quote};
+use shellway_common::script::state::MAX_STATE;
+use shellway_common::script::{summary, BatchState};
 use shellway_common::{ErrorKind, Event, RunStatus, Stream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,8 +26,13 @@ use crate::ssh::SshConnection;
 
 /// Most runs waiting behind the current one in a session.
 pub(crate) const MAX_QUEUED_RUNS: usize = 64;
-/// Most bytes of a `cd` step's `pwd` output kept.
-const MAX_CWD: usize = 4096;
+/// Most bytes of a step's output captured for the batch's state: one more
+/// than the state may hold, so an overflow is seen.
+const MAX_CAPTURE: usize = MAX_STATE + 1;
+/// Most bytes of the path `command -v bash` may print.
+const MAX_SHELL_PATH: usize = 256;
+/// The shell steps run in when the host has no bash.
+const POSIX_SHELL: &str = "/bin/sh";
 /// Cancel: INT, then TERM after this…
 const TERM_AFTER: Duration = Duration::from_millis(300);
 /// …then KILL and close after this more…
@@ -87,6 +95,8 @@ pub(crate) struct RunWorker {
     ssh: Arc<SshConnection>,
     publisher: SharedPublisher,
     stop: CancellationToken,
+    /// The shell steps run in, once known.
+    shell: Option<String>,
 }
 
 pub(crate) fn queue(
@@ -106,6 +116,7 @@ pub(crate) fn queue(
         ssh,
         publisher,
         stop,
+        shell: None,
     };
     (queue, worker)
 }
@@ -183,7 +194,7 @@ impl RunWorker {
         .await;
     }
 
-    async fn execute(&self, spec: RunSpec) {
+    async fn execute(&mut self, spec: RunSpec) {
         let was_canceled = self
             .state
             .canceled
@@ -216,10 +227,14 @@ impl RunWorker {
         self.complete(spec.run, outcome, started.elapsed()).await;
     }
 
-    async fn steps(&self, spec: &RunSpec, token: &CancellationToken) -> Outcome {
+    async fn steps(&mut self, spec: &RunSpec, token: &CancellationToken) -> Outcome {
         let total = spec.steps.len() as u32;
         let batch = total > 1;
-        let mut cwd: Option<String> = None;
+        let shell = match self.shell(spec.run, token).await {
+            Ok(shell) => shell,
+            Err(exit) => return self.ended(spec.run, exit, None).await,
+        };
+        let mut state = BatchState::default();
         for (i, step) in spec.steps.iter().enumerate() {
             let current = i as u32 + 1;
             if batch {
@@ -227,66 +242,23 @@ impl RunWorker {
                     run: spec.run,
                     current,
                     total,
-                    step: step.clone(),
+                    step: summary(step),
                 })
                 .await;
             }
-            let cd = cd_target(step);
-            let command = match cd {
-                Some(dir) => {
-                    let dir = dir.map(shell_quote).unwrap_or_default();
-                    in_directory(cwd.as_deref(), &format!("cd {dir} && pwd"))
-                }
-                None => in_directory(cwd.as_deref(), step),
-            };
-            let mut captured = cd.is_some().then(Vec::new);
+            let planned = state.plan(step);
+            let mut captured = planned.capture.is_some().then(Vec::new);
             let exit = self
-                .exec(spec.run, &command, token, captured.as_mut())
+                .exec(spec.run, &shell, &planned.command, token, captured.as_mut())
                 .await;
             let failed_step = batch.then_some(current);
-            match exit {
-                Exit::Code(0) => {
-                    if let Some(out) = captured {
-                        let dir = String::from_utf8_lossy(&out).trim_end().to_owned();
-                        if !dir.is_empty() {
-                            cwd = Some(dir);
-                        }
-                    }
-                }
-                Exit::Code(code) => {
-                    return Outcome {
-                        status: RunStatus::Failed,
-                        exit_code: Some(code as i32),
-                        exit_signal: None,
-                        failed_step,
-                    }
-                }
-                Exit::Signal(sig) => {
-                    return Outcome {
-                        status: RunStatus::Failed,
-                        exit_code: None,
-                        exit_signal: Some(sig),
-                        failed_step,
-                    }
-                }
-                Exit::Canceled => {
-                    return Outcome {
-                        failed_step,
-                        ..Outcome::of(RunStatus::Canceled)
-                    }
-                }
-                Exit::Error(message) => {
-                    self.publish(Event::Error {
-                        kind: ErrorKind::Runtime,
-                        message,
-                        run: Some(spec.run),
-                    })
-                    .await;
-                    return Outcome {
-                        failed_step,
-                        ..Outcome::of(RunStatus::Error)
-                    };
-                }
+            let Exit::Code(0) = exit else {
+                return self.ended(spec.run, exit, failed_step).await;
+            };
+            let stdout = captured.unwrap_or_default();
+            if let Err(err) = state.absorb(&planned, step, &stdout) {
+                let exit = Exit::Error(err.to_string());
+                return self.ended(spec.run, exit, failed_step).await;
             }
         }
         Outcome {
@@ -295,11 +267,67 @@ impl RunWorker {
         }
     }
 
+    /// How a run ends after a step that did not succeed (exit 0 is not
+    /// passed here).
+    async fn ended(&self, run: Uuid, exit: Exit, failed_step: Option<u32>) -> Outcome {
+        match exit {
+            Exit::Code(code) => Outcome {
+                status: RunStatus::Failed,
+                exit_code: Some(code as i32),
+                exit_signal: None,
+                failed_step,
+            },
+            Exit::Signal(sig) => Outcome {
+                status: RunStatus::Failed,
+                exit_code: None,
+                exit_signal: Some(sig),
+                failed_step,
+            },
+            Exit::Canceled => Outcome {
+                failed_step,
+                ..Outcome::of(RunStatus::Canceled)
+            },
+            Exit::Error(message) => {
+                self.publish(Event::Error {
+                    kind: ErrorKind::Runtime,
+                    message,
+                    run: Some(run),
+                })
+                .await;
+                Outcome {
+                    failed_step,
+                    ..Outcome::of(RunStatus::Error)
+                }
+            }
+        }
+    }
+
+    /// The shell steps run in: bash where `command -v bash` finds it, else
+    /// `/bin/sh`. Looked up on the session's first run only.
+    async fn shell(&mut self, run: Uuid, token: &CancellationToken) -> Result<String, Exit> {
+        if let Some(shell) = &self.shell {
+            return Ok(shell.clone());
+        }
+        let mut out = Vec::new();
+        let shell = match self
+            .exec(run, POSIX_SHELL, "command -v bash", token, Some(&mut out))
+            .await
+        {
+            Exit::Code(0) => bash_path(&out).unwrap_or_else(|| POSIX_SHELL.to_owned()),
+            Exit::Code(_) => POSIX_SHELL.to_owned(),
+            other => return Err(other),
+        };
+        tracing::debug!(shell, "steps run in this shell");
+        self.shell = Some(shell.clone());
+        Ok(shell)
+    }
+
     /// Runs one command on a new exec channel, publishing its output
     /// (or capturing stdout into `capture`, bounded).
     async fn exec(
         &self,
         run: Uuid,
+        shell: &str,
         command: &str,
         token: &CancellationToken,
         mut capture: Option<&mut Vec<u8>>,
@@ -312,7 +340,7 @@ impl RunWorker {
             }
         };
         let (read, write) = channel.split();
-        if let Err(err) = write.exec(true, remote_pid::wrap(command)).await {
+        if let Err(err) = write.exec(true, remote_pid::wrap(shell, command)).await {
             tracing::warn!(error = %err, "exec request failed");
             return Exit::Error("the host refused to run the command".into());
         }
@@ -357,7 +385,7 @@ impl RunWorker {
                     }
                     Next::Output(batch) => match capture.as_deref_mut() {
                         Some(buf) if batch.stream == Stream::Stdout => {
-                            let room = MAX_CWD.saturating_sub(buf.len());
+                            let room = MAX_CAPTURE.saturating_sub(buf.len());
                             buf.extend(batch.data.iter().take(room));
                         }
                         _ => self.publisher.lock().await.output(batch.stream, Some(run), &batch.data).await,
@@ -431,9 +459,42 @@ where
     }
 }
 
+/// The path `command -v bash` printed, if it is a plain absolute path.
+fn bash_path(out: &[u8]) -> Option<String> {
+    let path = std::str::from_utf8(out).ok()?.trim_end_matches('\n');
+    let plain = path.starts_with('/')
+        && path.len() <= MAX_SHELL_PATH
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._+-".contains(&b));
+    plain.then(|| path.to_owned())
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_absolute_bash_path_is_used() {
+        assert_eq!(
+            bash_path(b"/usr/bin/bash\n").as_deref(),
+            Some("/usr/bin/bash")
+        );
+        assert_eq!(
+            bash_path(b"/opt/bash-5.2/bin/bash").as_deref(),
+            Some("/opt/bash-5.2/bin/bash")
+        );
+        assert_eq!(bash_path(b"bash\n"), None);
+        assert_eq!(bash_path(b"alias bash='rm -rf /'\n"), None);
+        assert_eq!(bash_path(b"/bin/ba sh\n"), None);
+        assert_eq!(bash_path(b"/usr/bin/bash\n/bin/bash\n"), None);
+        assert_eq!(bash_path(&[b'/'; 300]), None);
     }
 }

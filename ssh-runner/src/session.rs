@@ -113,7 +113,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         Ok(input) => input,
         Err(message) => return fail(&publisher, status, ErrorKind::Runtime, message).await,
     };
-    let attempt = ssh::connect(&request.host, config.connect_timeout).await;
+    let attempt = ssh::connect(&request.host, config.connect_timeout, &config.key_dir).await;
     if let Some(key) = attempt.host_key {
         let event = Event::HostKey {
             key: key.key,

@@ -226,8 +226,15 @@ impl TestEnv {
             capacity: self.opts.runner_capacity,
             heartbeat: self.opts.heartbeat,
             connect_timeout: self.opts.connect_timeout,
+            key_dir: self.key_dir(),
             durable: self.durable(),
         }
+    }
+
+    /// The runners' key directory: sshd's scratch directory, which holds
+    /// the keys the tests use.
+    pub fn key_dir(&self) -> std::path::PathBuf {
+        self.sshd.dir.to_path_buf()
     }
 
     /// Starts the proxy (in-process on port 0, or as a process) and logs in
@@ -322,6 +329,7 @@ impl TestEnv {
                 self.opts.runner_capacity.to_string(),
             )
             .env("SHELLWAY_QUEUE_EXPIRES_MS", "120000")
+            .env("SHELLWAY_RUNNER_KEY_DIR", self.key_dir())
             .env(
                 "SHELLWAY_MAX_VIEWERS",
                 self.opts.sharing.max_viewers.to_string(),

@@ -383,3 +383,55 @@ async fn sharing_watching_and_ending_a_session_in_the_browser() {
     }
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_script_runs_under_its_name_until_its_text_is_edited() {
+    let env = TestEnv::start().await;
+    env.add_host().await;
+    let body = "echo first\nif true; then\n  echo second\nfi";
+    let (status, script) = env
+        .api
+        .post("/api/scripts", json!({"name": "deploy", "body": body}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{script}");
+    let b = Browser::start().await;
+    login(&b, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.click("#connect").await;
+    badge_is(&b, "CONNECTED").await;
+    b.js(
+        "const s = document.getElementById('saved-script'); s.value = arguments[0]; \
+         s.dispatchEvent(new Event('change'));",
+        json!([script["id"]]),
+    )
+    .await;
+    b.click("#run-batch").await;
+    let info = "document.getElementById('run-info').textContent";
+    b.wait_js(
+        "the saved script to finish",
+        &format!("{info}.startsWith('Step 2 of 2: if true; then … — ok')"),
+    )
+    .await;
+    assert_eq!(b.text("#run-output").await, "first\nsecond");
+    // Edited, it is a batch of its own.
+    b.type_into("#script", "\necho third").await;
+    b.click("#run-batch").await;
+    b.wait_js(
+        "the edited script to finish as a batch",
+        &format!("{info}.startsWith('Step 3 of 3: echo third — ok')"),
+    )
+    .await;
+    // Logged under the script's name, then as a batch.
+    let (_, sessions) = env.api.get("/api/sessions").await;
+    let commands: Vec<&str> = sessions[0]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        commands,
+        vec!["script: deploy (2 steps)", "batch (3 steps)"]
+    );
+    b.quit().await;
+    env.finish().await;
+}

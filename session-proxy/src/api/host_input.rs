@@ -178,14 +178,26 @@ fn check_username(user: &str) -> Result<(), ApiError> {
     })
 }
 
+/// Refuses paths that are plainly wrong. The runner stays the authority:
+/// it reads keys only as regular files under its key directory.
 fn check_key_path(path: &str) -> Result<(), ApiError> {
-    let ok = path.starts_with('/') && path.len() <= 4096 && !path.chars().any(char::is_control);
-    ok.then_some(()).ok_or_else(|| {
-        ApiError::invalid(
-            "key_path",
-            "key_path must be an absolute path on the runner",
-        )
-    })
+    let problem = if !path.starts_with('/') {
+        Some("key_path must be an absolute path on the runner (starting with /)")
+    } else if path.len() > 4096 {
+        Some("key_path is longer than 4096 bytes")
+    } else if path.contains('\0') {
+        Some("key_path contains a NUL byte")
+    } else if path.chars().any(char::is_control) {
+        Some("key_path contains a control character")
+    } else if path.split('/').any(|part| part == "..") {
+        Some("key_path must not contain `..`")
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(ApiError::invalid("key_path", message)),
+        None => Ok(()),
+    }
 }
 
 fn parse_host_keys(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
@@ -289,6 +301,10 @@ mod tests {
             ("host_keys", json!(["ssh-ed25519 !!!notbase64!!!"])),
             ("host_keys", json!("ssh-ed25519 AAAA")),
             ("key_path", json!("relative/key")),
+            ("key_path", json!("/keys/../etc/shadow")),
+            ("key_path", json!("/keys/..")),
+            ("key_path", json!("/keys/id\u{0}")),
+            ("key_path", json!("/keys/id\n")),
             ("auth_method", json!("magic")),
         ];
         for (field, value) in cases {
@@ -296,6 +312,22 @@ mod tests {
             body[field] = value.clone();
             assert_eq!(field_of(body), Some(field), "{field}={value}");
         }
+    }
+
+    #[test]
+    fn key_path_errors_say_what_is_wrong() {
+        let message = |path: &str| {
+            let mut body = valid();
+            body["key_path"] = json!(path);
+            parse(&body).err().map(|e| e.message).unwrap_or_default()
+        };
+        assert!(message("id_ed25519").contains("absolute"));
+        assert!(message("/keys/../id").contains(".."));
+        assert!(message("/keys/\0id").contains("NUL"));
+        // `..` inside a name is a name.
+        let mut body = valid();
+        body["key_path"] = json!("/keys/id..old");
+        assert!(parse(&body).is_ok());
     }
 
     #[test]

@@ -218,28 +218,48 @@ const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// `POST /api/hosts/scan {hostname, port}`: the host's key and fingerprint,
 /// for an administrator to compare with the server's own and pin. The
-/// proxy connects itself (no authentication happens).
+/// proxy connects itself (no authentication happens). Whatever stops a peer
+/// that does not speak SSH gets one message, so the scan maps no ports;
+/// every scan is audited.
 pub(crate) async fn scan(
+    State(st): State<AppState>,
     user: AuthUser,
     Json(body): Json<serde_json::Value>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    user.require_admin()?;
     let hostname = body
         .get("hostname")
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .trim()
         .to_owned();
+    if let Err(err) = user.require_admin() {
+        let target: String = hostname
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(255)
+            .collect();
+        let detail = json!({"outcome": "forbidden"});
+        db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
+        return Err(err);
+    }
     super::host_input::check_hostname(&hostname)?;
     let port = super::host_input::parse_port(body.get("port"))?;
-    match ssh_runner::fetch_host_key(&hostname, port, SCAN_TIMEOUT).await {
-        Ok((key, fingerprint)) => Ok(axum::Json(
-            serde_json::json!({"key": key, "fingerprint": fingerprint}),
-        )),
-        Err(message) => Err(ApiError::new(
-            axum::http::StatusCode::BAD_GATEWAY,
+    let result = ssh_runner::fetch_host_key(&hostname, port, SCAN_TIMEOUT).await;
+    let detail = match &result {
+        Ok((_, fingerprint)) => json!({"outcome": "key", "fingerprint": fingerprint}),
+        Err(ssh_runner::ScanError::NoSshServer(_)) => json!({"outcome": "no_ssh_server"}),
+        Err(err @ ssh_runner::ScanError::Ssh { .. }) => {
+            json!({"outcome": "ssh_error", "message": err.to_string()})
+        }
+    };
+    let target = format!("{hostname}:{port}");
+    db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
+    match result {
+        Ok((key, fingerprint)) => Ok(axum::Json(json!({"key": key, "fingerprint": fingerprint}))),
+        Err(err) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
             "ssh",
-            message,
+            err.to_string(),
         )),
     }
 }

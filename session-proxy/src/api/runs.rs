@@ -66,7 +66,7 @@ async fn resolve(
         };
         let steps = script::parse_script(&body)
             .map_err(|e| ApiError::invalid("script_id", e.to_string()))?;
-        let label = format!("{name} ({} steps)", steps.len());
+        let label = format!("script: {name} ({})", step_count(steps.len()));
         return Ok((RunKind::Batch, label, steps));
     }
     plan(req)
@@ -91,11 +91,7 @@ fn plan(req: &RunRequest) -> Result<(RunKind, String, Vec<String>), ApiError> {
         (None, Some(text)) => {
             let steps = script::parse_script(text)
                 .map_err(|e| ApiError::invalid("script", e.to_string()))?;
-            let label = format!(
-                "batch ({} step{})",
-                steps.len(),
-                if steps.len() == 1 { "" } else { "s" }
-            );
+            let label = format!("batch ({})", step_count(steps.len()));
             Ok((RunKind::Batch, label, steps))
         }
         _ => Err(ApiError::invalid(
@@ -103,6 +99,11 @@ fn plan(req: &RunRequest) -> Result<(RunKind, String, Vec<String>), ApiError> {
             "give exactly one of command or script",
         )),
     }
+}
+
+/// `1 step`, `5 steps`.
+fn step_count(n: usize) -> String {
+    format!("{n} step{}", if n == 1 { "" } else { "s" })
 }
 
 /// Records a queued run and sends it to the session's runner. `ordered`
@@ -243,6 +244,23 @@ mod tests {
         assert_eq!(kind, RunKind::Batch);
         assert_eq!(label, "batch (2 steps)");
         assert_eq!(steps, vec!["cd /tmp", "ls"]);
+        let req = RunRequest {
+            script: Some("if true; then\n  ls\nfi\n".into()),
+            ..Default::default()
+        };
+        let (_, label, steps) = plan(&req).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((label.as_str(), steps.len()), ("batch (1 step)", 1));
+    }
+
+    #[test]
+    fn a_script_that_does_not_parse_names_the_line() {
+        let req = RunRequest {
+            script: Some("ls\nif true; then\n  ls\n".into()),
+            ..Default::default()
+        };
+        let err = plan(&req).err().unwrap_or_else(|| panic!("parsed"));
+        assert_eq!(err.field, Some("script"));
+        assert_eq!(err.message, "line 2: `if` is never closed (expected `fi`)");
     }
 
     #[test]

@@ -151,11 +151,13 @@ impl ClientSide {
                 command,
                 task,
                 script,
+                script_id,
             } => {
                 let req = RunRequest {
                     command,
                     script,
                     task,
+                    script_id,
                     ..Default::default()
                 };
                 runs::start_run(st, id, &self.user, &req, true).await?;

@@ -5,16 +5,18 @@
 //! refusal. Errors carry a message written for the user; the underlying
 //! cause goes to the log only.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client::{self, AuthResult, DisconnectReason, Handle};
 use russh::keys::agent::client::AgentClient;
-use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::Disconnect;
 use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use tokio_util::sync::CancellationToken;
 
+use super::key_file::{self, KeyFileError};
 use super::known_hosts::{self, KeyCheck};
 
 /// Why a connection could not be opened. `Display` is the user-facing
@@ -37,7 +39,7 @@ pub(crate) enum SshError {
         presented: String,
     },
     #[error("cannot use the private key {path}: {reason}")]
-    Key { path: String, reason: &'static str },
+    Key { path: String, reason: KeyFileError },
     #[error("authentication failed for user {user} on {addr} ({method})")]
     AuthFailed {
         user: String,
@@ -91,10 +93,14 @@ pub(crate) struct Attempt {
     pub(crate) result: Result<SshConnection, SshError>,
 }
 
-/// Connects and authenticates, all within `timeout` each.
-pub(crate) async fn connect(target: &HostTarget, timeout: Duration) -> Attempt {
+/// Reads the key (a `key_path` under `key_dir`), then connects and
+/// authenticates, each within `timeout`.
+pub(crate) async fn connect(target: &HostTarget, timeout: Duration, key_dir: &Path) -> Attempt {
     let seen = Arc::new(Mutex::new(None));
-    let result = connect_inner(target, timeout, &seen).await;
+    let result = match load_key(target, key_dir, timeout).await {
+        Ok(key) => connect_inner(target, timeout, key, &seen).await,
+        Err(err) => Err(err),
+    };
     let host_key = seen.lock().ok().and_then(|s| s.clone());
     Attempt { host_key, result }
 }
@@ -106,6 +112,7 @@ fn addr(target: &HostTarget) -> String {
 async fn connect_inner(
     target: &HostTarget,
     timeout: Duration,
+    key: Option<PrivateKey>,
     seen: &Arc<Mutex<Option<HostKeySeen>>>,
 ) -> Result<SshConnection, SshError> {
     let addr = addr(target);
@@ -135,12 +142,13 @@ async fn connect_inner(
         Ok(Err(err)) => return Err(refused(target, &addr, seen, err)),
         Ok(Ok(handle)) => handle,
     };
-    let authenticated = tokio::time::timeout(timeout, authenticate(&mut handle, target, &addr))
-        .await
-        .map_err(|_| SshError::Protocol {
-            addr: addr.clone(),
-            stage: "authentication (timed out)",
-        })??;
+    let authenticated =
+        tokio::time::timeout(timeout, authenticate(&mut handle, target, key, &addr))
+            .await
+            .map_err(|_| SshError::Protocol {
+                addr: addr.clone(),
+                stage: "authentication (timed out)",
+            })??;
     if !authenticated {
         return Err(SshError::AuthFailed {
             user: target.username.clone(),
@@ -194,6 +202,7 @@ fn auth_name(auth: &AuthMethod) -> &'static str {
 async fn authenticate(
     handle: &mut Handle<Verifier>,
     target: &HostTarget,
+    key: Option<PrivateKey>,
     addr: &str,
 ) -> Result<bool, SshError> {
     let user = target.username.as_str();
@@ -201,9 +210,8 @@ async fn authenticate(
         addr: addr.into(),
         stage,
     };
-    match &target.auth {
-        AuthMethod::KeyPath { path } => {
-            let key = load_key(path)?;
+    match key {
+        Some(key) => {
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
@@ -219,33 +227,31 @@ async fn authenticate(
                 })?;
             Ok(result.success())
         }
-        AuthMethod::Agent => authenticate_with_agent(handle, user, addr).await,
+        None => authenticate_with_agent(handle, user, addr).await,
     }
 }
 
-/// Reads a private key file. The error names the path and a reason, never
-/// the file's contents.
-fn load_key(path: &str) -> Result<russh::keys::PrivateKey, SshError> {
-    russh::keys::load_secret_key(path, None).map_err(|err| {
-        let reason = match &err {
-            russh::keys::Error::KeyIsEncrypted => {
-                "the key is encrypted (passphrase-protected keys are not supported)"
-            }
-            russh::keys::Error::IO(io) if io.kind() == std::io::ErrorKind::NotFound => {
-                "no such file"
-            }
-            russh::keys::Error::IO(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
-                "permission denied"
-            }
-            russh::keys::Error::IO(_) => "the file cannot be read",
-            _ => "not a valid OpenSSH private key",
-        };
-        tracing::warn!(path, reason, "cannot load private key");
-        SshError::Key {
-            path: path.into(),
-            reason,
+/// The private key of a `key_path` host (`None` for the agent), read
+/// before any connection is made. The error names the path and a reason,
+/// never the file's contents.
+async fn load_key(
+    target: &HostTarget,
+    key_dir: &Path,
+    timeout: Duration,
+) -> Result<Option<PrivateKey>, SshError> {
+    let AuthMethod::KeyPath { path } = &target.auth else {
+        return Ok(None);
+    };
+    match key_file::load(path, key_dir, timeout).await {
+        Ok(key) => Ok(Some(key)),
+        Err(reason) => {
+            tracing::warn!(path, %reason, "cannot load private key");
+            Err(SshError::Key {
+                path: path.clone(),
+                reason,
+            })
         }
-    })
+    }
 }
 
 async fn authenticate_with_agent(
@@ -355,42 +361,59 @@ impl client::Handler for Verifier {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_missing_key_names_the_path_only() {
-        let path = "/nonexistent/shellway/id_ed25519";
-        let err = load_key(path)
+    fn key_target(path: &str) -> HostTarget {
+        HostTarget {
+            name: "web1".into(),
+            hostname: "127.0.0.1".into(),
+            port: 1,
+            username: "u".into(),
+            auth: AuthMethod::KeyPath { path: path.into() },
+            host_key_policy: HostKeyPolicy::Strict,
+            host_keys: Vec::new(),
+        }
+    }
+
+    async fn key_error(path: &str, key_dir: &Path) -> String {
+        load_key(&key_target(path), key_dir, Duration::from_secs(5))
+            .await
             .err()
             .map(|e| e.to_string())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_names_the_path_only() {
+        let path = "/tmp/shellway-nonexistent/id_ed25519";
         assert_eq!(
-            err,
+            key_error(path, Path::new("/tmp")).await,
             format!("cannot use the private key {path}: no such file")
         );
     }
 
-    #[test]
-    fn a_file_that_is_no_key_does_not_leak_its_contents() {
+    #[tokio::test]
+    async fn a_file_that_is_no_key_does_not_leak_its_contents() {
         let dir = std::env::temp_dir().join(format!("shellway-key-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let path = dir.join("id");
         let secret = "-----BEGIN OPENSSH PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END OPENSSH PRIVATE KEY-----\n";
         std::fs::write(&path, secret).unwrap_or_else(|e| panic!("{e}"));
-        let path = path.display().to_string();
+        let big = dir.join("big");
+        std::fs::write(&big, secret.repeat(2000)).unwrap_or_else(|e| panic!("{e}"));
         // The fixture would leak if an error quoted the file.
         assert!(secret.contains("c2VjcmV0"));
-        let err = load_key(&path)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        for path in [path, big] {
+            let path = path.display().to_string();
+            let err = key_error(&path, &dir).await;
+            assert!(
+                err.starts_with(&format!("cannot use the private key {path}: ")),
+                "{err}"
+            );
+            assert!(
+                !err.contains("c2VjcmV0") && !err.contains("PRIVATE KEY"),
+                "{err}"
+            );
+        }
         std::fs::remove_dir_all(&dir).ok();
-        assert!(
-            err.starts_with(&format!("cannot use the private key {path}: ")),
-            "{err}"
-        );
-        assert!(
-            !err.contains("c2VjcmV0") && !err.contains("PRIVATE KEY"),
-            "{err}"
-        );
     }
 
     #[test]

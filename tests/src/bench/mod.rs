@@ -5,7 +5,7 @@
 mod broker_hop;
 mod interactive;
 mod peers;
-mod procstat;
+pub mod procstat;
 mod report;
 pub mod term;
 
