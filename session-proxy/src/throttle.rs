@@ -171,20 +171,23 @@ pub(crate) async fn count_attempt(db: &sqlx::PgPool, keys: &[Key]) -> sqlx::Resu
 /// back the attempt counted in advance.
 pub(crate) async fn succeeded(db: &sqlx::PgPool, keys: &[Key]) -> sqlx::Result<()> {
     for k in keys {
-        let sql = match k.kind {
-            Kind::Username => "DELETE FROM login_throttles WHERE kind = $1 AND key = $2",
-            Kind::Address => {
-                "UPDATE login_throttles SET failures = greatest(failures - 1, 0), \
-                 blocked_until = CASE WHEN failures - 1 >= $3 THEN blocked_until END \
-                 WHERE kind = $1 AND key = $2"
+        match k.kind {
+            Kind::Username => {
+                clear(db, k.kind, &k.key).await?;
             }
-        };
-        sqlx::query(sql)
-            .bind(k.kind.as_str())
-            .bind(&k.key)
-            .bind(THRESHOLD)
-            .execute(db)
-            .await?;
+            Kind::Address => {
+                sqlx::query(
+                    "UPDATE login_throttles SET failures = greatest(failures - 1, 0), \
+                     blocked_until = CASE WHEN failures - 1 >= $3 THEN blocked_until END \
+                     WHERE kind = $1 AND key = $2",
+                )
+                .bind(k.kind.as_str())
+                .bind(&k.key)
+                .bind(THRESHOLD)
+                .execute(db)
+                .await?;
+            }
+        }
     }
     Ok(())
 }
