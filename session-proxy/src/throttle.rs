@@ -176,14 +176,15 @@ pub(crate) async fn succeeded(db: &sqlx::PgPool, keys: &[Key]) -> sqlx::Result<(
                 clear(db, k.kind, &k.key).await?;
             }
             Kind::Address => {
+                // The key was not blocked when this attempt was counted
+                // (else it would have been refused): any block is the
+                // count's own, and goes with it.
                 sqlx::query(
                     "UPDATE login_throttles SET failures = greatest(failures - 1, 0), \
-                     blocked_until = CASE WHEN failures - 1 >= $3 THEN blocked_until END \
-                     WHERE kind = $1 AND key = $2",
+                     blocked_until = NULL WHERE kind = $1 AND key = $2",
                 )
                 .bind(k.kind.as_str())
                 .bind(&k.key)
-                .bind(THRESHOLD)
                 .execute(db)
                 .await?;
             }

@@ -523,3 +523,20 @@ async fn the_bootstrap_admin_and_create_admin_refuse_a_weak_password() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_in_from_an_address_with_failures_does_not_block_it_further() {
+    let env = TestEnv::start().await;
+    env.add_user("bob").await;
+    fail_logins(&env.base, "mallory", 5, &[]).await;
+    // The address's block lifts; bob signs in from it, twice in a row.
+    let first = eventually("the address block to lift", WAIT, || async {
+        let r = try_login(&env.base, "bob", "bob-password", &[]).await;
+        (r.status != StatusCode::TOO_MANY_REQUESTS).then_some(r)
+    })
+    .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let second = try_login(&env.base, "bob", "bob-password", &[]).await;
+    assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
+    env.finish().await;
+}
