@@ -87,8 +87,8 @@ pub(crate) fn expected(parts: &Parts, settings: &Settings) -> Option<Origin> {
 }
 
 /// Whether the request's `Origin` is `expected` (scheme, host and port).
-pub(crate) fn matches(parts_headers: &axum::http::HeaderMap, expected: Option<&Origin>) -> bool {
-    let sent = parts_headers
+pub(crate) fn matches(headers: &axum::http::HeaderMap, expected: Option<&Origin>) -> bool {
+    let sent = headers
         .get(ORIGIN)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<Origin>().ok());

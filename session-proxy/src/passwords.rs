@@ -22,9 +22,9 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Shortest new password, in characters.
-pub(crate) const MIN_PASSWORD: usize = 12;
+const MIN_PASSWORD: usize = 12;
 /// Longest new password, in characters (hashing cost grows with it).
-pub(crate) const MAX_PASSWORD: usize = 1024;
+const MAX_PASSWORD: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HashError {

@@ -17,11 +17,11 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 /// Failures (within [`WINDOW`]) before a key is blocked.
-pub(crate) const THRESHOLD: i32 = 5;
+const THRESHOLD: i32 = 5;
 /// The longest block.
-pub(crate) const MAX_DELAY: Duration = Duration::from_secs(60);
+const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Failures older than this are forgotten.
-pub(crate) const WINDOW: Duration = Duration::from_secs(15 * 60);
+const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Rows kept at most; the least recent go first.
 const MAX_ROWS: i64 = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);

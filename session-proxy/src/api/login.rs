@@ -21,7 +21,7 @@ use crate::passwords::{self, HashError, Hasher};
 use crate::throttle::{self, Attempt};
 
 /// Largest sign-in request body (a long passphrase, JSON-escaped, fits).
-pub(crate) const LOGIN_BODY_MAX: usize = 8 * 1024;
+const LOGIN_BODY_MAX: usize = 8 * 1024;
 /// How long a client may take to send it.
 const LOGIN_BODY_TIME: Duration = Duration::from_secs(10);
 
