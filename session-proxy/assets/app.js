@@ -1,6 +1,8 @@
 // Shellway web console. One page app, no build step: the proxy serves this
 // file as is. Views: console, hosts, logs (+ replay), live monitor, join,
-// manual. Protocol: docs/protocol.md.
+// users (admins), account, manual. Protocol: docs/protocol.md. It runs
+// under a Content-Security-Policy without inline scripts or style
+// attributes of its own: style with classes (app.css).
 'use strict';
 
 const app = { me: null, csrf: null, cleanup: null };
@@ -462,7 +464,7 @@ async function hostsView(view) {
         }}, 'Delete')] : ''))));
   }
   view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), h('th'))), tbody),
-    h('h2', {style: 'margin-top:20px'}, admin ? 'Add or edit a host' : ''), form,
+    h('h2', {class: 'section-title'}, admin ? 'Add or edit a host' : ''), form,
     admin ? '' : h('p', {class: 'muted'}, 'Only administrators change hosts.'));
   await load();
 }
@@ -518,7 +520,7 @@ function libraryView(kind) {
     view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
       h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One command a step (if … fi, loops and functions may span lines); # comments; cd, export and functions carry over; the batch stops at the first failing step.'),
       h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), h('th'))), tbody),
-      h('h2', {style: 'margin-top:20px'}, admin ? 'Add or edit' : ''), form);
+      h('h2', {class: 'section-title'}, admin ? 'Add or edit' : ''), form);
     await load();
   };
 }
@@ -557,7 +559,7 @@ function statusClass(s) {
 // stays responsive while it plays.
 async function replayView(view, params, id) {
   const s = await api('GET', '/api/sessions/' + id);
-  const termBox = h('div', {class: 'term', id: 'terminal', style: 'height:60vh'});
+  const termBox = h('div', {class: 'term replay', id: 'terminal'});
   const play = h('button', {id: 'replay-play'}, 'Play in real time');
   const progress = h('span', {class: 'muted', id: 'replay-progress'});
   view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Session on ' + (s.host_name || '?') + ' · ' + when(s.created_at)),
@@ -630,6 +632,130 @@ async function monitorView(view) {
   app.cleanup = () => clearInterval(timer);
 }
 
+// ---- users and sign-in protection (admins) -------------------------------
+
+async function usersView(view) {
+  const tbody = h('tbody');
+  const throttles = h('tbody');
+  const fields = {
+    username: h('input', {id: 'user-username', autocomplete: 'off', required: true}),
+    password: h('input', {id: 'user-password', type: 'password', autocomplete: 'new-password', required: true}),
+  };
+  const isAdmin = h('input', {id: 'user-is_admin', type: 'checkbox'});
+  const errs = {};
+  const row = (name, label) => {
+    errs[name] = h('span', {class: 'field-error', id: 'user-' + name + '-error', role: 'alert'});
+    return [h('label', {for: fields[name].id}, label), fields[name], errs[name]];
+  };
+  const form = h('form', {class: 'form-grid card', id: 'user-form', novalidate: true},
+    row('username', 'Username'), row('password', 'Password (12+ characters)'),
+    h('label', {for: 'user-is_admin'}, 'Administrator'), h('div', {}, isAdmin), h('span'),
+    h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: 'user-create'}, 'Create user')), h('span'));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    for (const e of Object.values(errs)) e.textContent = '';
+    try {
+      await api('POST', '/api/users', {username: fields.username.value.trim(), password: fields.password.value, is_admin: isAdmin.checked});
+      flash('User ' + fields.username.value.trim() + ' created.', 'info');
+      fields.username.value = ''; fields.password.value = ''; isAdmin.checked = false;
+      load();
+    } catch (e) { if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message); }
+  });
+  const act = (what, fn) => async () => {
+    try { await fn(); flash(what, 'info'); load(); } catch (e) { flash(e.message); }
+  };
+  function actions(u) {
+    if (app.me && u.id === app.me.id) return h('span', {class: 'muted'}, 'you');
+    return [
+      h('button', {class: 'user-toggle', onclick: act(u.username + (u.disabled ? ' enabled.' : ' disabled; their sessions ended.'),
+        () => api('PUT', '/api/users/' + u.id, {disabled: !u.disabled}))}, u.disabled ? 'Enable' : 'Disable'),
+      h('button', {onclick: act(u.username + ' updated.', () => api('PUT', '/api/users/' + u.id, {is_admin: !u.is_admin}))},
+        u.is_admin ? 'Make user' : 'Make admin'),
+      h('button', {onclick: async () => {
+        const pw = prompt('New password for ' + u.username + ' (12 characters or more). Their sign-ins end.');
+        if (pw) await act('Password of ' + u.username + ' changed.', () => api('PUT', '/api/users/' + u.id, {password: pw}))();
+      }}, 'Set password'),
+      h('button', {class: 'danger user-delete', onclick: async () => {
+        if (!confirm('Delete ' + u.username + '? Their sessions end; recordings and the audit trail keep their name.')) return;
+        await act(u.username + ' deleted.', () => api('DELETE', '/api/users/' + u.id))();
+      }}, 'Delete'),
+    ];
+  }
+  async function load() {
+    const [users, blocked] = await Promise.all([api('GET', '/api/users'), api('GET', '/api/login-throttles')]);
+    tbody.replaceChildren(...users.map((u) => h('tr', {'data-user': u.username},
+      h('td', {}, u.username), h('td', {}, u.is_admin ? 'admin' : 'user'),
+      h('td', {class: u.disabled ? 'status-bad' : 'status-ok'}, u.disabled ? 'disabled' : 'active'),
+      h('td', {}, when(u.created_at)), h('td', {class: 'row-actions'}, actions(u)))));
+    throttles.replaceChildren(...(blocked.length ? blocked.map((t) => h('tr', {'data-throttle': t.kind + ':' + t.key},
+      h('td', {}, t.kind), h('td', {}, t.key), h('td', {}, String(t.failures)),
+      h('td', {}, t.blocked_until && new Date(t.blocked_until) > new Date() ? when(t.blocked_until) : 'next failure'),
+      h('td', {class: 'row-actions'}, h('button', {onclick: act('Cleared ' + t.key + '.',
+        () => api('DELETE', '/api/login-throttles/' + t.kind + '/' + encodeURIComponent(t.key)))}, 'Clear')))) :
+      [h('tr', {}, h('td', {colspan: 5, class: 'muted'}, 'Nobody is throttled.'))]));
+  }
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Users'), h('button', {onclick: load}, 'Refresh')),
+    h('table', {id: 'users-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Username'), h('th', {}, 'Role'), h('th', {}, 'State'), h('th', {}, 'Created'), h('th'))), tbody),
+    h('h2', {class: 'section-title'}, 'Add a user'), form,
+    h('section', {class: 'card section-title', id: 'throttles'}, h('h3', {}, 'Sign-in protection'),
+      h('p', {class: 'muted'}, 'After 5 failed sign-ins for a username or from an address, each further try waits 1 s, 2 s, 4 s … up to a minute. Clear one to let a locked-out colleague in at once.'),
+      h('table', {id: 'throttles-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Kind'), h('th', {}, 'Username or address'), h('th', {}, 'Failures'), h('th', {}, 'Blocked until'), h('th'))), throttles)));
+  await load();
+}
+
+// ---- one's own account: password and API tokens ------------------------
+
+async function accountView(view) {
+  const current = h('input', {id: 'pw-current', type: 'password', autocomplete: 'current-password'});
+  const next = h('input', {id: 'pw-new', type: 'password', autocomplete: 'new-password'});
+  const errs = {current_password: h('span', {class: 'field-error', id: 'pw-current-error', role: 'alert'}),
+    new_password: h('span', {class: 'field-error', id: 'pw-new-error', role: 'alert'})};
+  const pwForm = h('form', {class: 'form-grid card', id: 'password-form', novalidate: true},
+    h('label', {for: 'pw-current'}, 'Current password'), current, errs.current_password,
+    h('label', {for: 'pw-new'}, 'New password (12+ characters)'), next, errs.new_password,
+    h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: 'pw-save'}, 'Change password')), h('span'));
+  pwForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    for (const e of Object.values(errs)) e.textContent = '';
+    try {
+      await api('POST', '/api/me/password', {current_password: current.value, new_password: next.value});
+      current.value = ''; next.value = '';
+      flash('Password changed; your other sign-ins have ended.', 'info');
+    } catch (e) { if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message); }
+  });
+  const tbody = h('tbody');
+  const name = h('input', {type: 'text', id: 'token-name', placeholder: 'deploy script', 'aria-label': 'Token name'});
+  const expiry = h('select', {id: 'token-expiry', 'aria-label': 'Expires in'},
+    [[7, '7 days'], [30, '30 days'], [90, '90 days'], [365, '1 year']].map(([d, l]) => h('option', {value: d * 86400, selected: d === 90}, l)));
+  const mint = h('input', {type: 'checkbox', id: 'token-mint'});
+  const secret = h('input', {type: 'text', id: 'token-secret', readonly: true, hidden: true, 'aria-label': 'New token'});
+  const create = h('button', {class: 'primary', id: 'token-create', onclick: async () => {
+    try {
+      const t = await api('POST', '/api/tokens', {name: name.value.trim(), expires_in: Number(expiry.value), scopes: mint.checked ? ['tokens'] : []});
+      secret.value = t.token; secret.hidden = false; secret.select();
+      flash('Token created. Copy it now: it is not shown again.', 'info');
+      name.value = ''; load();
+    } catch (e) { flash(e.message); }
+  }}, 'Create token');
+  async function load() {
+    const tokens = await api('GET', '/api/tokens');
+    tbody.replaceChildren(...tokens.map((t) => h('tr', {},
+      h('td', {}, t.name || '—'), h('td', {}, when(t.created_at)), h('td', {}, when(t.last_used_at) || 'never'),
+      h('td', {class: t.expired ? 'status-bad' : ''}, (t.expired ? 'expired ' : '') + when(t.expires_at)),
+      h('td', {}, t.scopes.join(', ')),
+      h('td', {class: 'row-actions'}, h('button', {class: 'danger', onclick: async () => {
+        try { await api('DELETE', '/api/tokens/' + t.id); load(); } catch (e) { flash(e.message); }
+      }}, 'Revoke')))));
+  }
+  view.append(h('h2', {}, 'Your account · ' + (app.me ? app.me.username : '')), pwForm,
+    h('h2', {class: 'section-title'}, 'API tokens'),
+    h('p', {class: 'muted'}, 'Scripts send a token as Authorization: Bearer <token>. A token can create tokens only if you allow it.'),
+    h('div', {class: 'toolbar'}, name, expiry, h('label', {for: 'token-mint'}, mint, ' may create tokens'), create),
+    secret,
+    h('table', {id: 'tokens-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Created'), h('th', {}, 'Last used'), h('th', {}, 'Expires'), h('th', {}, 'Scopes'), h('th'))), tbody));
+  await load();
+}
+
 // ---- manual --------------------------------------------------------------
 
 async function manualView(view) {
@@ -654,6 +780,8 @@ const routes = [
   [/^\/logs$/, logsView, 'logs'],
   [/^\/logs\/([0-9a-f-]+)$/, replayView, 'logs'],
   [/^\/monitor$/, monitorView, 'monitor'],
+  [/^\/users$/, usersView, 'users'],
+  [/^\/account$/, accountView, null],
   [/^\/manual$/, manualView, 'manual'],
   [/^\/join\/([^/]+)$/, joinView, null],
 ];
@@ -694,6 +822,7 @@ async function start() {
     app.me = me.user || me; app.csrf = me.csrf_token || null;
     $('#me').textContent = app.me.username;
     $('#nav-monitor').hidden = !app.me.is_admin;
+    $('#nav-users').hidden = !app.me.is_admin;
   } catch (e) { return; }
   $('#logout').addEventListener('click', async () => {
     try { await api('POST', '/api/logout', {}); } catch (_) { /* signed out anyway */ }

@@ -1,14 +1,12 @@
-//! Who is calling: passwords (argon2), login cookies with CSRF tokens, API
-//! tokens, and the `AuthUser` extractor every protected route takes.
+//! Who is calling: login cookies with CSRF tokens, API tokens, and the
+//! `AuthUser` extractor every protected route takes. Passwords are in
+//! `passwords.rs`.
 //!
 //! Cookie and API tokens are 256 random bits; only their SHA-256 is stored.
+//! Neither works for a disabled or deleted user, nor a token past its expiry.
 
-use std::sync::OnceLock;
-
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
-use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN, UPGRADE};
+use axum::http::header::{AUTHORIZATION, COOKIE, UPGRADE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
@@ -16,62 +14,13 @@ use uuid::Uuid;
 
 use crate::api::AppState;
 use crate::error::ApiError;
+use crate::origin::Origin;
 
 pub(crate) const COOKIE_NAME: &str = "shellway_session";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 pub(crate) const TOKEN_PREFIX: &str = "sw_";
 /// How long a login lasts.
 pub(crate) const LOGIN_HOURS: i64 = 12;
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum AuthError {
-    #[error("password hashing failed: {0}")]
-    Hash(String),
-    #[error("password hashing task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-/// Hashes a password with argon2id and a random salt (CPU-heavy: run it
-/// off the async threads).
-pub(crate) async fn hash_password(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || hash_now(&password)).await?
-}
-
-fn hash_now(password: &str) -> Result<String, AuthError> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| AuthError::Hash(e.to_string()))?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AuthError::Hash(e.to_string()))
-}
-
-/// Checks a password; with no stored hash (unknown user) it still spends the
-/// same time on a dummy hash so timing does not reveal which users exist.
-pub(crate) async fn verify_password(stored: Option<String>, password: String) -> bool {
-    let res = tokio::task::spawn_blocking(move || {
-        let dummy = dummy_hash();
-        let (hash, real) = match stored.as_deref() {
-            Some(h) => (h, true),
-            None => (dummy.as_str(), false),
-        };
-        let ok = PasswordHash::new(hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        ok && real
-    })
-    .await;
-    res.unwrap_or(false)
-}
-
-fn dummy_hash() -> &'static String {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_now("not the password of anyone").unwrap_or_default())
-}
 
 /// A fresh random secret (hex of 256 bits) and its stored hash.
 pub(crate) fn new_secret(prefix: &str) -> (String, Vec<u8>) {
@@ -106,7 +55,7 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -128,19 +77,6 @@ pub(crate) fn login_cookie(token: &str, secure: bool) -> String {
 pub(crate) fn logout_cookie(secure: bool) -> String {
     let secure = if secure { "; Secure" } else { "" };
     format!("{COOKIE_NAME}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}")
-}
-
-/// A WebSocket upgrade authenticated by cookie must come from a page of this
-/// very site (cross-site WebSocket hijacking): its Origin names our Host.
-pub(crate) fn origin_matches_host(headers: &HeaderMap) -> bool {
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-    let origin = headers.get(ORIGIN).and_then(|h| h.to_str().ok());
-    match (host, origin) {
-        (Some(host), Some(origin)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(host)),
-        _ => false,
-    }
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -192,7 +128,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(token) = bearer_token(&parts.headers) {
             let row: Option<UserRow> = sqlx::query_as(
                 "UPDATE api_tokens t SET last_used_at = now() FROM users u \
-                 WHERE t.token_hash = $1 AND u.id = t.user_id \
+                 WHERE t.token_hash = $1 AND u.id = t.user_id AND t.expires_at > now() \
+                 AND u.disabled_at IS NULL AND u.deleted_at IS NULL \
                  RETURNING u.id, u.username, u.is_admin",
             )
             .bind(token_hash(token))
@@ -209,13 +146,15 @@ impl FromRequestParts<AppState> for AuthUser {
         let cookie = session_cookie(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
         let row: Option<(Uuid, String, bool, String)> = sqlx::query_as(
             "SELECT u.id, u.username, u.is_admin, w.csrf_token FROM web_sessions w \
-             JOIN users u ON u.id = w.user_id WHERE w.token_hash = $1 AND w.expires_at > now()",
+             JOIN users u ON u.id = w.user_id WHERE w.token_hash = $1 AND w.expires_at > now() \
+             AND u.disabled_at IS NULL AND u.deleted_at IS NULL",
         )
         .bind(token_hash(cookie))
         .fetch_optional(&state.db)
         .await?;
         let (id, username, is_admin, csrf_token) = row.ok_or_else(ApiError::unauthenticated)?;
-        check_cookie_request(&parts.method, &parts.headers, &csrf_token)?;
+        let site = crate::origin::expected(parts, &state.settings);
+        check_cookie_request(&parts.method, &parts.headers, &csrf_token, site.as_ref())?;
         Ok(Self {
             id,
             username,
@@ -226,14 +165,16 @@ impl FromRequestParts<AppState> for AuthUser {
 }
 
 /// What a cookie-authenticated request must also show: the CSRF token on
-/// anything that changes state, the right Origin on a WebSocket upgrade.
+/// anything that changes state; on a WebSocket upgrade, the Origin of a
+/// page of this site (`site`: scheme, host and port).
 pub(crate) fn check_cookie_request(
     method: &Method,
     headers: &HeaderMap,
     csrf_token: &str,
+    site: Option<&Origin>,
 ) -> Result<(), ApiError> {
     if is_websocket_upgrade(headers) {
-        return if origin_matches_host(headers) {
+        return if crate::origin::matches(headers, site) {
             Ok(())
         } else {
             Err(ApiError::forbidden(
@@ -307,30 +248,40 @@ mod tests {
     #[test]
     fn state_changes_need_the_csrf_token() {
         let ok = headers(&[("x-csrf-token", "tok")]);
-        assert!(check_cookie_request(&Method::POST, &ok, "tok").is_ok());
+        assert!(check_cookie_request(&Method::POST, &ok, "tok", None).is_ok());
         let wrong = headers(&[("x-csrf-token", "tok2")]);
-        let err = check_cookie_request(&Method::DELETE, &wrong, "tok");
+        let err = check_cookie_request(&Method::DELETE, &wrong, "tok", None);
         assert_eq!(err.map_err(|e| e.code), Err("csrf"));
-        assert!(check_cookie_request(&Method::PUT, &HeaderMap::new(), "tok").is_err());
-        assert!(check_cookie_request(&Method::GET, &HeaderMap::new(), "tok").is_ok());
+        assert!(check_cookie_request(&Method::PUT, &HeaderMap::new(), "tok", None).is_err());
+        assert!(check_cookie_request(&Method::GET, &HeaderMap::new(), "tok", None).is_ok());
     }
 
     #[test]
     fn cookie_websockets_must_come_from_our_origin() {
-        let same = headers(&[
+        let site: Origin = "https://console.example:8080"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let from = |origin: &'static str| {
+            let h = headers(&[("upgrade", "websocket"), ("origin", origin)]);
+            check_cookie_request(&Method::GET, &h, "t", Some(&site)).is_ok()
+        };
+        assert!(from("https://console.example:8080"));
+        assert!(from("https://CONSOLE.example:8080/"));
+        assert!(!from("https://evil.example"));
+        assert!(!from("http://console.example:8080"), "another scheme");
+        assert!(!from("https://console.example"), "another port");
+        assert!(!from("https://console.example:8081"), "another port");
+        assert!(!from("null"));
+        let none = headers(&[("upgrade", "websocket")]);
+        assert!(check_cookie_request(&Method::GET, &none, "t", Some(&site)).is_err());
+        let h = headers(&[
             ("upgrade", "websocket"),
-            ("host", "console.example:8080"),
             ("origin", "https://console.example:8080"),
         ]);
-        assert!(check_cookie_request(&Method::GET, &same, "t").is_ok());
-        let evil = headers(&[
-            ("upgrade", "websocket"),
-            ("host", "console.example:8080"),
-            ("origin", "https://evil.example"),
-        ]);
-        assert!(check_cookie_request(&Method::GET, &evil, "t").is_err());
-        let none = headers(&[("upgrade", "websocket"), ("host", "console.example")]);
-        assert!(check_cookie_request(&Method::GET, &none, "t").is_err());
+        assert!(
+            check_cookie_request(&Method::GET, &h, "t", None).is_err(),
+            "no Host, no site: refused"
+        );
     }
 
     #[test]
@@ -350,14 +301,5 @@ mod tests {
         assert_eq!(hash, token_hash(&token));
         assert!(same_secret(&token, &token.clone()));
         assert!(!same_secret(&token, "sw_"));
-    }
-
-    #[tokio::test]
-    async fn passwords_verify_and_unknown_users_fail() {
-        let hash = hash_password("pw".into()).await.unwrap_or_default();
-        assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password(Some(hash.clone()), "pw".into()).await);
-        assert!(!verify_password(Some(hash), "nope".into()).await);
-        assert!(!verify_password(None, "not the password of anyone".into()).await);
     }
 }

@@ -8,6 +8,7 @@ use shellway_common::amqp::DurableQueueOptions;
 use shellway_common::Topology;
 
 use crate::Config;
+use crate::{ConnectionLimits, Origin, Security, TrustedProxies};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,13 +103,69 @@ pub(crate) struct Options {
         hide_env_values = true
     )]
     pub admin_password: Option<String>,
+    /// Mark the login cookie `Secure` (default: unless listening on loopback).
     #[arg(
         long,
         env = "SHELLWAY_COOKIE_SECURE",
         global = true,
-        default_value_t = false
+        value_parser = clap::builder::BoolishValueParser::new()
     )]
-    pub cookie_secure: bool,
+    pub cookie_secure: Option<bool>,
+    /// The URL browsers use, e.g. https://console.example.com.
+    #[arg(long, env = "SHELLWAY_PUBLIC_URL", global = true, value_parser = parse_origin)]
+    pub public_url: Option<Origin>,
+    /// Reverse proxies (addresses or networks, comma-separated) whose
+    /// X-Forwarded-For/-Proto/-Host headers are believed.
+    #[arg(
+        long,
+        env = "SHELLWAY_TRUSTED_PROXIES",
+        global = true,
+        default_value = "",
+        value_parser = parse_trusted
+    )]
+    pub trusted_proxies: TrustedProxies,
+    /// Password hashes computed at once (default: twice the cores).
+    #[arg(long, env = "SHELLWAY_HASH_CONCURRENCY", global = true)]
+    pub hash_concurrency: Option<usize>,
+    #[arg(
+        long,
+        env = "SHELLWAY_HASH_WAIT_MS",
+        global = true,
+        default_value_t = 2_000
+    )]
+    pub hash_wait_ms: u64,
+    /// Longest lifetime of an API token, in seconds.
+    #[arg(
+        long,
+        env = "SHELLWAY_TOKEN_MAX_EXPIRY_S",
+        global = true,
+        default_value_t = 365 * 86_400
+    )]
+    pub token_max_expiry_s: u64,
+    /// Connections at once, WebSockets included.
+    #[arg(
+        long,
+        env = "SHELLWAY_MAX_CONNECTIONS",
+        global = true,
+        default_value_t = ConnectionLimits::default().max_total
+    )]
+    pub max_connections: usize,
+    /// Connections at once from one client address (IPv6: one /64).
+    #[arg(
+        long,
+        env = "SHELLWAY_MAX_CONNECTIONS_PER_ADDRESS",
+        global = true,
+        default_value_t = ConnectionLimits::default().max_per_address
+    )]
+    pub max_connections_per_address: usize,
+    /// Time to send a request head; also how long an idle connection stays.
+    #[arg(
+        long,
+        env = "SHELLWAY_HEADER_TIMEOUT_MS",
+        global = true,
+        default_value_t = 10_000
+    )]
+    pub header_timeout_ms: u64,
     /// Also run an SSH runner in this process.
     #[arg(
         long,
@@ -221,6 +278,14 @@ pub(crate) struct Options {
     pub recording_sweep_s: u64,
 }
 
+fn parse_origin(s: &str) -> Result<Origin, String> {
+    s.parse()
+}
+
+fn parse_trusted(s: &str) -> Result<TrustedProxies, String> {
+    s.parse()
+}
+
 /// Eight random hex digits.
 pub(crate) fn random_id() -> String {
     hex::encode(rand::random::<[u8; 4]>())
@@ -254,6 +319,21 @@ impl Options {
         }
         if self.recording_sweep_s == 0 {
             return Err("SHELLWAY_RECORDING_SWEEP_S must be at least 1".into());
+        }
+        if self.hash_concurrency == Some(0) {
+            return Err("SHELLWAY_HASH_CONCURRENCY must be at least 1".into());
+        }
+        if self.token_max_expiry_s == 0 {
+            return Err("SHELLWAY_TOKEN_MAX_EXPIRY_S must be at least 1".into());
+        }
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return Err(
+                "SHELLWAY_MAX_CONNECTIONS and SHELLWAY_MAX_CONNECTIONS_PER_ADDRESS must be at least 1"
+                    .into(),
+            );
+        }
+        if self.header_timeout_ms < 100 {
+            return Err("SHELLWAY_HEADER_TIMEOUT_MS must be at least 100".into());
         }
         if self.request_ttl_ms < 100 {
             return Err("SHELLWAY_REQUEST_TTL_MS must be at least 100".into());
@@ -318,7 +398,9 @@ impl Options {
                 .admin_password
                 .clone()
                 .map(|password| (self.admin_username.clone(), password)),
-            cookie_secure: self.cookie_secure,
+            cookie_secure: self
+                .cookie_secure
+                .unwrap_or(!self.listen.ip().is_loopback()),
             with_runner,
             sharing: crate::Sharing {
                 max_expiry: Duration::from_secs(self.share_max_expiry_s),
@@ -336,6 +418,23 @@ impl Options {
                 }),
                 max_bytes: (self.recording_max_bytes > 0).then_some(self.recording_max_bytes),
                 sweep_every: Duration::from_secs(self.recording_sweep_s),
+            },
+            security: self.security(),
+        }
+    }
+
+    fn security(&self) -> Security {
+        let defaults = Security::default();
+        Security {
+            trusted_proxies: self.trusted_proxies.clone(),
+            public_url: self.public_url.clone(),
+            hash_concurrency: self.hash_concurrency.unwrap_or(defaults.hash_concurrency),
+            hash_wait: Duration::from_millis(self.hash_wait_ms),
+            token_max_expiry: Duration::from_secs(self.token_max_expiry_s),
+            connections: ConnectionLimits {
+                max_total: self.max_connections,
+                max_per_address: self.max_connections_per_address,
+                header_timeout: Duration::from_millis(self.header_timeout_ms),
             },
         }
     }
@@ -361,16 +460,67 @@ mod tests {
             crate::RecordingPolicy::default(),
             "recordings are kept"
         );
+        assert!(!cfg.cookie_secure, "plain HTTP on loopback");
+        assert_eq!(cfg.security.trusted_proxies, TrustedProxies::default());
+        assert!(cfg.security.hash_concurrency >= 2);
+        assert_eq!(cfg.security.connections, ConnectionLimits::default());
+    }
+
+    #[test]
+    fn the_cookie_is_secure_unless_listening_on_loopback_or_told_otherwise() {
+        let secure = |args: &[&str]| {
+            let mut all = vec!["session-proxy"];
+            all.extend_from_slice(args);
+            let cli = Cli::try_parse_from(all).unwrap_or_else(|e| panic!("{e}"));
+            cli.opts.to_config().cookie_secure
+        };
+        assert!(!secure(&[]));
+        assert!(!secure(&["--listen", "[::1]:8080"]));
+        assert!(secure(&["--listen", "0.0.0.0:8080"]));
+        assert!(!secure(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--cookie-secure",
+            "false"
+        ]));
+        assert!(secure(&["--cookie-secure", "yes"]));
+    }
+
+    #[test]
+    fn bad_security_settings_are_refused_at_start() {
+        for args in [
+            ["--trusted-proxies", "10.0.0.0/99"],
+            ["--trusted-proxies", "proxy.local"],
+            ["--public-url", "console.example.com"],
+        ] {
+            let mut all = vec!["session-proxy"];
+            all.extend_from_slice(&args);
+            assert!(Cli::try_parse_from(all).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["session-proxy", "--hash-concurrency", "0"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli.opts.validate().is_err());
+        let cli = Cli::try_parse_from([
+            "session-proxy",
+            "--trusted-proxies",
+            "10.0.0.0/8, 192.168.0.1",
+            "--public-url",
+            "https://console.example.com",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = cli.opts.to_config();
+        assert!(cfg.security.public_url.is_some());
+        assert_ne!(cfg.security.trusted_proxies, TrustedProxies::default());
     }
 
     #[test]
     fn an_admin_password_alone_creates_the_admin_user() {
-        let cli = Cli::try_parse_from(["session-proxy", "--admin-password", "pw-123456"])
+        let cli = Cli::try_parse_from(["session-proxy", "--admin-password", "pw-123456-long"])
             .unwrap_or_else(|e| panic!("{e}"));
         let cfg = cli.opts.to_config();
         assert_eq!(
             cfg.bootstrap_admin,
-            Some(("admin".to_owned(), "pw-123456".to_owned()))
+            Some(("admin".to_owned(), "pw-123456-long".to_owned()))
         );
     }
 

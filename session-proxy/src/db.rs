@@ -102,3 +102,23 @@ pub(crate) async fn audit<'e, E>(
         tracing::error!(error = %err, action, "cannot write the audit trail");
     }
 }
+
+/// What an unauthenticated request may have stored (a username it tried):
+/// control characters dropped, at most 64 characters.
+pub(crate) fn untrusted_text(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(crate::throttle::MAX_KEY)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn untrusted_text_is_short_and_printable() {
+        let s = super::untrusted_text(&format!("ad\u{1b}[31mmin\r\n\0{}", "é".repeat(1000)));
+        assert!(s.starts_with("ad[31mmin"), "{s}");
+        assert_eq!(s.chars().count(), 64);
+        assert!(!s.chars().any(char::is_control));
+    }
+}

@@ -15,6 +15,8 @@ pub(crate) struct ApiError {
     pub message: String,
     /// The request field at fault, for validation errors.
     pub field: Option<&'static str>,
+    /// Seconds after which trying again may succeed (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,20 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
+        }
+    }
+
+    /// A refusal that lifts by itself: `Retry-After` tells when.
+    pub(crate) fn retry_later(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        after_secs: u64,
+    ) -> Self {
+        Self {
+            retry_after: Some(after_secs.max(1)),
+            ..Self::new(status, code, message)
         }
     }
 
@@ -119,7 +135,12 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.field {
             error["field"] = json!(field);
         }
-        (self.status, axum::Json(json!({ "error": error }))).into_response()
+        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -148,6 +169,21 @@ mod tests {
         assert!(!body.contains("hunter2"), "{body}");
         assert!(!body.contains("relation"), "{body}");
         assert!(body.contains("internal error"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn refusals_that_lift_say_when() {
+        let resp = ApiError::retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            "wait",
+            7,
+        )
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "7");
+        let never_zero = ApiError::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", "wait", 0);
+        assert_eq!(never_zero.retry_after, Some(1));
     }
 
     #[tokio::test]

@@ -8,17 +8,23 @@
 mod api;
 mod auth;
 mod broker;
+mod client_addr;
 mod config;
 mod db;
 mod error;
 mod fanout;
+mod headers;
 mod health;
 mod inputs;
 mod liveness;
+mod origin;
+mod passwords;
 mod presence;
 mod recorder;
 mod recording;
 mod rejected;
+mod serve;
+mod throttle;
 mod web;
 mod ws;
 
@@ -55,10 +61,45 @@ pub struct Config {
     pub with_runner: Option<ssh_runner::Config>,
     pub sharing: Sharing,
     pub recording: RecordingPolicy,
+    pub security: Security,
 }
 
 pub use crate::api::shares::Sharing;
+pub use crate::client_addr::TrustedProxies;
+pub use crate::origin::Origin;
 pub use crate::recording::RecordingPolicy;
+pub use crate::serve::ConnectionLimits;
+
+/// Bounds at the edge: connections, sign-ins, tokens, and what the proxy
+/// trusts. See docs/security.md.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Reverse proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: TrustedProxies,
+    /// The URL browsers use; WebSocket origins must match it.
+    pub public_url: Option<Origin>,
+    /// Password hashes computed at once (each holds ~19 MiB).
+    pub hash_concurrency: usize,
+    /// How long a sign-in waits for a hashing thread before `busy`.
+    pub hash_wait: Duration,
+    /// Longest lifetime of an API token.
+    pub token_max_expiry: Duration,
+    pub connections: ConnectionLimits,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            trusted_proxies: TrustedProxies::default(),
+            public_url: None,
+            hash_concurrency: 2 * cores,
+            hash_wait: Duration::from_secs(2),
+            token_max_expiry: Duration::from_secs(365 * 86_400),
+            connections: ConnectionLimits::default(),
+        }
+    }
+}
 
 /// How long to wait for RabbitMQ at start.
 const BROKER_STARTUP_WAIT: Duration = Duration::from_secs(60);
@@ -72,8 +113,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let db = db::connect(&config.database_url).await?;
+    let hasher =
+        passwords::Hasher::new(config.security.hash_concurrency, config.security.hash_wait)?;
     if let Some((username, password)) = &config.bootstrap_admin {
-        if api::login::ensure_admin(&db, username, password).await? {
+        if api::login::ensure_admin(&db, &hasher, username, password).await? {
             tracing::info!(%username, "created the bootstrap administrator");
         }
     }
@@ -103,10 +146,14 @@ pub async fn run(
         fanout,
         presence,
         inputs: inputs::InputLog::new(db.clone(), &tracker, tasks.clone()),
+        hasher,
         settings: Arc::new(Settings {
             request_ttl: config.request_ttl,
             cookie_secure: config.cookie_secure,
             sharing: config.sharing.clone(),
+            trusted_proxies: config.security.trusted_proxies.clone(),
+            public_origin: config.security.public_url.clone(),
+            token_max_expiry: config.security.token_max_expiry,
         }),
         shutdown: tasks.clone(),
     };
@@ -146,6 +193,7 @@ pub async fn run(
         tasks.clone(),
     ));
     tracker.spawn(health::watch(db.clone(), broker.clone(), tasks.clone()));
+    tracker.spawn(throttle::prune_loop(db.clone(), tasks.clone()));
     if let Some(runner) = config.with_runner.clone() {
         let token = tasks.clone();
         tracker.spawn(async move {
@@ -156,36 +204,21 @@ pub async fn run(
     }
 
     tracing::info!(addr = ?listener.local_addr().ok(), proxy_id = %config.proxy_id, "session proxy listening");
-    // Keystroke echoes are tiny writes: never hold them back (Nagle).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let serve = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    // Graceful shutdown waits for responses in flight; a client that
-    // stopped reading a long download would hold the proxy up for ever.
-    let served = tokio::select! {
-        served = std::future::IntoFuture::into_future(serve) => served,
-        () = after_shutdown(&shutdown, DRAIN) => {
-            tracing::warn!("requests still in flight at shutdown; closing them");
-            Ok(())
-        }
-    };
+    serve::serve(
+        listener,
+        api::router(state),
+        config.security.connections.clone(),
+        config.security.trusted_proxies.clone(),
+        shutdown.clone(),
+    )
+    .await;
     tasks.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
         tracing::warn!("background tasks did not stop in time");
     }
     db.close().await;
-    served?;
     Ok(())
-}
-
-async fn after_shutdown(shutdown: &CancellationToken, wait: Duration) {
-    shutdown.cancelled().await;
-    tokio::time::sleep(wait).await;
 }
 
 async fn wait_for_broker(broker: &Broker, shutdown: &CancellationToken) -> anyhow::Result<()> {
@@ -272,11 +305,10 @@ async fn create_admin(opts: &config::Options, username: &str) -> anyhow::Result<
         Some(p) => p.clone(),
         None => read_password()?,
     };
-    if password.len() < 8 {
-        anyhow::bail!("the password must have at least 8 characters");
-    }
+    passwords::check_new(username, &password).map_err(anyhow::Error::msg)?;
     let db = db::connect(&opts.database_url).await?;
-    let created = api::login::ensure_admin(&db, username, &password).await?;
+    let hasher = passwords::Hasher::new(1, Duration::from_secs(60))?;
+    let created = api::login::ensure_admin(&db, &hasher, username, &password).await?;
     db.close().await;
     if created {
         tracing::info!(%username, "administrator created");

@@ -31,6 +31,7 @@ macro_rules! asset {
 
 const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("login.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("manual.html", "text/html; charset=utf-8"),
     asset!("vendor/xterm.js", "text/javascript; charset=utf-8"),
@@ -51,6 +52,8 @@ const PAGES: &[&str] = &[
     "/logs/{id}",
     "/manual",
     "/monitor",
+    "/users",
+    "/account",
     "/join/{token}",
 ];
 
@@ -133,6 +136,19 @@ mod tests {
         }
         assert!(INDEX.contains("app.js"));
         assert!(LOGIN.contains("form"));
+        // The pages run under a CSP without 'unsafe-inline' scripts.
+        for page in [INDEX, LOGIN] {
+            assert!(!page.contains("<script>"), "inline script");
+            let handler = page.match_indices(" on").any(|(i, _)| {
+                let rest = &page[i + 3..];
+                let name = rest.len()
+                    - rest
+                        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                        .len();
+                name > 0 && rest[name..].starts_with('=')
+            });
+            assert!(!handler, "inline event handler");
+        }
     }
 
     #[test]

@@ -219,6 +219,20 @@ impl Browser {
             .await;
     }
 
+    /// Runs `source` in every page this browser opens from now on, before
+    /// the page's own scripts (Chrome DevTools' `addScriptToEvaluateOnNewDocument`).
+    pub async fn on_every_page(&self, source: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({
+                "cmd": "Page.addScriptToEvaluateOnNewDocument",
+                "params": {"source": source},
+            })),
+        )
+        .await;
+    }
+
     pub async fn accept_alert(&self) {
         self.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
             .await;

@@ -31,6 +31,16 @@ pub struct TestEnvOptions {
     pub proxy_process: bool,
     pub sharing: session_proxy::Sharing,
     pub recording: session_proxy::RecordingPolicy,
+    /// Connection, sign-in and token bounds of the proxies.
+    pub security: session_proxy::Security,
+}
+
+/// The proxy's security defaults, but room for many connections: every
+/// test client comes from 127.0.0.1.
+fn test_security() -> session_proxy::Security {
+    let mut security = session_proxy::Security::default();
+    security.connections.max_per_address = 4096;
+    security
 }
 
 impl Default for TestEnvOptions {
@@ -44,6 +54,7 @@ impl Default for TestEnvOptions {
             proxy_process: false,
             sharing: session_proxy::Sharing::default(),
             recording: session_proxy::RecordingPolicy::default(),
+            security: test_security(),
         }
     }
 }
@@ -215,6 +226,7 @@ impl TestEnv {
             with_runner: None,
             sharing: self.opts.sharing.clone(),
             recording: self.opts.recording.clone(),
+            security: self.opts.security.clone(),
         }
     }
 
@@ -350,6 +362,40 @@ impl TestEnv {
                 recording.sweep_every.as_secs().max(1).to_string(),
             )
             .env("SHELLWAY_ADMIN_USERNAME", ADMIN)
+            .env("SHELLWAY_COOKIE_SECURE", "false")
+            .env(
+                "SHELLWAY_TRUSTED_PROXIES",
+                self.opts.security.trusted_proxies.to_string(),
+            )
+            .env(
+                "SHELLWAY_HASH_CONCURRENCY",
+                self.opts.security.hash_concurrency.to_string(),
+            )
+            .env(
+                "SHELLWAY_HASH_WAIT_MS",
+                self.opts.security.hash_wait.as_millis().to_string(),
+            )
+            .env(
+                "SHELLWAY_TOKEN_MAX_EXPIRY_S",
+                self.opts.security.token_max_expiry.as_secs().to_string(),
+            )
+            .env(
+                "SHELLWAY_MAX_CONNECTIONS",
+                self.opts.security.connections.max_total.to_string(),
+            )
+            .env(
+                "SHELLWAY_MAX_CONNECTIONS_PER_ADDRESS",
+                self.opts.security.connections.max_per_address.to_string(),
+            )
+            .env(
+                "SHELLWAY_HEADER_TIMEOUT_MS",
+                self.opts
+                    .security
+                    .connections
+                    .header_timeout
+                    .as_millis()
+                    .to_string(),
+            )
             .env("SHELLWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env(
                 "RUST_LOG",
@@ -357,6 +403,9 @@ impl TestEnv {
             )
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(url) = &self.opts.security.public_url {
+            cmd.env("SHELLWAY_PUBLIC_URL", url.to_string());
+        }
     }
 
     /// Starts the runner binary as a process (so a test can kill it).

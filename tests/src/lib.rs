@@ -16,11 +16,13 @@ pub mod browser;
 pub mod env;
 pub mod finder;
 pub mod interrupt;
+pub mod signin;
 pub mod sshd;
 pub mod ws;
 
 pub use api::Api;
 pub use env::{TestEnv, TestEnvOptions};
+pub use signin::{try_login, CookieClient};
 pub use sshd::Sshd;
 pub use ws::{Frame, WsClient};
 

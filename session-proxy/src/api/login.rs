@@ -1,17 +1,29 @@
 //! Cookie sessions for people: login, logout, who am I.
 
+use std::time::Duration;
+
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{AppState, Json};
+use super::AppState;
 use crate::auth::{self, AuthUser, Credential};
+use crate::client_addr::ClientAddr;
 use crate::db;
 use crate::error::ApiError;
+use crate::passwords::{self, HashError, Hasher};
+use crate::throttle::{self, Attempt};
+
+/// Largest sign-in request body (a long passphrase, JSON-escaped, fits).
+const LOGIN_BODY_MAX: usize = 8 * 1024;
+/// How long a client may take to send it.
+const LOGIN_BODY_TIME: Duration = Duration::from_secs(10);
 
 #[derive(Deserialize)]
 pub(crate) struct Login {
@@ -23,25 +35,119 @@ pub(crate) fn user_json(id: Uuid, username: &str, is_admin: bool) -> Value {
     json!({"id": id, "username": username, "is_admin": is_admin})
 }
 
+/// The sign-in body, bounded in size and in time.
+async fn read_login(body: Body) -> Result<Login, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "a sign-in request has at most {} KiB",
+                LOGIN_BODY_MAX / 1024
+            ),
+        )
+    };
+    let bytes = tokio::time::timeout(LOGIN_BODY_TIME, axum::body::to_bytes(body, LOGIN_BODY_MAX))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the sign-in request was not sent in time",
+            )
+        })?
+        .map_err(|_| too_large())?;
+    Ok(axum::Json::<Login>::from_bytes(&bytes)?.0)
+}
+
+pub(crate) fn too_many_attempts(secs: u64) -> ApiError {
+    ApiError::retry_later(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many failed sign-ins; try again in {secs} s"),
+        secs,
+    )
+}
+
+/// A password check refused for want of a hashing thread, or failed.
+pub(crate) fn hashing_error(err: HashError) -> ApiError {
+    match err {
+        HashError::Busy => ApiError::retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the server is checking many passwords at once; try again in a moment",
+            1,
+        ),
+        other => ApiError::internal(&other),
+    }
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "wrong username or password",
+    )
+}
+
+type LoginRow = (Uuid, String, String, bool, Option<DateTime<Utc>>);
+
 pub(crate) async fn login(
     State(st): State<AppState>,
-    Json(body): Json<Login>,
+    ClientAddr(addr): ClientAddr,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let row: Option<(Uuid, String, bool)> =
-        sqlx::query_as("SELECT id, password_hash, is_admin FROM users WHERE username = $1")
-            .bind(&body.username)
-            .fetch_optional(&st.db)
-            .await?;
-    let stored = row.as_ref().map(|r| r.1.clone());
-    let ok = auth::verify_password(stored, body.password).await;
-    let Some((id, _, is_admin)) = row.filter(|_| ok) else {
-        db::audit(&st.db, None, "login.failed", &body.username, json!({})).await;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_credentials",
-            "wrong username or password",
-        ));
+    let body = read_login(body).await?;
+    let keys = throttle::keys(&body.username, addr);
+    // Blocked keys are refused before waiting for a hashing thread.
+    if let Some(secs) = throttle::blocked_for(&st.db, &keys).await? {
+        return Err(too_many_attempts(secs));
+    }
+    let admitted = st.hasher.admit().await.map_err(hashing_error)?;
+    let blocking = match throttle::count_attempt(&st.db, &keys).await? {
+        Attempt::Blocked(secs) => return Err(too_many_attempts(secs)),
+        Attempt::Counted(blocking) => blocking,
     };
+    let row: Option<LoginRow> = sqlx::query_as(
+        "SELECT id, username, password_hash, is_admin, disabled_at FROM users \
+         WHERE username = $1 AND deleted_at IS NULL",
+    )
+    .bind(&body.username)
+    .fetch_optional(&st.db)
+    .await?;
+    let stored = row.as_ref().map(|r| r.2.clone());
+    let ok = admitted.verify(stored, body.password).await;
+    let Some((id, username, _, is_admin, disabled_at)) = row.filter(|_| ok) else {
+        let tried = db::untrusted_text(&body.username);
+        let address = addr.map(|a| a.to_string());
+        db::audit(
+            &st.db,
+            None,
+            "login.failed",
+            &tried,
+            json!({"address": address}),
+        )
+        .await;
+        for (key, failures, until) in blocking {
+            let detail = json!({"kind": key.kind.as_str(), "failures": failures, "until": until});
+            db::audit(&st.db, None, "login.throttled", &key.key, detail).await;
+        }
+        return Err(invalid_credentials());
+    };
+    throttle::succeeded(&st.db, &keys).await?;
+    if disabled_at.is_some() {
+        db::audit(
+            &st.db,
+            Some((id, &username)),
+            "login.disabled",
+            &username,
+            json!({}),
+        )
+        .await;
+        return Err(ApiError::forbidden(
+            "this account is disabled; ask an administrator",
+        ));
+    }
     let (token, hash) = auth::new_secret("");
     let csrf = hex::encode(rand::random::<[u8; 32]>());
     sqlx::query(
@@ -54,15 +160,16 @@ pub(crate) async fn login(
     .bind(auth::LOGIN_HOURS as i32)
     .execute(&st.db)
     .await?;
+    let address = addr.map(|a| a.to_string());
     db::audit(
         &st.db,
-        Some((id, &body.username)),
+        Some((id, &username)),
         "login",
-        &body.username,
-        json!({}),
+        &username,
+        json!({"address": address}),
     )
     .await;
-    let body = json!({"user": user_json(id, &body.username, is_admin), "csrf_token": csrf});
+    let body = json!({"user": user_json(id, &username, is_admin), "csrf_token": csrf});
     let cookie = auth::login_cookie(&token, st.settings.cookie_secure);
     Ok(([(SET_COOKIE, cookie)], axum::Json(body)).into_response())
 }
@@ -91,17 +198,29 @@ pub(crate) async fn me(user: AuthUser) -> axum::Json<Value> {
     axum::Json(body)
 }
 
-/// Creates `username` as an administrator unless the user exists already.
-/// Returns whether it was created.
+/// Creates `username` as an administrator unless the user exists already
+/// (then nothing changes and the password is not looked at). Returns
+/// whether it was created.
 pub(crate) async fn ensure_admin(
     db: &sqlx::PgPool,
+    hasher: &Hasher,
     username: &str,
     password: &str,
 ) -> anyhow::Result<bool> {
-    let hash = auth::hash_password(password.to_owned()).await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE username = $1 AND deleted_at IS NULL")
+            .bind(username)
+            .fetch_optional(db)
+            .await?;
+    if exists.is_some() {
+        return Ok(false);
+    }
+    passwords::check_new(username, password)
+        .map_err(|why| anyhow::anyhow!("the administrator's password is refused: {why}"))?;
+    let hash = hasher.hash(password.to_owned()).await?;
     let res = sqlx::query(
         "INSERT INTO users (id, username, password_hash, is_admin) VALUES ($1, $2, $3, true) \
-         ON CONFLICT (username) DO NOTHING",
+         ON CONFLICT (username) WHERE deleted_at IS NULL DO NOTHING",
     )
     .bind(Uuid::now_v7())
     .bind(username)

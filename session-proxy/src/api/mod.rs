@@ -1,6 +1,7 @@
 //! The HTTP API: shared state, the router, and the JSON extractor whose
 //! rejections speak our error format.
 
+mod account;
 mod host_input;
 mod hosts;
 mod library;
@@ -9,6 +10,7 @@ mod recording;
 pub(crate) mod runs;
 pub(crate) mod sessions;
 pub(crate) mod shares;
+mod throttles;
 mod tokens;
 mod users;
 
@@ -16,14 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRequest;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
+use crate::client_addr::TrustedProxies;
 use crate::error::ApiError;
 use crate::fanout::Fanout;
+use crate::origin::Origin;
+use crate::passwords::Hasher;
 
 /// What the proxy knows once started, shared by every handler.
 #[derive(Debug, Clone)]
@@ -31,6 +36,10 @@ pub(crate) struct Settings {
     pub request_ttl: Duration,
     pub cookie_secure: bool,
     pub sharing: shares::Sharing,
+    pub trusted_proxies: TrustedProxies,
+    /// The origin browsers use, when configured (`SHELLWAY_PUBLIC_URL`).
+    pub public_origin: Option<Origin>,
+    pub token_max_expiry: Duration,
 }
 
 #[derive(Clone)]
@@ -40,6 +49,7 @@ pub(crate) struct AppState {
     pub fanout: Fanout,
     pub presence: crate::presence::Presence,
     pub inputs: crate::inputs::InputLog,
+    pub hasher: Hasher,
     pub settings: Arc<Settings>,
     /// Cancelled at shutdown; WebSockets end on it.
     pub shutdown: CancellationToken,
@@ -55,7 +65,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/login", post(login::login))
         .route("/api/logout", post(login::logout))
         .route("/api/me", get(login::me))
-        .route("/api/tokens", post(tokens::create))
+        .route("/api/me/password", post(account::change_password))
+        .route("/api/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/tokens/{id}", delete(tokens::revoke))
         .route("/api/hosts", get(hosts::list).post(hosts::create))
         .route("/api/hosts/scan", post(hosts::scan))
         .route(
@@ -76,6 +88,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/shares/{key}", axum::routing::delete(shares::revoke))
         .route("/api/join/{token}", get(shares::describe))
         .route("/api/users", get(users::list).post(users::create))
+        .route("/api/users/{id}", put(users::update).delete(users::remove))
+        .route("/api/login-throttles", get(throttles::list))
+        .route(
+            "/api/login-throttles/{kind}/{key}",
+            delete(throttles::clear),
+        )
         .route("/api/sessions/{id}/recording", get(recording::asciicast))
         .route(
             "/api/sessions/{id}/recording/events",
@@ -106,6 +124,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::from_fn(crate::headers::add))
         .with_state(state)
 }
 
@@ -151,10 +170,14 @@ mod tests {
             fanout,
             presence: crate::presence::Presence::new("p".into()),
             inputs,
+            hasher: Hasher::new(1, Duration::from_secs(1)).unwrap_or_else(|e| panic!("{e}")),
             settings: Arc::new(Settings {
                 request_ttl: Duration::from_secs(1),
                 cookie_secure: false,
                 sharing: shares::Sharing::default(),
+                trusted_proxies: TrustedProxies::default(),
+                public_origin: None,
+                token_max_expiry: tokens::DEFAULT_EXPIRY,
             }),
             shutdown,
         })
@@ -205,6 +228,50 @@ mod tests {
         let (status, body) = call(req).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["error"]["code"], "invalid_json");
+    }
+
+    #[tokio::test]
+    async fn every_answer_carries_the_security_headers_and_the_api_is_not_cached() {
+        for path in [
+            "/healthz",
+            "/api/me",
+            "/login",
+            "/assets/app.js",
+            "/api/nope",
+        ] {
+            let resp = app()
+                .oneshot(get(path))
+                .await
+                .unwrap_or_else(|e| match e {});
+            let h = resp.headers();
+            assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+            assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+            let csp = h["content-security-policy"].to_str().unwrap_or_default();
+            for part in [
+                "default-src 'self'",
+                "script-src 'self';",
+                "frame-ancestors 'none'",
+            ] {
+                assert!(csp.contains(part), "{path}: {csp}");
+            }
+            if path.starts_with("/api/") {
+                assert_eq!(h["cache-control"], "no-store", "{path}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_login_is_refused_before_it_is_read_whole() {
+        let req = Request::post("/api/login")
+            .header("content-type", "application/json")
+            .body(Body::from(format!(
+                r#"{{"username": "{}", "password": "x"}}"#,
+                "u".repeat(2_000_000)
+            )))
+            .unwrap_or_default();
+        let (status, body) = call(req).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "too_large");
     }
 
     #[tokio::test]

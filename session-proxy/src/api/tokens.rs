@@ -1,37 +1,275 @@
-//! API tokens for scripts: `Authorization: Bearer sw_…`.
+//! API tokens for scripts: `Authorization: Bearer sw_…`. Each has a name,
+//! an expiry (90 days unless asked otherwise, never past
+//! `SHELLWAY_TOKEN_MAX_EXPIRY_S`) and scopes. A token mints tokens only if
+//! it has the `tokens` scope; a signed-in person always may. Only the hash
+//! of a token is stored; the secret is shown once, at creation.
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::auth::{self, AuthUser};
+use crate::auth::{self, AuthUser, Credential};
 use crate::db;
 use crate::error::ApiError;
+
+/// A token's lifetime when none is asked for.
+pub(crate) const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 86_400);
+/// The scope that lets a token mint tokens.
+const SCOPE_TOKENS: &str = "tokens";
+const SCOPES: &[&str] = &[SCOPE_TOKENS];
+const MAX_NAME: usize = 64;
+/// Live tokens one user may hold.
+const MAX_PER_USER: i64 = 100;
+/// Expired tokens are listed for this long, then forgotten.
+const KEEP_EXPIRED_DAYS: i32 = 30;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewToken {
+    #[serde(default)]
+    name: String,
+    /// Seconds.
+    expires_in: Option<u64>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+impl NewToken {
+    /// The body, which may be empty (every field has a default).
+    fn parse(body: &Bytes) -> Result<Self, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        Ok(axum::Json::<Self>::from_bytes(body)?.0)
+    }
+
+    fn validate(&self, max: Duration) -> Result<Duration, ApiError> {
+        if self.name.chars().count() > MAX_NAME || self.name.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "name",
+                format!("name has at most {MAX_NAME} printable characters"),
+            ));
+        }
+        if let Some(bad) = self.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+            return Err(ApiError::invalid(
+                "scopes",
+                format!("unknown scope {bad:?}; known: {}", SCOPES.join(", ")),
+            ));
+        }
+        let expiry = match self.expires_in {
+            None => DEFAULT_EXPIRY.min(max),
+            Some(secs) if secs >= 1 && secs <= max.as_secs() => Duration::from_secs(secs),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "expires_in",
+                    format!("expires_in must be between 1 and {} seconds", max.as_secs()),
+                ))
+            }
+        };
+        Ok(expiry)
+    }
+}
+
+/// A token may mint tokens only with the `tokens` scope.
+async fn may_mint(st: &AppState, user: &AuthUser, headers: &HeaderMap) -> Result<(), ApiError> {
+    if matches!(user.credential, Credential::Cookie { .. }) {
+        return Ok(());
+    }
+    let scopes: Option<Vec<String>> = match auth::bearer_token(headers) {
+        Some(token) => {
+            sqlx::query_scalar("SELECT scopes FROM api_tokens WHERE token_hash = $1")
+                .bind(auth::token_hash(token))
+                .fetch_optional(&st.db)
+                .await?
+        }
+        None => None,
+    };
+    if scopes.is_some_and(|s| s.iter().any(|s| s == SCOPE_TOKENS)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "this token cannot mint tokens: sign in, or use a token created with the \"tokens\" scope",
+        ))
+    }
+}
 
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    let body = NewToken::parse(&body)?;
+    let expiry = body.validate(st.settings.token_max_expiry)?;
+    may_mint(&st, &user, &headers).await?;
+    sqlx::query(
+        "DELETE FROM api_tokens WHERE user_id = $1 \
+         AND expires_at < now() - make_interval(days => $2)",
+    )
+    .bind(user.id)
+    .bind(KEEP_EXPIRED_DAYS)
+    .execute(&st.db)
+    .await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_tokens WHERE user_id = $1 AND expires_at > now()",
+    )
+    .bind(user.id)
+    .fetch_one(&st.db)
+    .await?;
+    if live >= MAX_PER_USER {
+        return Err(ApiError::conflict(
+            "too_many_tokens",
+            format!("you have {live} live tokens, the most allowed; revoke some first"),
+        ));
+    }
     let (token, hash) = auth::new_secret(auth::TOKEN_PREFIX);
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO api_tokens (id, user_id, token_hash) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(user.id)
-        .bind(hash)
-        .execute(&st.db)
-        .await?;
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO api_tokens (id, user_id, token_hash, name, scopes, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING expires_at",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(hash)
+    .bind(&body.name)
+    .bind(&body.scopes)
+    .bind(expiry.as_secs_f64())
+    .fetch_one(&st.db)
+    .await?;
     db::audit(
         &st.db,
         user.audit_id(),
         "token.create",
         &id.to_string(),
-        json!({}),
+        json!({"name": body.name, "scopes": body.scopes, "expires_at": expires_at}),
     )
     .await;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"token": token, "id": id})),
+        axum::Json(json!({
+            "token": token,
+            "id": id,
+            "name": body.name,
+            "scopes": body.scopes,
+            "expires_at": expires_at,
+        })),
     ))
+}
+
+type TokenRow = (
+    Uuid,
+    String,
+    Vec<String>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    DateTime<Utc>,
+);
+
+/// The caller's tokens, newest first (never a secret or a hash).
+pub(crate) async fn list(
+    State(st): State<AppState>,
+    user: AuthUser,
+) -> Result<axum::Json<Value>, ApiError> {
+    let rows: Vec<TokenRow> = sqlx::query_as(
+        "SELECT id, name, scopes, created_at, last_used_at, expires_at FROM api_tokens \
+         WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(user.id)
+    .bind(MAX_PER_USER * 4)
+    .fetch_all(&st.db)
+    .await?;
+    let now = Utc::now();
+    let list = rows
+        .into_iter()
+        .map(|(id, name, scopes, created_at, last_used_at, expires_at)| {
+            json!({
+                "id": id,
+                "name": name,
+                "scopes": scopes,
+                "created_at": created_at,
+                "last_used_at": last_used_at,
+                "expires_at": expires_at,
+                "expired": expires_at <= now,
+            })
+        })
+        .collect();
+    Ok(axum::Json(Value::Array(list)))
+}
+
+/// Revokes a token: your own, or anyone's if you are an admin.
+pub(crate) async fn revoke(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let owner: Option<Uuid> = sqlx::query_scalar(
+        "DELETE FROM api_tokens WHERE id = $1 AND (user_id = $2 OR $3) RETURNING user_id",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(user.is_admin)
+    .fetch_optional(&st.db)
+    .await?;
+    let owner = owner.ok_or_else(|| ApiError::not_found("token"))?;
+    db::audit(
+        &st.db,
+        user.audit_id(),
+        "token.revoke",
+        &id.to_string(),
+        json!({"owner": owner}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &'static str) -> Result<NewToken, ApiError> {
+        NewToken::parse(&Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn an_empty_body_asks_for_the_defaults() {
+        let max = Duration::from_secs(365 * 86_400);
+        for body in ["", " \n", "{}"] {
+            let t = parse(body).unwrap_or_else(|e| panic!("{body:?}: {e:?}"));
+            assert_eq!(t.validate(max).ok(), Some(DEFAULT_EXPIRY));
+        }
+        // A maximum below the default lowers the default.
+        let t = parse("{}").unwrap_or_default();
+        assert_eq!(
+            t.validate(Duration::from_secs(60)).ok(),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn expiry_scopes_and_name_are_checked() {
+        let max = Duration::from_secs(3600);
+        let field = |body| {
+            parse(body)
+                .and_then(|t| t.validate(max))
+                .err()
+                .and_then(|e| e.field)
+        };
+        assert_eq!(field(r#"{"expires_in": 0}"#), Some("expires_in"));
+        assert_eq!(field(r#"{"expires_in": 3601}"#), Some("expires_in"));
+        assert_eq!(field(r#"{"expires_in": 3600}"#), None);
+        assert_eq!(field(r#"{"scopes": ["admin"]}"#), Some("scopes"));
+        assert_eq!(field(r#"{"scopes": ["tokens"]}"#), None);
+        assert_eq!(field(r#"{"name": "a\nb"}"#), Some("name"));
+        assert!(
+            parse(r#"{"nmae": "typo"}"#).is_err(),
+            "unknown fields are refused"
+        );
+    }
 }

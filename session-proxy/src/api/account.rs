@@ -1,0 +1,95 @@
+//! One's own account: changing one's password.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::login::{hashing_error, too_many_attempts};
+use super::{AppState, Json};
+use crate::auth::{self, AuthUser, Credential};
+use crate::client_addr::ClientAddr;
+use crate::db;
+use crate::error::ApiError;
+use crate::passwords;
+use crate::throttle::{self, Attempt};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /api/me/password`: the current password proves it is you (a
+/// wrong one counts as a failed sign-in); every other cookie session of
+/// yours ends, so a stolen cookie dies with the old password.
+pub(crate) async fn change_password(
+    State(st): State<AppState>,
+    user: AuthUser,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    Json(body): Json<PasswordChange>,
+) -> Result<StatusCode, ApiError> {
+    passwords::check_new(&user.username, &body.new_password)
+        .map_err(|why| ApiError::invalid("new_password", why))?;
+    let keys = throttle::keys(&user.username, addr);
+    if let Some(secs) = throttle::blocked_for(&st.db, &keys).await? {
+        return Err(too_many_attempts(secs));
+    }
+    let admitted = st.hasher.admit().await.map_err(hashing_error)?;
+    if let Attempt::Blocked(secs) = throttle::count_attempt(&st.db, &keys).await? {
+        return Err(too_many_attempts(secs));
+    }
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+            .bind(user.id)
+            .fetch_optional(&st.db)
+            .await?;
+    if !admitted.verify(stored, body.current_password).await {
+        db::audit(
+            &st.db,
+            user.audit_id(),
+            "user.password_failed",
+            &user.username,
+            json!({}),
+        )
+        .await;
+        return Err(ApiError {
+            field: Some("current_password"),
+            ..ApiError::forbidden("the current password is wrong")
+        });
+    }
+    throttle::succeeded(&st.db, &keys).await?;
+    let hash = st
+        .hasher
+        .hash(body.new_password)
+        .await
+        .map_err(hashing_error)?;
+    let keep = match (&user.credential, auth::session_cookie(&headers)) {
+        (Credential::Cookie { .. }, Some(cookie)) => auth::token_hash(cookie),
+        _ => Vec::new(),
+    };
+    let mut tx = st.db.begin().await?;
+    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(user.id)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+    let ended = sqlx::query("DELETE FROM web_sessions WHERE user_id = $1 AND token_hash <> $2")
+        .bind(user.id)
+        .bind(keep)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    db::audit(
+        &mut *tx,
+        user.audit_id(),
+        "user.password",
+        &user.username,
+        json!({"ended_sessions": ended}),
+    )
+    .await;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
