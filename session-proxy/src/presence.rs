@@ -286,6 +286,9 @@ mod tests {
         let owner = p.attend(s, viewer("owner"), Seat::Owner, limits);
         assert!(owner.is_ok(), "the owner gets the kept seat");
         drop(a);
+        drop(owner);
+        // The runner's next presence event tells the new total.
+        p.note_total(s, 2);
         assert!(
             p.attend(s, viewer("e"), Seat::Link(one), limits).is_ok(),
             "a seat of link one was given back"

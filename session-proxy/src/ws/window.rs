@@ -66,7 +66,7 @@ mod tests {
         w.sent(3, 50);
         assert_eq!(w.room(), 10);
         w.ack(2);
-        assert_eq!(w.room(), 60, "seq 1 drawn; the frame ending at 3 is not");
+        assert_eq!(w.room(), 50, "seq 1 drawn; the frame ending at 3 is not");
         w.ack(3);
         assert_eq!(w.room(), 100);
         w.sent(4, 150);
