@@ -43,6 +43,14 @@ pub enum Event {
         rows: u16,
         data: String,
     },
+    /// The runner accepted a run; it starts when the runs ahead of it in
+    /// the session are done (`started`).
+    Queued {
+        run: Uuid,
+        kind: RunKind,
+        command: String,
+        steps: u32,
+    },
     Started {
         run: Uuid,
         kind: RunKind,
@@ -103,6 +111,7 @@ impl Event {
             Self::Status { .. } => "status",
             Self::HostKey { .. } => "host_key",
             Self::Snapshot { .. } => "snapshot",
+            Self::Queued { .. } => "queued",
             Self::Started { .. } => "started",
             Self::Chunk { .. } => "chunk",
             Self::Progress { .. } => "progress",

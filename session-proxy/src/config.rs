@@ -156,6 +156,15 @@ pub(crate) struct Options {
         default_value_t = 1024
     )]
     pub viewer_buffer: usize,
+    /// End a session after this many seconds with no viewer and no input
+    /// (0: never). Sent to the runner with each session request.
+    #[arg(
+        long,
+        env = "SHELLWAY_SESSION_IDLE_TIMEOUT_S",
+        global = true,
+        default_value_t = 1800
+    )]
+    pub session_idle_timeout_s: u64,
 }
 
 /// Eight random hex digits.
@@ -239,6 +248,7 @@ impl Options {
                 .map(|password| (self.admin_username.clone(), password)),
             cookie_secure: self.cookie_secure,
             with_runner,
+            session_idle_timeout: Duration::from_secs(self.session_idle_timeout_s),
             sharing: crate::Sharing {
                 max_expiry: Duration::from_secs(self.share_max_expiry_s),
                 anonymous_view: self.share_anonymous_view,
@@ -264,6 +274,7 @@ mod tests {
         assert_eq!(cfg.proxy_id.len(), 8);
         assert!(cfg.with_runner.is_none());
         assert!(cfg.bootstrap_admin.is_none(), "no password, no admin");
+        assert_eq!(cfg.session_idle_timeout, Duration::from_secs(1800));
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod liveness;
 mod presence;
 mod recorder;
 mod rejected;
+mod rejection;
 mod web;
 mod ws;
 
@@ -53,6 +54,9 @@ pub struct Config {
     /// Run a runner in this process too.
     pub with_runner: Option<ssh_runner::Config>,
     pub sharing: Sharing,
+    /// Sessions with no viewer and no input end after this long (zero:
+    /// never); the runner keeps the clock.
+    pub session_idle_timeout: Duration,
 }
 
 pub use crate::api::shares::Sharing;
@@ -103,6 +107,7 @@ pub async fn run(
             request_ttl: config.request_ttl,
             cookie_secure: config.cookie_secure,
             sharing: config.sharing.clone(),
+            session_idle_timeout: config.session_idle_timeout,
         }),
         shutdown: tasks.clone(),
     };

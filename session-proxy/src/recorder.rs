@@ -329,7 +329,9 @@ async fn apply_event(
             .await
             .map(drop)
         }
+        // The proxy wrote the run as `queued` when it sent it.
         Event::Connected { .. }
+        | Event::Queued { .. }
         | Event::Snapshot { .. }
         | Event::Chunk { .. }
         | Event::Progress { .. }

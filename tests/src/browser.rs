@@ -194,6 +194,51 @@ impl Browser {
         .await;
     }
 
+    /// Reloads the page (F5).
+    pub async fn reload(&self) {
+        self.call(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+    }
+
+    /// Signs in on the login page and waits for the console.
+    pub async fn login(&self, base: &str, user: &str, password: &str) {
+        self.goto(&format!("{base}/login")).await;
+        self.type_into("#username", user).await;
+        self.type_into("#password", password).await;
+        self.click("button[type=submit]").await;
+        self.wait_js(
+            "the console",
+            "location.pathname === '/' && document.getElementById('badge')",
+        )
+        .await;
+    }
+
+    /// Waits until the active terminal's buffer shows `needle`.
+    pub async fn screen_shows(&self, needle: &str) {
+        let expr = format!(
+            "window.shellwayScreen && window.shellwayScreen().includes({})",
+            json!(needle)
+        );
+        self.wait_js(&format!("the terminal to show {needle:?}"), &expr)
+            .await;
+    }
+
+    /// Types into the active terminal (xterm's hidden input), `\n` as Enter.
+    pub async fn type_in_terminal(&self, text: &str) {
+        self.type_into(".term:not([hidden]) .xterm-helper-textarea", text)
+            .await;
+    }
+
+    /// Waits until the status badge reads `text`.
+    pub async fn badge_is(&self, text: &str) {
+        let expr = format!(
+            "document.getElementById('badge') && document.getElementById('badge').textContent === {}",
+            json!(text)
+        );
+        self.wait_js(&format!("the badge to read {text}"), &expr)
+            .await;
+    }
+
     pub async fn accept_alert(&self) {
         self.call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
             .await;

@@ -30,6 +30,7 @@ pub struct TestEnvOptions {
     /// in-process.
     pub proxy_process: bool,
     pub sharing: session_proxy::Sharing,
+    pub session_idle_timeout: Duration,
 }
 
 impl Default for TestEnvOptions {
@@ -42,6 +43,7 @@ impl Default for TestEnvOptions {
             connect_timeout: Duration::from_secs(5),
             proxy_process: false,
             sharing: session_proxy::Sharing::default(),
+            session_idle_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -212,6 +214,7 @@ impl TestEnv {
             cookie_secure: false,
             with_runner: None,
             sharing: self.opts.sharing.clone(),
+            session_idle_timeout: self.opts.session_idle_timeout,
         }
     }
 
@@ -321,6 +324,10 @@ impl TestEnv {
             .env(
                 "SHELLWAY_MAX_VIEWERS",
                 self.opts.sharing.max_viewers.to_string(),
+            )
+            .env(
+                "SHELLWAY_SESSION_IDLE_TIMEOUT_S",
+                self.opts.session_idle_timeout.as_secs().to_string(),
             )
             .env("SHELLWAY_ADMIN_USERNAME", ADMIN)
             .env("SHELLWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)

@@ -31,6 +31,7 @@ pub(crate) struct Settings {
     pub request_ttl: Duration,
     pub cookie_secure: bool,
     pub sharing: shares::Sharing,
+    pub session_idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -49,6 +50,11 @@ pub(crate) struct AppState {
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub(crate) struct Json<T>(pub T);
+
+/// `axum::extract::Query`, with rejections in our error format.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(crate) struct Query<T>(pub T);
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -150,6 +156,7 @@ mod tests {
                 request_ttl: Duration::from_secs(1),
                 cookie_secure: false,
                 sharing: shares::Sharing::default(),
+                session_idle_timeout: Duration::ZERO,
             }),
             shutdown,
         })

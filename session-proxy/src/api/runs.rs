@@ -258,7 +258,10 @@ mod tests {
             command: Some("  ".into()),
             ..Default::default()
         };
-        assert_eq!(plan(&blank).err().and_then(|e| e.field), Some("command"));
+        assert_eq!(
+            plan(&blank).err().and_then(|e| e.field).as_deref(),
+            Some("command")
+        );
         let both = RunRequest {
             command: Some("ls".into()),
             script: Some("ls".into()),
