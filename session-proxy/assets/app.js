@@ -156,24 +156,24 @@ window.shellwayScreen = () => {
 const FINAL = ['closed', 'failed', 'lost', 'rejected'];
 
 // Refits a terminal whenever its box changes size (window, layout
-// breakpoint, side panel, a tab shown), both ways; `onSize` hears the new
-// size once it settles, to tell the PTY.
-function fitOnResize(box, fit, term, onSize) {
-  let timer = null;
+// breakpoint, side panel, a tab shown), both ways; `onFit` hears the size
+// it then has.
+function fitOnResize(box, fit, term, onFit) {
   const observer = new ResizeObserver(() => {
     if (!box.offsetParent) return; // a hidden tab has no size to fit
     fit.fit();
-    clearTimeout(timer);
-    timer = setTimeout(() => onSize && onSize(term.cols, term.rows), RESIZE_SETTLE_MS);
+    onFit(term.cols, term.rows);
   });
   observer.observe(box);
-  return () => { observer.disconnect(); clearTimeout(timer); };
+  return () => observer.disconnect();
 }
+// A resize is sent once the size has settled this long (dragging a window
+// edge refits many times), or at once before the next keystroke.
 const RESIZE_SETTLE_MS = 120;
 
 function closedText(ev) {
   const why = ev.reason === 'idle' ? 'closed after the idle timeout (no viewer and no input)' : ev.reason;
-  return 'Session ended: ' + why + (ev.by ? ' (by ' + ev.by + ')' : '');
+  return 'Session ended: ' + why + (ev.by && !why.includes(ev.by) ? ' (by ' + ev.by + ')' : '');
 }
 
 function runBadge(ev) {
@@ -226,10 +226,12 @@ class Pane {
 
   resized(cols, rows) {
     this.pendingSize = {cols, rows};
-    this.flushResize();
+    clearTimeout(this.resizeTimer);
+    this.resizeTimer = setTimeout(() => this.flushResize(), RESIZE_SETTLE_MS);
   }
 
   flushResize() {
+    clearTimeout(this.resizeTimer);
     const size = this.pendingSize;
     if (!size || !this.sess || !this.opts.control || !this.live) return;
     this.pendingSize = null;
@@ -275,6 +277,7 @@ class Pane {
 
   dispose() {
     this.detach();
+    clearTimeout(this.resizeTimer);
     if (this.stopFit) this.stopFit();
     if (this.term) this.term.dispose();
   }
@@ -304,7 +307,7 @@ class Pane {
       connected: (ev) => {
         this.onStatus(ev.status);
         this.sentSize = null;
-        if (this.term && this.live) this.resized(this.term.cols, this.term.rows);
+        if (this.term && this.live) { this.pendingSize = {cols: this.term.cols, rows: this.term.rows}; this.flushResize(); }
       },
       queued: (ev) => this.run(ev.run, ev.command),
       started: (ev) => {
@@ -359,7 +362,7 @@ class Pane {
       onclick: (e) => { e.preventDefault(); if (this.sess) this.sess.send({action: 'cancel', run: id}); }}, 'Cancel') : null;
     run.out = h('pre', {class: 'runout'});
     run.el = h('details', {class: 'run', open: true, 'data-run': id},
-      h('summary', {}, run.state, h('code', {class: 'run-command'}, command || 'run'), run.time, run.cancel),
+      h('summary', {}, run.state, h('code', {class: 'run-command', title: command || ''}, command || 'run'), run.time, run.cancel),
       run.step, run.out);
     this.runs.set(id, run);
     this.runsEl.prepend(run.el);
@@ -454,6 +457,7 @@ async function consoleView(view, params) {
 
   function refresh() {
     const p = active;
+    if (p) { window.shellwayTerm = p.term; window.shellwaySession = p.sess; } // for tests: the active tab
     const live = !!(p && p.attached && p.live);
     const [text, kind] = p ? p.badge : ['IDLE', ''];
     badge.textContent = text; badge.className = 'badge' + (kind ? ' ' + kind : '');
@@ -499,8 +503,6 @@ async function consoleView(view, params) {
     if (pane) {
       pane.box.hidden = false;
       if (pane.live) pane.attach(); else pane.ensureTerminal();
-      window.shellwayTerm = pane.term; // for tests: the active tab
-      window.shellwaySession = pane.sess;
       runsSlot.replaceChildren(pane.runsEl);
       presenceSlot.replaceChildren(pane.presenceEl);
       sessionStorage.setItem(ACTIVE_KEY, pane.id);
@@ -777,7 +779,7 @@ async function hostsView(view) {
         }}, 'Delete')]))));
   }
   view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), admin ? h('th') : null)), tbody),
-    admin ? [h('h2', {style: 'margin-top:20px'}, 'Add or edit a host'), form] : readOnlyNote('hosts'));
+    ...(admin ? [h('h2', {style: 'margin-top:20px'}, 'Add or edit a host'), form] : [readOnlyNote('hosts')]));
   await load();
 }
 
@@ -833,7 +835,7 @@ function libraryView(kind) {
     view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
       h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One step a line; # comments; cd persists; the batch stops at the first failing step.'),
       h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), admin ? h('th') : null)), tbody),
-      admin ? [h('h2', {style: 'margin-top:20px'}, 'Add or edit'), form] : readOnlyNote(isTask ? 'tasks' : 'scripts'));
+      ...(admin ? [h('h2', {style: 'margin-top:20px'}, 'Add or edit'), form] : [readOnlyNote(isTask ? 'tasks' : 'scripts')]));
     await load();
   };
 }

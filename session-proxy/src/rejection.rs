@@ -63,7 +63,8 @@ fn data_error(text: &str, whole: &str) -> ApiError {
         return ApiError::invalid(field.clone(), format!("{field} is required"));
     }
     if let Some(name) = quoted_after(message, "unknown field ") {
-        let field = prefixed(name);
+        // The path already ends with the unknown field itself.
+        let field = path.map_or_else(|| name.to_owned(), str::to_owned);
         return ApiError::invalid(field.clone(), format!("{field} is not a known field"));
     }
     let what = explain(message);
@@ -164,7 +165,7 @@ mod tests {
         assert_eq!(field.as_deref(), Some("host_id"));
         assert_eq!(message, "host_id is required");
         let (field, message) =
-            data("unknown field `colour`, expected one of `command`, `script` at line 1 column 9");
+            data("colour: unknown field `colour`, expected one of `command`, `script` at line 1 column 9");
         assert_eq!(field.as_deref(), Some("colour"));
         assert_eq!(message, "colour is not a known field");
         let (field, message) =

@@ -82,6 +82,18 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|err| panic!("webdriver {path}: {err}"))
+    }
+
+    /// The call's value, or the error WebDriver answered with.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -95,9 +107,9 @@ impl Browser {
             .await
             .expect("webdriver json");
         if v["value"].get("error").is_some() {
-            panic!("webdriver {path}: {}", v["value"]);
+            return Err(v["value"].clone());
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     pub async fn goto(&self, url: &str) {
@@ -175,10 +187,16 @@ impl Browser {
     }
 
     /// Waits until the JavaScript expression is truthy; returns its value.
+    /// An expression that throws (the page is still loading: an element it
+    /// reads is not there yet) counts as not yet.
     pub async fn wait_js(&self, what: &str, expr: &str) -> Value {
         let script = format!("return ({expr});");
         crate::eventually(what, crate::WAIT, || async {
-            let v = self.js(&script, json!([])).await;
+            let body = json!({"script": script, "args": []});
+            let v = self
+                .try_call(reqwest::Method::POST, "/execute/sync", Some(body))
+                .await
+                .ok()?;
             let truthy = !(v.is_null() || v == false || v == "" || v == 0);
             truthy.then_some(v)
         })
