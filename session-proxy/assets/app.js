@@ -872,10 +872,10 @@ function sessionActions(s) {
   const mine = app.me && s.owner === app.me.username;
   const copy = h('button', {class: 'copy-link', 'data-url': url, title: 'Copy a link to this session'}, 'Copy link');
   copy.addEventListener('click', () => copyText(url, copy));
-  return h('td', {class: 'row-actions'}, copy,
+  return h('td', {}, h('div', {class: 'row-actions'}, copy,
     h('a', {href: '/logs/' + s.id, target: '_blank', rel: 'noopener', class: 'open-tab', title: 'Open in a new tab'}, 'New tab ↗'),
     live && mine ? h('a', {href: '/?session=' + s.id, 'data-link': true, class: 'attach'}, 'Attach') : null,
-    live && !mine && app.me && app.me.is_admin ? h('a', {href: '/?watch=' + s.id, 'data-link': true, class: 'watch'}, 'Watch') : null);
+    live && !mine && app.me && app.me.is_admin ? h('a', {href: '/?watch=' + s.id, 'data-link': true, class: 'watch'}, 'Watch') : null));
 }
 
 async function logsView(view) {
