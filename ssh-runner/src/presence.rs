@@ -36,6 +36,11 @@ impl Board {
         !self.published.is_empty()
     }
 
+    /// The merged list as last published.
+    pub(crate) fn current(&self) -> &[Viewer] {
+        &self.published
+    }
+
     /// Drops lists older than `ttl`; returns the merged list if it changed.
     pub(crate) fn expire(&mut self, now: Instant, ttl: Duration) -> Option<Vec<Viewer>> {
         self.proxies

@@ -559,6 +559,15 @@ impl Actor {
             data,
         };
         p.event(&event).await;
+        // Who is here, again: a viewer asks for a snapshot once its proxy
+        // listens to the session, so it hears this even when the
+        // `presence` its arrival caused went out before (its proxy was not
+        // listening yet), or never did (a reload: the list left and came
+        // back the same).
+        if self.presence.watched() {
+            let viewers = self.presence.current().to_vec();
+            p.event(&Event::Presence { viewers }).await;
+        }
     }
 
     async fn publish_presence(&mut self, changed: Option<Vec<shellway_common::event::Viewer>>) {
