@@ -209,19 +209,31 @@ async fn two_runs_are_listed_each_with_its_own_output_and_result() {
     b.click("#connect").await;
     b.badge_is("CONNECTED").await;
 
-    b.type_into("#command", "sleep 1.5; echo first-$((1+1))\n")
-        .await;
+    // The first run waits for a file the test creates (from the terminal,
+    // which runs do not queue behind) once it has seen the second queued.
+    let go = env.sshd.dir.join("go");
+    let first = format!(
+        "while [ ! -e {} ]; do sleep 0.05; done; echo first-$((1+1))",
+        go.display()
+    );
+    b.type_into("#command", &format!("{first}\n")).await;
+    b.wait_js(
+        "the first run going",
+        "document.querySelector('#run-output .run[data-status=running]')",
+    )
+    .await;
     b.clear("#command").await;
     b.type_into("#command", "echo second-$((2+2)) >&2; exit 3\n")
         .await;
-    // The second waits for the first, and says so.
     b.wait_js(
-        "the second run queued",
+        "the second run queued behind it",
         "document.querySelectorAll('#run-output .run').length === 2 \
          && document.querySelector('#run-output .run').dataset.status === undefined \
          && document.querySelector('#run-output .run .run-state').textContent === 'QUEUED'",
     )
     .await;
+    b.type_in_terminal(&format!("touch {}\n", go.display()))
+        .await;
     b.wait_js(
         "both results",
         "[...document.querySelectorAll('#run-output .run')].map(r => r.dataset.status).join() === 'failed,ok'",
@@ -239,7 +251,7 @@ async fn two_runs_are_listed_each_with_its_own_output_and_result() {
         runs,
         json!([
             ["echo second-$((2+2)) >&2; exit 3", "EXIT 3", "second-4\n"],
-            ["sleep 1.5; echo first-$((1+1))", "EXIT 0", "first-2\n"]
+            [first, "EXIT 0", "first-2\n"]
         ]),
         "newest first, each with its own output and result"
     );
@@ -429,6 +441,11 @@ async fn watching_shows_no_controls_a_viewer_cannot_use() {
         .await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{share}");
 
+    shellway_tests::eventually("the run going", shellway_tests::WAIT, || async {
+        let runs = env.api.session(id).await["runs"].clone();
+        (runs[0]["status"] == "running").then_some(())
+    })
+    .await;
     let b = Browser::start().await;
     b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     let no_controls = "!document.querySelector('#command, #script, #run, #run-batch, #run-task, \

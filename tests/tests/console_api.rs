@@ -270,8 +270,9 @@ async fn a_run_is_reported_queued_until_the_one_before_it_is_done() {
     env.finish().await;
 }
 
-/// The idle timeout in tests: short, so the warning comes after 2 s.
-const IDLE: Duration = Duration::from_secs(4);
+/// The idle timeout in tests: short, so the warning comes after 3 s and
+/// leaves 3 s to attach in.
+const IDLE: Duration = Duration::from_secs(6);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwatched_idle_session_is_warned_then_closed_and_a_watched_one_is_not() {
