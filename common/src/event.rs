@@ -53,6 +53,14 @@ pub enum Event {
         cols: u16,
         rows: u16,
     },
+    /// The runner accepted a run; it starts when the runs ahead of it in
+    /// the session are done (`started`).
+    Queued {
+        run: Uuid,
+        kind: RunKind,
+        command: String,
+        steps: u32,
+    },
     Started {
         run: Uuid,
         kind: RunKind,
@@ -114,6 +122,7 @@ impl Event {
             Self::HostKey { .. } => "host_key",
             Self::Snapshot { .. } => "snapshot",
             Self::Resized { .. } => "resized",
+            Self::Queued { .. } => "queued",
             Self::Started { .. } => "started",
             Self::Chunk { .. } => "chunk",
             Self::Progress { .. } => "progress",

@@ -15,6 +15,11 @@ pub struct SessionRequest {
     /// Start an interactive shell; `false` means exec runs only.
     pub shell: bool,
     pub requested_at: DateTime<Utc>,
+    /// End the session after this many seconds with no viewer and no
+    /// input (`closed {reason: "idle"}`); absent or 0: never. Set by the
+    /// proxy from its configuration, so one setting governs a deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,11 +122,22 @@ mod tests {
             pty: PtySize::default(),
             shell: true,
             requested_at: Utc::now(),
+            idle_timeout_s: Some(1800),
         };
         let json = serde_json::to_string(&req).unwrap_or_default();
         assert!(json.contains(r#""method":"key_path""#), "{json}");
         let back: SessionRequest = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, req);
+    }
+
+    #[test]
+    fn a_request_without_an_idle_timeout_never_times_out() {
+        let json = r#"{"session":"018f0000-0000-7000-8000-000000000000","owner":"a",
+            "host":{"name":"h","hostname":"h","port":22,"username":"u",
+            "auth":{"method":"agent"},"host_key_policy":"strict","host_keys":[]},
+            "pty":{"cols":80,"rows":24},"shell":true,"requested_at":"2026-01-01T00:00:00Z"}"#;
+        let req: SessionRequest = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(req.idle_timeout_s, None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ function h(tag, attrs = {}, ...children) {
     else if (v !== false && v != null) el.setAttribute(k, v);
   }
   for (const c of children.flat()) {
-    if (c == null) continue;
+    if (c == null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return el;
@@ -27,7 +27,7 @@ class ApiError extends Error {
   constructor(status, body) {
     const e = (body && body.error) || {};
     super(e.message || ('request failed (' + status + ')'));
-    this.status = status; this.code = e.code; this.field = e.field;
+    this.status = status; this.code = e.code; this.field = e.field; this.fields = e.fields || [];
   }
 }
 
@@ -153,6 +153,8 @@ function makeTerminal(container, readOnly) {
   // browser, whose paste xterm.js turns into input (bracketed when the
   // program asked for it). The browser's context menu works too.
   term.attachCustomKeyEventHandler((e) => {
+    // Alt+Shift+← / → are the console's (switching session tabs).
+    if (e.altKey && e.shiftKey && ['ArrowLeft', 'ArrowRight'].includes(e.key)) return false;
     if (e.type !== 'keydown' || !e.ctrlKey || !e.shiftKey) return true;
     if (e.code === 'KeyC' && term.hasSelection()) {
       e.preventDefault();
@@ -175,23 +177,281 @@ window.shellwayScreen = () => {
   return lines.join('\n');
 };
 
+// ---- a session in a terminal ---------------------------------------------
+
+const FINAL = ['closed', 'failed', 'lost', 'rejected'];
+
+// Refits a terminal whenever its box changes size (window, layout
+// breakpoint, side panel, a tab shown), both ways; `onFit` hears the size
+// it then has.
+function fitOnResize(box, fit, term, onFit) {
+  const observer = new ResizeObserver(() => {
+    if (!box.offsetParent) return; // a hidden tab has no size to fit
+    fit.fit();
+    onFit(term.cols, term.rows);
+  });
+  observer.observe(box);
+  return () => observer.disconnect();
+}
+// A resize is sent once the size has settled this long (dragging a window
+// edge refits many times), or at once before the next keystroke.
+const RESIZE_SETTLE_MS = 120;
+
+function closedText(ev) {
+  const why = ev.reason === 'idle' ? 'closed after the idle timeout (no viewer and no input)' : ev.reason;
+  return 'Session ended: ' + why + (ev.by && !why.includes(ev.by) ? ' (by ' + ev.by + ')' : '');
+}
+
+function runBadge(ev) {
+  let text;
+  if (ev.status === 'canceled') text = 'CANCELED';
+  else if (ev.exit_signal) text = 'SIGNAL ' + ev.exit_signal;
+  else if (ev.exit_code != null) text = 'EXIT ' + ev.exit_code;
+  else text = ev.status.toUpperCase();
+  if (ev.failed_step) text += ' · STEP ' + ev.failed_step + ' FAILED';
+  return text;
+}
+
+// One session shown in an xterm.js terminal: its connection (`Session`),
+// status badge, viewers and runs. The console holds one per tab; the
+// watch and join pages hold one. `opts`: {path, control (may type, resize
+// and cancel), history (list the runs from before), status, onChange(pane),
+// onFlash(text, kind)}.
+class Pane {
+  constructor(id, opts) {
+    this.id = id; this.opts = opts;
+    this.box = h('div', {class: 'term', 'data-session': id});
+    this.runsEl = h('div', {class: 'runs', id: 'run-output', 'aria-live': 'polite'});
+    this.presenceEl = h('ul', {class: 'presence', id: 'presence'});
+    this.runs = new Map();
+    this.badge = ['DETACHED', ''];
+    this.status = opts.status || 'pending';
+    this.sess = null; this.term = null; this.fit = null;
+    this.sentSize = null; this.pendingSize = null;
+    this.runsLoaded = false;
+  }
+
+  get live() { return !FINAL.includes(this.status); }
+  get attached() { return !!this.sess; }
+
+  // The terminal is made the first time the pane is shown: xterm.js
+  // measures its font in a visible box.
+  ensureTerminal() {
+    if (this.term) return;
+    const {term, fit} = makeTerminal(this.box, !this.opts.control);
+    this.term = term; this.fit = fit;
+    this.stopFit = fitOnResize(this.box, fit, term, (cols, rows) => this.resized(cols, rows));
+    if (this.opts.control) {
+      term.onData((d) => {
+        if (!this.sess) return;
+        this.flushResize(); // typed after a resize: the PTY has the new size first
+        this.sess.send({action: 'input', data: d});
+      });
+    }
+  }
+
+  resized(cols, rows) {
+    this.pendingSize = {cols, rows};
+    clearTimeout(this.resizeTimer);
+    this.resizeTimer = setTimeout(() => this.flushResize(), RESIZE_SETTLE_MS);
+  }
+
+  flushResize() {
+    clearTimeout(this.resizeTimer);
+    const size = this.pendingSize;
+    if (!size || !this.sess || !this.opts.control || !this.live) return;
+    this.pendingSize = null;
+    if (this.sentSize && this.sentSize.cols === size.cols && this.sentSize.rows === size.rows) return;
+    this.sentSize = size;
+    this.sess.send({action: 'resize', cols: size.cols, rows: size.rows});
+  }
+
+  setBadge(text, kind) { this.badge = [text, kind || '']; this.changed(); }
+  changed() { if (this.opts.onChange) this.opts.onChange(this); }
+  flash(text, kind) { if (this.opts.onFlash) this.opts.onFlash(text, kind); }
+
+  // Connects (again): a terminal that already shows this session resumes
+  // after what it has (`after`), a new one starts from a snapshot of the
+  // screen (the path asks for it) or, for a session just opened, from the
+  // start of its output.
+  attach() {
+    this.ensureTerminal();
+    if (this.sess) return;
+    const sess = new Session(this.opts.path, this.term, this.handlers());
+    if (this.lastSeq) sess.lastSeq = this.lastSeq;
+    this.sess = sess;
+    this.setBadge('CONNECTING', 'busy');
+    sess.connect();
+    if (!this.runsLoaded && this.opts.history) this.loadRuns();
+  }
+
+  // Leaves the session running: only this page stops watching.
+  detach() {
+    if (!this.sess) return;
+    this.lastSeq = this.sess.lastSeq;
+    this.sess.close();
+    this.sess = null;
+    this.sentSize = null;
+    if (this.live) this.setBadge('DETACHED');
+  }
+
+  end() {
+    if (!this.sess) return;
+    this.sess.send({action: 'close'});
+    this.setBadge('ENDING', 'busy');
+  }
+
+  dispose() {
+    this.detach();
+    clearTimeout(this.resizeTimer);
+    if (this.stopFit) this.stopFit();
+    if (this.term) this.term.dispose();
+  }
+
+  // The session is over: the badge, the viewers and the runs say so now,
+  // whatever else arrives later.
+  finish(status, badge) {
+    this.status = status;
+    this.presenceEl.replaceChildren();
+    for (const run of this.runs.values()) {
+      if (['queued', 'running'].includes(run.status)) this.setRun(run, status === 'lost' ? 'lost' : 'canceled', status === 'lost' ? 'LOST' : 'CANCELED', 'bad');
+    }
+    this.setBadge(badge || status.toUpperCase(), status === 'closed' ? '' : 'bad');
+  }
+
+  onStatus(status) {
+    if (FINAL.includes(status)) { if (this.live) this.finish(status); return; }
+    this.status = status;
+    if (status === 'open') this.setBadge('CONNECTED', 'ok');
+    else this.setBadge('CONNECTING', 'busy');
+  }
+
+  handlers() {
+    return {
+      // A status event, or (from the reconnect logic) a badge text.
+      status: (ev, kind) => (typeof ev === 'string' ? this.setBadge(ev, kind) : this.onStatus(ev.status)),
+      connected: (ev) => {
+        this.onStatus(ev.status);
+        this.sentSize = null;
+        if (this.term && this.live) { this.pendingSize = {cols: this.term.cols, rows: this.term.rows}; this.flushResize(); }
+      },
+      queued: (ev) => this.run(ev.run, ev.command),
+      started: (ev) => {
+        const run = this.run(ev.run, ev.command);
+        run.steps = ev.steps;
+        this.setRun(run, 'running', ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy');
+        this.setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy');
+      },
+      progress: (ev) => {
+        const run = this.run(ev.run);
+        this.setRun(run, 'running', 'STEP ' + ev.current + '/' + ev.total, 'busy');
+        run.step.textContent = 'Step ' + ev.current + ' of ' + ev.total + ': ' + ev.step;
+        this.setBadge('STEP ' + ev.current + '/' + ev.total, 'busy');
+      },
+      chunk: (ev) => {
+        const run = this.run(ev.run);
+        run.out.append(h('span', {class: ev.stream}, ev.data));
+        run.out.scrollTop = run.out.scrollHeight;
+      },
+      canceling: (ev) => { this.setRun(this.run(ev.run), 'running', 'CANCELING', 'busy'); this.setBadge('CANCELING', 'busy'); },
+      completed: (ev) => {
+        const run = this.run(ev.run);
+        const text = runBadge(ev);
+        this.setRun(run, ev.status, text, ev.status === 'ok' ? 'ok' : 'bad');
+        run.time.textContent = ev.duration_ms != null ? duration(ev.duration_ms) : '';
+        this.setBadge(text, ev.status === 'ok' ? 'ok' : 'bad');
+      },
+      presence: (ev) => {
+        if (!this.live) return;
+        this.presenceEl.replaceChildren(...ev.viewers.map((v) => h('li', {}, v.user, h('span', {class: 'mode'}, v.mode))));
+      },
+      error: (ev) => {
+        this.flash(errorText(ev));
+        if (ev.run) return;
+        if (ev.type === 'lost') this.finish('lost');
+        else if (this.live) this.setBadge('ERROR', 'bad');
+      },
+      closed: (ev) => { this.flash(closedText(ev), 'info'); this.finish('closed', 'CLOSED'); },
+    };
+  }
+
+  // ---- runs: newest first, each with its own output and result ----------
+
+  run(id, command) {
+    let run = this.runs.get(id);
+    if (run) return run;
+    run = {id, status: 'queued'};
+    run.state = h('span', {class: 'run-state badge busy'}, 'QUEUED');
+    run.time = h('span', {class: 'muted run-time'});
+    run.step = h('div', {class: 'muted run-step'});
+    run.cancel = this.opts.control ? h('button', {class: 'danger run-cancel', title: 'Cancel this run',
+      onclick: (e) => { e.preventDefault(); if (this.sess) this.sess.send({action: 'cancel', run: id}); }}, 'Cancel') : null;
+    run.out = h('pre', {class: 'runout'});
+    run.el = h('details', {class: 'run', open: true, 'data-run': id},
+      h('summary', {}, run.state, h('code', {class: 'run-command', title: command || ''}, command || 'run'), run.time, run.cancel),
+      run.step, run.out);
+    this.runs.set(id, run);
+    this.runsEl.prepend(run.el);
+    return run;
+  }
+
+  setRun(run, status, text, kind) {
+    run.status = status;
+    run.state.textContent = text;
+    run.state.className = 'run-state badge ' + kind;
+    run.el.dataset.status = status;
+    if (run.cancel) run.cancel.hidden = !['queued', 'running'].includes(status);
+  }
+
+  // Runs from before this page attached (a reload): their status and the
+  // tail of their output, behind what events brought meanwhile.
+  async loadRuns() {
+    this.runsLoaded = true;
+    let detail;
+    try { detail = await api('GET', '/api/sessions/' + this.id); } catch (_) { return; }
+    for (const r of detail.runs) {
+      if (this.runs.has(r.id)) continue;
+      const run = this.run(r.id, r.command);
+      this.runsEl.append(run.el); // older than anything live
+      const done = !['queued', 'running'].includes(r.status);
+      this.setRun(run, r.status, done ? runBadge(r) : r.status.toUpperCase(), r.status === 'ok' ? 'ok' : done ? 'bad' : 'busy');
+      run.time.textContent = duration(r.duration_ms);
+      run.out.textContent = r.output_tail || '';
+      if (done) run.el.open = false;
+    }
+  }
+
+  runningRuns() { return [...this.runs.values()].filter((r) => ['queued', 'running'].includes(r.status)); }
+}
+
 // ---- console -------------------------------------------------------------
 
+const ACTIVE_KEY = 'shellway.active';
+
+function tabLabel(s) { return (s.host_name || 'session') + ' · ' + s.id.slice(-6); }
+
 async function consoleView(view, params) {
-  const hosts = await api('GET', '/api/hosts');
+  if (params.get('watch')) return watchView(view, params.get('watch'));
+  const admin = app.me && app.me.is_admin;
+  const [hosts, tasks, scripts, mine] = await Promise.all([api('GET', '/api/hosts'), api('GET', '/api/tasks'),
+    api('GET', '/api/scripts'), api('GET', '/api/sessions?status=live&mine=true&limit=50')]);
   const badge = h('span', {class: 'badge', id: 'badge', role: 'status', 'aria-live': 'polite'}, 'IDLE');
   const hostSel = h('select', {id: 'host', 'aria-label': 'Host'},
     hosts.map((x) => h('option', {value: x.id}, x.name + ' (' + x.username + '@' + x.hostname + ')')));
-  const connectBtn = h('button', {id: 'connect', class: 'primary'}, 'Connect');
-  const disconnectBtn = h('button', {id: 'disconnect', disabled: true}, 'Disconnect');
+  const connectBtn = h('button', {id: 'connect', class: 'primary', title: 'Open a new session on this host'}, 'Connect');
+  const noHosts = h('span', {id: 'no-hosts', class: 'muted'}, 'No hosts yet: ',
+    admin ? [h('a', {href: '/hosts', 'data-link': true}, 'add a host'), ' first.'] : 'ask an administrator to add one.');
+  const endBtn = h('button', {id: 'disconnect', class: 'danger', disabled: true, title: 'End this session for everyone'}, 'End session');
   const shareBtn = h('button', {id: 'share', disabled: true}, 'Share');
-  const termBox = h('div', {class: 'term', id: 'terminal'});
+  const tabs = h('div', {class: 'tabs', id: 'tabs', role: 'tablist', 'aria-label': 'Your sessions'});
+  const stack = h('div', {class: 'term-stack'});
+  const placeholder = h('div', {class: 'term placeholder', id: 'no-session'},
+    h('p', {class: 'muted'}, 'Pick a host and press Connect, or choose one of your sessions above.'));
   const cmd = h('input', {type: 'text', id: 'command', placeholder: 'uname -a', 'aria-label': 'Command'});
   const script = h('textarea', {id: 'script', rows: 5, placeholder: '# one command a step\ncd /srv\n./deploy.sh', 'aria-label': 'Batch script'});
   const runBtn = h('button', {id: 'run', disabled: true}, 'Run');
-  const batchBtn = h('button', {id: 'run-batch', disabled: true}, 'Run batch');
-  const cancelBtn = h('button', {id: 'cancel', class: 'danger', disabled: true}, 'Cancel');
-  const [tasks, scripts] = await Promise.all([api('GET', '/api/tasks'), api('GET', '/api/scripts')]);
+  const batchBtn = h('button', {id: 'run-batch', disabled: true, title: 'Ctrl+Enter in the script'}, 'Run batch');
+  const cancelBtn = h('button', {id: 'cancel', class: 'danger', disabled: true, title: 'Cancel the run going now'}, 'Cancel');
   const taskSel = h('select', {id: 'task', 'aria-label': 'Saved task'}, h('option', {value: ''}, 'Saved task…'),
     tasks.map((t) => h('option', {value: t.name}, t.label || t.name)));
   const taskBtn = h('button', {id: 'run-task', disabled: true}, 'Run task');
@@ -203,115 +463,190 @@ async function consoleView(view, params) {
     const found = scripts.find((x) => x.id === scriptSel.value);
     if (found) { script.value = found.body; loaded = found; }
   });
-  const runInfo = h('div', {id: 'run-info', class: 'muted'}, 'No run yet.');
-  const runOut = h('pre', {class: 'runout', id: 'run-output'});
-  const presence = h('ul', {class: 'presence', id: 'presence'});
-  const watchId = params.get('watch');
+  const runsSlot = h('div', {class: 'runs-slot'});
+  const presenceSlot = h('div');
 
   view.append(h('div', {class: 'console'},
     h('section', {class: 'term-pane', 'aria-label': 'Terminal'},
-      h('div', {class: 'toolbar'}, watchId ? h('span', {}, 'Watching session ' + watchId.slice(0, 8) + '… read-only') : [hostSel, connectBtn], disconnectBtn, shareBtn, badge),
-      termBox),
+      h('div', {class: 'toolbar'}, hostSel, connectBtn, hosts.length ? null : noHosts, h('span', {class: 'spacer'}), endBtn, shareBtn, badge),
+      tabs, stack),
     h('aside', {class: 'side'},
-      h('div', {class: 'card'}, h('h3', {}, 'Run in this session'),
+      h('div', {class: 'card', id: 'run-card'}, h('h3', {}, 'Run in this session'),
         h('div', {class: 'toolbar'}, cmd, runBtn),
         h('div', {class: 'toolbar'}, taskSel, taskBtn),
         scriptSel, script, h('div', {class: 'toolbar'}, batchBtn, cancelBtn),
-        runInfo, runOut),
-      h('div', {class: 'card'}, h('h3', {}, 'Who is here'), presence))));
+        h('h3', {class: 'runs-title'}, 'Runs'), runsSlot),
+      h('div', {class: 'card'}, h('h3', {}, 'Who is here'), presenceSlot))));
+  bindLinks(view);
+  if (!hosts.length) { connectBtn.disabled = true; hostSel.disabled = true; }
 
-  const {term, fit} = makeTerminal(termBox, !!watchId);
-  let sess = null; let sessionId = null; let size = {cols: term.cols, rows: term.rows};
-  const setBadge = (text, kind) => { badge.textContent = text; badge.className = 'badge' + (kind ? ' ' + kind : ''); };
-  const setLive = (live) => {
-    connectBtn.disabled = live; hostSel.disabled = live; disconnectBtn.disabled = !live;
-    runBtn.disabled = !live || !!watchId; batchBtn.disabled = !live || !!watchId; shareBtn.disabled = !live || !!watchId;
-    taskBtn.disabled = !live || !!watchId;
-  };
+  const panes = new Map();
+  let active = null;
 
-  const onStatus = (status) => {
-    if (status === 'open') setBadge('CONNECTED', 'ok');
-    else if (status === 'connecting' || status === 'pending') setBadge('CONNECTING', 'busy');
-    else { setBadge(status.toUpperCase(), status === 'closed' ? '' : 'bad'); setLive(false); }
-  };
-  const handlers = {
-    // A status event, or (from the reconnect logic) a badge text.
-    status: (ev, kind) => (typeof ev === 'string' ? setBadge(ev, kind) : onStatus(ev.status)),
-    connected: (ev) => onStatus(ev.status),
-    started: (ev) => { runOut.textContent = ''; runInfo.textContent = ev.command; cancelBtn.disabled = false; setBadge(ev.steps > 1 ? 'STEP 1/' + ev.steps : 'RUNNING', 'busy'); },
-    progress: (ev) => { setBadge('STEP ' + ev.current + '/' + ev.total, 'busy'); runInfo.textContent = 'Step ' + ev.current + ' of ' + ev.total + ': ' + ev.step; },
-    chunk: (ev) => { runOut.append(h('span', {class: ev.stream}, ev.data)); runOut.scrollTop = runOut.scrollHeight; },
-    canceling: () => setBadge('CANCELING', 'busy'),
-    completed: (ev) => {
-      cancelBtn.disabled = true;
-      let text;
-      if (ev.status === 'canceled') text = 'CANCELED';
-      else if (ev.exit_signal) text = 'SIGNAL ' + ev.exit_signal;
-      else if (ev.exit_code != null) text = 'EXIT ' + ev.exit_code;
-      else text = ev.status.toUpperCase();
-      if (ev.failed_step) text += ' · STEP ' + ev.failed_step + ' FAILED';
-      setBadge(text, ev.status === 'ok' ? 'ok' : 'bad');
-      runInfo.textContent = runInfo.textContent + ' — ' + ev.status + (ev.duration_ms != null ? ' in ' + duration(ev.duration_ms) : '');
-    },
-    presence: (ev) => {
-      presence.replaceChildren(...ev.viewers.map((v) => h('li', {}, v.user, h('span', {class: 'mode'}, v.mode))));
-    },
-    error: (ev) => { flash(errorText(ev)); if (!ev.run) setBadge('ERROR', 'bad'); },
-    closed: (ev) => { flash('Session ended: ' + ev.reason + (ev.by ? ' (by ' + ev.by + ')' : ''), 'info'); setLive(false); },
-  };
+  function refresh() {
+    const p = active;
+    if (p) { window.shellwayTerm = p.term; window.shellwaySession = p.sess; } // for tests: the active tab
+    const live = !!(p && p.attached && p.live);
+    const [text, kind] = p ? p.badge : ['IDLE', ''];
+    badge.textContent = text; badge.className = 'badge' + (kind ? ' ' + kind : '');
+    endBtn.disabled = !live; shareBtn.disabled = !live;
+    for (const b of [runBtn, batchBtn, taskBtn]) b.disabled = !live;
+    cancelBtn.disabled = !live || !p.runningRuns().some((r) => r.status === 'running');
+    for (const [id, pane] of panes) {
+      const tab = tabs.querySelector('[data-session="' + id + '"]');
+      if (!tab) continue;
+      tab.classList.toggle('active', pane === p);
+      tab.classList.toggle('detached', !pane.attached && pane.live);
+      tab.classList.toggle('ended', !pane.live);
+      tab.setAttribute('aria-selected', pane === p ? 'true' : 'false');
+      tab.querySelector('.tab-state').textContent = !pane.live ? pane.status : pane.attached ? '' : 'detached';
+      tab.querySelector('.tab-close').title = pane.live ? 'Detach (the session keeps running)' : 'Close this tab';
+    }
+  }
 
-  function attach(path) {
-    sess = new Session(path, term, handlers);
-    window.shellwaySession = sess; // for tests: the live connection
-    sess.connect();
-    setLive(true);
-    term.focus();
+  function addPane(s, fresh) {
+    const pane = new Pane(s.id, {
+      path: s.ws_path + (fresh ? '' : '?snapshot=true'), control: true, history: !fresh, status: s.status,
+      onChange: (p) => { if (p === active || panes.has(p.id)) refresh(); },
+      onFlash: (text, kind) => { if (pane === active) flash(text, kind); },
+    });
+    panes.set(s.id, pane);
+    const close = h('button', {class: 'tab-close', 'aria-label': 'Detach'}, '×');
+    const tab = h('div', {class: 'tab', role: 'tab', 'data-session': s.id},
+      h('button', {class: 'tab-label', title: 'Session ' + s.id}, tabLabel(s), h('span', {class: 'tab-state muted'})), close);
+    tab.querySelector('.tab-label').addEventListener('click', () => activate(pane));
+    close.addEventListener('click', () => closeTab(pane));
+    tabs.append(tab);
+    stack.append(pane.box);
+    pane.box.hidden = true;
+    return pane;
+  }
+
+  // Shows a pane (attaching it); the others stay as they are.
+  function activate(pane) {
+    if (active === pane) { if (pane && !pane.attached && pane.live) pane.attach(); refresh(); return; }
+    if (active) active.box.hidden = true;
+    active = pane;
+    placeholder.hidden = !!pane;
+    if (pane) {
+      pane.box.hidden = false;
+      if (pane.live) pane.attach(); else pane.ensureTerminal();
+      runsSlot.replaceChildren(pane.runsEl);
+      presenceSlot.replaceChildren(pane.presenceEl);
+      sessionStorage.setItem(ACTIVE_KEY, pane.id);
+      history.replaceState(null, '', '/?session=' + pane.id);
+      pane.term.focus();
+    } else {
+      runsSlot.replaceChildren(); presenceSlot.replaceChildren();
+      sessionStorage.removeItem(ACTIVE_KEY);
+      history.replaceState(null, '', '/');
+    }
+    flash(null);
+    refresh();
+  }
+
+  // A live session's tab detaches (the session keeps running and stays
+  // listed); an ended one's goes away.
+  function closeTab(pane) {
+    if (pane.live) {
+      pane.detach();
+      refresh();
+      return;
+    }
+    pane.dispose();
+    panes.delete(pane.id);
+    const tab = tabs.querySelector('[data-session="' + pane.id + '"]');
+    if (tab) tab.remove();
+    pane.box.remove();
+    if (active === pane) { active = null; activate([...panes.values()].pop() || null); }
+    refresh();
+  }
+
+  function step(by) {
+    const list = [...panes.values()];
+    if (!list.length) return;
+    const at = list.indexOf(active);
+    activate(list[(at + by + list.length) % list.length]);
+  }
+
+  stack.append(placeholder);
+  for (const s of mine.slice().reverse()) addPane(s, false);
+  const wanted = params.get('session') || sessionStorage.getItem(ACTIVE_KEY);
+  if (wanted && panes.has(wanted)) activate(panes.get(wanted));
+  else {
+    if (params.get('session')) flash('That session is no longer live; its recording is in Logs.', 'info');
+    activate(null);
   }
 
   connectBtn.addEventListener('click', async () => {
     flash(null);
-    setBadge('CONNECTING', 'busy');
+    badge.textContent = 'CONNECTING'; badge.className = 'badge busy';
     try {
-      fit.fit();
-      const s = await api('POST', '/api/sessions', {host_id: hostSel.value, cols: term.cols, rows: term.rows});
-      sessionId = s.id;
-      term.reset();
-      attach(s.ws_path);
-    } catch (e) { setBadge('ERROR', 'bad'); flash(e.message); }
+      const size = active && active.term ? {cols: active.term.cols, rows: active.term.rows} : {};
+      const s = await api('POST', '/api/sessions', Object.assign({host_id: hostSel.value}, size));
+      const host = hosts.find((x) => x.id === hostSel.value);
+      activate(addPane({id: s.id, ws_path: s.ws_path, host_name: host && host.name, status: 'pending'}, true));
+    } catch (e) { badge.textContent = 'ERROR'; badge.className = 'badge bad'; flash(e.message); }
   });
-  disconnectBtn.addEventListener('click', () => {
-    if (!sess) return;
-    if (!watchId) sess.send({action: 'close'});
-    sess.close(); setLive(false); setBadge('DISCONNECTED');
-  });
-  term.onData((d) => { if (sess && !watchId) sess.send({action: 'input', data: d}); });
-  const onResize = () => {
-    fit.fit();
-    if (sess && !watchId && (term.cols !== size.cols || term.rows !== size.rows)) {
-      size = {cols: term.cols, rows: term.rows};
-      sess.send({action: 'resize', cols: term.cols, rows: term.rows});
-    }
-  };
-  window.addEventListener('resize', onResize);
-  const run = (body) => { if (sess) { runOut.textContent = ''; sess.send(Object.assign({action: 'run'}, body)); } };
+  endBtn.addEventListener('click', () => active && active.end());
+  const run = (body) => { if (active && active.sess) active.sess.send(Object.assign({action: 'run'}, body)); };
   runBtn.addEventListener('click', () => cmd.value.trim() && run({command: cmd.value}));
-  cmd.addEventListener('keydown', (e) => { if (e.key === 'Enter' && cmd.value.trim()) run({command: cmd.value}); });
-  batchBtn.addEventListener('click', () => script.value.trim() &&
-    run(loaded && script.value === loaded.body ? {script_id: loaded.id} : {script: script.value}));
+  cmd.addEventListener('keydown', (e) => { if (e.key === 'Enter' && cmd.value.trim() && !runBtn.disabled) run({command: cmd.value}); });
+  // A saved script unchanged since it was loaded runs by name (logged as such).
+  const runScript = () => run(loaded && script.value === loaded.body ? {script_id: loaded.id} : {script: script.value});
+  batchBtn.addEventListener('click', () => script.value.trim() && runScript());
+  script.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.ctrlKey && script.value.trim() && !batchBtn.disabled) { e.preventDefault(); runScript(); }
+  });
   taskBtn.addEventListener('click', () => taskSel.value && run({task: taskSel.value}));
-  cancelBtn.addEventListener('click', () => sess && sess.send({action: 'cancel'}));
-  shareBtn.addEventListener('click', () => shareDialog(sessionId));
-
-  if (watchId) {
-    sessionId = watchId;
-    attach('/ws/sessions/' + watchId + '?mode=view&snapshot=true');
-  }
-  app.cleanup = () => { window.removeEventListener('resize', onResize); if (sess) sess.close(); term.dispose(); };
+  cancelBtn.addEventListener('click', () => active && active.sess && active.sess.send({action: 'cancel'}));
+  shareBtn.addEventListener('click', () => active && shareDialog(active.id));
+  // Alt+Shift+← / → switch tabs (the terminal leaves these keys to us).
+  const onKey = (e) => {
+    if (!e.altKey || !e.shiftKey || !['ArrowLeft', 'ArrowRight'].includes(e.key)) return;
+    e.preventDefault();
+    step(e.key === 'ArrowLeft' ? -1 : 1);
+  };
+  document.addEventListener('keydown', onKey);
+  app.cleanup = () => {
+    document.removeEventListener('keydown', onKey);
+    for (const pane of panes.values()) pane.dispose();
+    window.shellwaySession = null;
+  };
 }
 
 function errorText(ev) {
   const what = {ssh: 'SSH', runtime: 'Runner', auth: 'Permission', protocol: 'Request', capacity: 'Capacity', lost: 'Connection lost'}[ev.type] || 'Error';
   return what + ': ' + ev.message;
+}
+
+// A read-only page around one pane: an admin watching (`/?watch=<id>`) or
+// someone who came by a share link. Only what such a viewer may do is
+// shown: no run panel, no cancel; a `control` link may type.
+function viewerPage(view, pane, title, leave) {
+  const badge = h('span', {class: 'badge', id: 'badge', role: 'status', 'aria-live': 'polite'});
+  const refresh = () => { const [text, kind] = pane.badge; badge.textContent = text; badge.className = 'badge' + (kind ? ' ' + kind : ''); };
+  pane.opts.onChange = refresh;
+  pane.opts.onFlash = flash;
+  view.append(h('div', {class: 'console'},
+    h('section', {class: 'term-pane', 'aria-label': 'Terminal'},
+      h('div', {class: 'toolbar'}, h('span', {id: 'viewing'}, title), h('span', {class: 'spacer'}), leave, badge),
+      h('div', {class: 'term-stack'}, pane.box)),
+    h('aside', {class: 'side'},
+      h('div', {class: 'card'}, h('h3', {}, 'Who is here'), pane.presenceEl),
+      h('div', {class: 'card', id: 'runs-card'}, h('h3', {}, 'Runs'), pane.runsEl))));
+  pane.attach();
+  window.shellwaySession = pane.sess;
+  refresh();
+  app.cleanup = () => pane.dispose();
+}
+
+async function watchView(view, id) {
+  const s = await api('GET', '/api/sessions/' + id);
+  const pane = new Pane(id, {path: s.ws_path + '?mode=view&snapshot=true', control: false, history: true, status: s.status});
+  const leave = h('a', {href: '/monitor', 'data-link': true, id: 'stop-watching'}, 'Stop watching');
+  viewerPage(view, pane, 'Watching ' + (s.host_name || 'a session') + ' of ' + s.owner + ' · read-only', leave);
+  bindLinks(view);
 }
 
 async function shareDialog(sessionId) {
@@ -359,26 +694,30 @@ async function joinView(view, params, token) {
     view.append(h('div', {class: 'card'}, h('h2', {}, 'This link does not open a session'), h('p', {class: 'error', id: 'join-error'}, e.message)));
     return;
   }
-  const badge = h('span', {class: 'badge busy', id: 'badge'}, 'CONNECTING');
-  const termBox = h('div', {class: 'term', id: 'terminal'});
-  const presence = h('ul', {class: 'presence', id: 'presence'});
-  view.append(h('div', {class: 'console'},
-    h('section', {class: 'term-pane'}, h('div', {class: 'toolbar'},
-      h('span', {}, (info.host_name || 'session') + ' shared by ' + info.owner + ' · ' + (info.mode === 'view' ? 'view only' : 'you can type')), badge), termBox),
-    h('aside', {class: 'side'}, h('div', {class: 'card'}, h('h3', {}, 'Who is here'), presence))));
-  const readOnly = info.mode === 'view';
-  const {term, fit} = makeTerminal(termBox, readOnly);
-  const sess = new Session(info.ws_path, term, {
-    connected: (ev) => { badge.textContent = ev.status === 'open' ? 'CONNECTED' : ev.status.toUpperCase(); badge.className = 'badge ok'; },
-    presence: (ev) => presence.replaceChildren(...ev.viewers.map((v) => h('li', {}, v.user, h('span', {class: 'mode'}, v.mode)))),
-    error: (ev) => flash(errorText(ev)),
-    closed: (ev) => { badge.textContent = 'ENDED'; badge.className = 'badge bad'; flash('Disconnected: ' + ev.reason + (ev.by ? ' (by ' + ev.by + ')' : ''), 'info'); },
-  });
-  if (!readOnly) term.onData((d) => sess.send({action: 'input', data: d}));
-  const onResize = () => fit.fit();
-  window.addEventListener('resize', onResize);
-  sess.connect();
-  app.cleanup = () => { window.removeEventListener('resize', onResize); sess.close(); term.dispose(); };
+  const control = info.mode !== 'view';
+  const pane = new Pane('join', {path: info.ws_path, control, status: 'pending'});
+  const leave = h('a', {href: '/', 'data-link': true, id: 'leave'}, 'Leave');
+  viewerPage(view, pane, (info.host_name || 'session') + ' shared by ' + info.owner + ' · ' + (control ? 'you can type' : 'view only'), leave);
+  bindLinks(view);
+}
+
+// Every field error of an API error next to its field (all at once when
+// the API lists several); what has no field goes to the banner.
+function showFieldErrors(e, errs) {
+  const list = e.fields && e.fields.length ? e.fields : e.field ? [{field: e.field, message: e.message}] : [];
+  let shown = false;
+  for (const f of list) {
+    if (!errs[f.field]) continue;
+    errs[f.field].textContent = f.message;
+    shown = true;
+  }
+  if (!shown) flash(e.message);
+  return list;
+}
+
+function readOnlyNote(what) {
+  return h('p', {class: 'muted read-only-note', id: 'read-only-note'},
+    'Only administrators add or change ' + what + '. You can use them from the Console.');
 }
 
 // ---- hosts ---------------------------------------------------------------
@@ -393,7 +732,7 @@ async function hostsView(view) {
     errs[name] = h('span', {class: 'field-error', id: 'host-' + name + '-error', role: 'alert'});
     return [h('label', {for: el.id}, label), el, errs[name]];
   };
-  const form = h('form', {class: 'form-grid card', id: 'host-form', hidden: !admin, novalidate: true},
+  const form = h('form', {class: 'form-grid card', id: 'host-form', novalidate: true},
     input('name', 'Name', h('input', {required: true, placeholder: 'web1'})),
     input('hostname', 'Hostname', h('input', {required: true, placeholder: '10.0.0.5'})),
     input('port', 'Port', h('input', {type: 'number', value: '22', min: 1, max: 65535})),
@@ -422,6 +761,8 @@ async function hostsView(view) {
   function edit(host) {
     editing = host ? host.id : null;
     for (const k of Object.keys(errs)) errs[k].textContent = '';
+    $('#host-scan-result', form).textContent = '';
+    flash(null);
     fields.name.value = host ? host.name : '';
     fields.hostname.value = host ? host.hostname : '';
     fields.port.value = host ? host.port : 22;
@@ -448,7 +789,11 @@ async function hostsView(view) {
       edit(null); load();
       flash('Host saved.', 'info');
     } catch (e) {
-      if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message);
+      const bad = showFieldErrors(e, errs);
+      // Strict with nothing pinned: offer the fix right there.
+      if (bad.some((f) => f.field === 'host_keys') && !body.host_keys.length) {
+        errs.host_keys.append(' ', h('button', {type: 'button', id: 'host-keys-fetch', onclick: scan}, 'Fetch host key'));
+      }
     }
   });
   async function load() {
@@ -456,16 +801,15 @@ async function hostsView(view) {
     tbody.replaceChildren(...hosts.map((x) => h('tr', {},
       h('td', {}, x.name), h('td', {}, x.username + '@' + x.hostname + ':' + x.port), h('td', {}, x.auth_method + (x.key_path ? ' · ' + x.key_path : '')),
       h('td', {}, x.host_key_policy + ' · ' + x.host_keys.length + ' pinned'),
-      h('td', {class: 'row-actions'}, admin ? [
+      admin && h('td', {class: 'row-actions'}, [
         h('button', {onclick: () => edit(x)}, 'Edit'),
         h('button', {class: 'danger', onclick: async () => {
           if (!confirm('Delete host ' + x.name + '? Its recorded sessions stay.')) return;
           try { await api('DELETE', '/api/hosts/' + x.id); load(); } catch (e) { flash(e.message); }
-        }}, 'Delete')] : ''))));
+        }}, 'Delete')]))));
   }
-  view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), h('th'))), tbody),
-    h('h2', {class: 'section-title'}, admin ? 'Add or edit a host' : ''), form,
-    admin ? '' : h('p', {class: 'muted'}, 'Only administrators change hosts.'));
+  view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), admin ? h('th') : null)), tbody),
+    ...(admin ? [h('h2', {class: 'section-title'}, 'Add or edit a host'), form] : [readOnlyNote('hosts')]));
   await load();
 }
 
@@ -484,7 +828,7 @@ function libraryView(kind) {
       errs[name] = h('span', {class: 'field-error', id: kind + '-' + name + '-error', role: 'alert'});
       return [h('label', {for: el.id}, name[0].toUpperCase() + name.slice(1)), el, errs[name]];
     };
-    const form = h('form', {class: 'form-grid card', id: kind + '-form', hidden: !admin, novalidate: true},
+    const form = h('form', {class: 'form-grid card', id: kind + '-form', novalidate: true},
       row('name', h('input', {placeholder: isTask ? 'restart_app' : 'deploy'})),
       isTask ? row('label', h('input', {placeholder: 'Restart the app'})) : [],
       isTask ? row('command', h('input', {placeholder: 'sudo systemctl restart app'})) : [],
@@ -495,6 +839,7 @@ function libraryView(kind) {
     function edit(item) {
       editing = item ? item.id : null;
       for (const c of cols) { fields[c].value = item ? item[c] : ''; errs[c].textContent = ''; }
+      flash(null);
     }
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
@@ -504,48 +849,120 @@ function libraryView(kind) {
       try {
         if (editing) await api('PUT', '/api/' + kind + '/' + editing, body); else await api('POST', '/api/' + kind, body);
         edit(null); load(); flash('Saved.', 'info');
-      } catch (e) { if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message); }
+      } catch (e) { showFieldErrors(e, errs); }
     });
     async function load() {
       const items = await api('GET', '/api/' + kind);
       tbody.replaceChildren(...items.map((x) => h('tr', {},
         h('td', {}, x.name), h('td', {}, isTask ? (x.label || '') : (x.steps + ' steps')),
         h('td', {}, h('pre', {class: 'runout'}, isTask ? x.command : x.body)), h('td', {}, x.description),
-        h('td', {class: 'row-actions'}, admin ? [h('button', {onclick: () => edit(x)}, 'Edit'),
+        admin && h('td', {class: 'row-actions'}, [h('button', {onclick: () => edit(x)}, 'Edit'),
           h('button', {class: 'danger', onclick: async () => {
             if (!confirm('Delete ' + x.name + '?')) return;
             try { await api('DELETE', '/api/' + kind + '/' + x.id); load(); } catch (e) { flash(e.message); }
-          }}, 'Delete')] : ''))));
+          }}, 'Delete')]))));
     }
     view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
       h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One command a step (if … fi, loops and functions may span lines); # comments; cd, export and functions carry over; the batch stops at the first failing step.'),
-      h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), h('th'))), tbody),
-      h('h2', {class: 'section-title'}, admin ? 'Add or edit' : ''), form);
+      h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), admin ? h('th') : null)), tbody),
+      ...(admin ? [h('h2', {class: 'section-title'}, 'Add or edit'), form] : [readOnlyNote(isTask ? 'tasks' : 'scripts')]));
     await load();
   };
 }
 
 // ---- logs and replay -----------------------------------------------------
 
+const LOGS_PAGE = 25;
+
+// A date input's day, as the instant its local midnight starts (`days`
+// later for an end of range).
+function dayStart(value, days) {
+  const d = new Date(value + 'T00:00');
+  d.setDate(d.getDate() + (days || 0));
+  return d.toISOString();
+}
+
+async function copyText(text, button) {
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = 'Copied';
+  } catch (_) {
+    // No clipboard (an insecure origin): show the link, selected.
+    const field = h('input', {type: 'text', readonly: true, value: text, class: 'copy-field', 'aria-label': 'Link'});
+    button.replaceWith(field);
+    field.select();
+  }
+}
+
+// One session's actions in the list: its link, in a new tab too, and
+// back to it while it is live.
+function sessionActions(s) {
+  const url = location.origin + '/logs/' + s.id;
+  const live = ['pending', 'connecting', 'open'].includes(s.status);
+  const mine = app.me && s.owner === app.me.username;
+  const copy = h('button', {class: 'copy-link', 'data-url': url, title: 'Copy a link to this session'}, 'Copy link');
+  copy.addEventListener('click', () => copyText(url, copy));
+  return h('td', {}, h('div', {class: 'row-actions'}, copy,
+    h('a', {href: '/logs/' + s.id, target: '_blank', rel: 'noopener', class: 'open-tab', title: 'Open in a new tab'}, 'New tab ↗'),
+    live && mine ? h('a', {href: '/?session=' + s.id, 'data-link': true, class: 'attach'}, 'Attach') : null,
+    live && !mine && app.me && app.me.is_admin ? h('a', {href: '/?watch=' + s.id, 'data-link': true, class: 'watch'}, 'Watch') : null));
+}
+
 async function logsView(view) {
-  const filter = h('select', {id: 'logs-filter', 'aria-label': 'Filter'}, h('option', {value: 'all'}, 'All'), h('option', {value: 'live'}, 'Live'), h('option', {value: 'finished'}, 'Finished'));
+  const admin = app.me && app.me.is_admin;
+  const [hosts, users] = await Promise.all([api('GET', '/api/hosts'), admin ? api('GET', '/api/users') : []]);
+  const status = h('select', {id: 'logs-filter', 'aria-label': 'Status'}, h('option', {value: 'all'}, 'All'),
+    h('option', {value: 'live'}, 'Live'), h('option', {value: 'finished'}, 'Finished'),
+    ['closed', 'failed', 'lost', 'rejected'].map((x) => h('option', {value: x}, x[0].toUpperCase() + x.slice(1))));
+  const host = h('select', {id: 'logs-host', 'aria-label': 'Host'}, h('option', {value: ''}, 'All hosts'),
+    hosts.map((x) => h('option', {value: x.id}, x.name)));
+  const owner = admin ? h('select', {id: 'logs-owner', 'aria-label': 'User'}, h('option', {value: ''}, 'Everyone'),
+    users.map((u) => h('option', {value: u.username}, u.username))) : null;
+  const from = h('input', {type: 'date', id: 'logs-from', 'aria-label': 'From'});
+  const to = h('input', {type: 'date', id: 'logs-to', 'aria-label': 'To'});
+  const search = h('input', {type: 'search', id: 'logs-search', placeholder: 'Search run commands', 'aria-label': 'Search run commands', maxlength: 200});
+  const newer = h('button', {id: 'logs-newer', disabled: true}, '← Newer');
+  const older = h('button', {id: 'logs-older', disabled: true}, 'Older →');
+  const pageInfo = h('span', {class: 'muted', id: 'logs-page'});
   const tbody = h('tbody');
+  // The `before` cursor of each page on the way here: page 1 has none.
+  let cursors = [null];
   async function load() {
-    const live = filter.value === 'live';
-    let list = await api('GET', '/api/sessions' + (live ? '?status=live' : ''));
-    if (filter.value === 'finished') list = list.filter((s) => !['pending', 'connecting', 'open'].includes(s.status));
+    const q = new URLSearchParams({status: status.value, limit: String(LOGS_PAGE + 1)});
+    if (host.value) q.set('host', host.value);
+    if (owner && owner.value) q.set('owner', owner.value);
+    if (from.value) q.set('from', dayStart(from.value));
+    if (to.value) q.set('to', dayStart(to.value, 1));
+    if (search.value.trim()) q.set('q', search.value.trim());
+    const before = cursors[cursors.length - 1];
+    if (before) q.set('before', before);
+    let list;
+    try { list = await api('GET', '/api/sessions?' + q); } catch (e) { flash(e.message); return; }
+    const more = list.length > LOGS_PAGE;
+    list = list.slice(0, LOGS_PAGE);
+    older.disabled = !more; newer.disabled = cursors.length < 2;
+    older.dataset.next = more ? list[list.length - 1].id : '';
+    pageInfo.textContent = list.length ? 'Page ' + cursors.length : 'No session matches.';
     tbody.replaceChildren(...list.flatMap((s) => [
-      h('tr', {}, h('td', {}, h('a', {href: '/logs/' + s.id, 'data-link': true}, when(s.created_at))), h('td', {}, s.host_name || ''), h('td', {}, s.owner),
-        h('td', {class: statusClass(s.status)}, s.status + (s.error ? ' — ' + s.error : '')), h('td', {}, s.runner || ''), h('td', {}, String(s.runs.length))),
+      h('tr', {'data-session': s.id}, h('td', {}, h('a', {href: '/logs/' + s.id, 'data-link': true}, when(s.created_at))), h('td', {}, s.host_name || ''), h('td', {}, s.owner),
+        h('td', {class: statusClass(s.status)}, s.status + (s.error ? ' — ' + s.error : '')), h('td', {}, s.runner || ''), h('td', {}, String(s.runs.length)), sessionActions(s)),
       ...s.runs.map((r) => h('tr', {class: 'run-row'}, h('td'), h('td', {colspan: 2}, r.kind + ': ' + r.command),
         h('td', {class: statusClass(r.status)}, r.status + (r.exit_code != null ? ' · exit ' + r.exit_code : '') + (r.failed_step ? ' · step ' + r.failed_step : '')),
-        h('td', {}, duration(r.duration_ms)), h('td', {}, h('pre', {class: 'runout'}, r.output_tail || '')))),
+        h('td', {}, duration(r.duration_ms)), h('td', {colspan: 2}, h('pre', {class: 'runout'}, r.output_tail || '')))),
     ]));
     bindLinks(tbody);
   }
-  filter.addEventListener('change', load);
-  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Logs'), filter),
-    h('table', {id: 'logs-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Started'), h('th', {}, 'Host'), h('th', {}, 'Owner'), h('th', {}, 'Status'), h('th', {}, 'Runner'), h('th', {}, 'Runs'))), tbody));
+  const restart = () => { cursors = [null]; load(); };
+  for (const el of [status, host, owner, from, to]) if (el) el.addEventListener('change', restart);
+  let typing = null;
+  search.addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(restart, 300); });
+  older.addEventListener('click', () => { if (older.dataset.next) { cursors.push(older.dataset.next); load(); } });
+  newer.addEventListener('click', () => { if (cursors.length > 1) { cursors.pop(); load(); } });
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Logs'), status, host, owner, h('label', {for: 'logs-from'}, 'From'), from,
+    h('label', {for: 'logs-to'}, 'to'), to, search),
+    h('table', {id: 'logs-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Started'), h('th', {}, 'Host'), h('th', {}, 'Owner'), h('th', {}, 'Status'), h('th', {}, 'Runner'), h('th', {}, 'Runs'), h('th'))), tbody),
+    h('div', {class: 'toolbar pager'}, newer, pageInfo, older));
+  app.cleanup = () => clearTimeout(typing);
   await load();
 }
 
@@ -613,7 +1030,7 @@ async function replayView(view, params, id) {
 async function monitorView(view) {
   const tbody = h('tbody');
   async function load() {
-    const list = await api('GET', '/api/sessions?status=live');
+    const list = await api('GET', '/api/sessions?status=live&limit=200');
     tbody.replaceChildren(...list.map((s) => h('tr', {},
       h('td', {}, s.host_name || ''), h('td', {}, s.owner), h('td', {}, s.runner || ''), h('td', {}, when(s.created_at)),
       h('td', {}, (s.viewers || []).map((v) => v.user + ' (' + v.mode + ')').join(', ') || '—'),

@@ -276,6 +276,15 @@ pub(crate) struct Options {
         default_value_t = 3600
     )]
     pub recording_sweep_s: u64,
+    /// End a session after this many seconds with no viewer and no input
+    /// (0: never). Sent to the runner with each session request.
+    #[arg(
+        long,
+        env = "SHELLWAY_SESSION_IDLE_TIMEOUT_S",
+        global = true,
+        default_value_t = 1800
+    )]
+    pub session_idle_timeout_s: u64,
 }
 
 fn parse_origin(s: &str) -> Result<Origin, String> {
@@ -402,6 +411,7 @@ impl Options {
                 .cookie_secure
                 .unwrap_or(!self.listen.ip().is_loopback()),
             with_runner,
+            session_idle_timeout: Duration::from_secs(self.session_idle_timeout_s),
             sharing: crate::Sharing {
                 max_expiry: Duration::from_secs(self.share_max_expiry_s),
                 anonymous_view: self.share_anonymous_view,
@@ -455,6 +465,7 @@ mod tests {
         assert_eq!(cfg.proxy_id.len(), 8);
         assert!(cfg.with_runner.is_none());
         assert!(cfg.bootstrap_admin.is_none(), "no password, no admin");
+        assert_eq!(cfg.session_idle_timeout, Duration::from_secs(1800));
         assert_eq!(
             cfg.recording,
             crate::RecordingPolicy::default(),

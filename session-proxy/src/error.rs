@@ -1,6 +1,8 @@
 //! The one error type of the HTTP API: a status, a stable code and a message
 //! written for a person. Internal detail goes to the log, never to the client.
 
+use std::borrow::Cow;
+
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,9 +16,18 @@ pub(crate) struct ApiError {
     pub code: &'static str,
     pub message: String,
     /// The request field at fault, for validation errors.
-    pub field: Option<&'static str>,
+    pub field: Option<Cow<'static, str>>,
+    /// Every field at fault when there are several (the first is `field`
+    /// and `message`), so a form can show them all at once.
+    pub fields: Vec<FieldError>,
     /// Seconds after which trying again may succeed (`Retry-After`).
     pub retry_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    pub field: Cow<'static, str>,
+    pub message: String,
 }
 
 impl ApiError {
@@ -26,6 +37,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            fields: Vec::new(),
             retry_after: None,
         }
     }
@@ -67,18 +79,33 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
-    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
-            field: Some(field),
+            field: Some(field.into()),
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message)
         }
     }
 
     pub(crate) fn not_supported(field: &'static str, message: impl Into<String>) -> Self {
         Self {
-            field: Some(field),
+            field: Some(field.into()),
             ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "not_supported", message)
         }
+    }
+
+    /// The first of several validation errors, carrying all of them in
+    /// `fields`; `None` when there are none.
+    pub(crate) fn all(errors: Vec<ApiError>) -> Option<Self> {
+        let fields = errors
+            .iter()
+            .filter_map(|e| {
+                let field = e.field.clone()?;
+                let message = e.message.clone();
+                Some(FieldError { field, message })
+            })
+            .collect();
+        let first = errors.into_iter().next()?;
+        Some(Self { fields, ..first })
     }
 
     /// Logs `err` and hides it behind a generic message.
@@ -111,9 +138,7 @@ impl From<BrokerError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(err: JsonRejection) -> Self {
-        // The rejection text describes the client's own JSON (position and
-        // expected type), nothing internal.
-        Self::new(err.status(), "invalid_json", err.body_text())
+        crate::rejection::from_rejection(&err)
     }
 }
 
@@ -125,7 +150,7 @@ impl From<PathRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(err: QueryRejection) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_query", err.body_text())
+        crate::rejection::from_query_rejection(&err)
     }
 }
 
@@ -134,6 +159,14 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(field) = self.field {
             error["field"] = json!(field);
+        }
+        if !self.fields.is_empty() {
+            let fields: Vec<_> = self
+                .fields
+                .iter()
+                .map(|f| json!({"field": f.field, "message": f.message}))
+                .collect();
+            error["fields"] = json!(fields);
         }
         let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if let Some(secs) = self.retry_after {
@@ -197,5 +230,22 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         assert_eq!(v["error"]["code"], "invalid_field");
         assert_eq!(v["error"]["field"], "port");
+        assert!(v["error"].get("fields").is_none(), "{body}");
+    }
+
+    #[tokio::test]
+    async fn several_validation_errors_are_all_listed() {
+        let errors = vec![
+            ApiError::invalid("name", "name is required"),
+            ApiError::invalid("port", "port must be between 1 and 65535"),
+        ];
+        let err = ApiError::all(errors).unwrap_or_else(|| panic!("an error"));
+        let (_, body) = body_of(err).await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["error"]["field"], "name");
+        assert_eq!(v["error"]["message"], "name is required");
+        assert_eq!(v["error"]["fields"][1]["field"], "port");
+        assert_eq!(v["error"]["fields"].as_array().map(Vec::len), Some(2));
+        assert!(ApiError::all(Vec::new()).is_none());
     }
 }

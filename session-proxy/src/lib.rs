@@ -23,6 +23,7 @@ mod presence;
 mod recorder;
 mod recording;
 mod rejected;
+mod rejection;
 mod serve;
 mod throttle;
 mod web;
@@ -62,6 +63,9 @@ pub struct Config {
     pub sharing: Sharing,
     pub recording: RecordingPolicy,
     pub security: Security,
+    /// Sessions with no viewer and no input end after this long (zero:
+    /// never); the runner keeps the clock.
+    pub session_idle_timeout: Duration,
 }
 
 pub use crate::api::shares::Sharing;
@@ -154,6 +158,7 @@ pub async fn run(
             trusted_proxies: config.security.trusted_proxies.clone(),
             public_origin: config.security.public_url.clone(),
             token_max_expiry: config.security.token_max_expiry,
+            session_idle_timeout: config.session_idle_timeout,
         }),
         shutdown: tasks.clone(),
     };

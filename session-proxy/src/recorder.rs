@@ -355,8 +355,10 @@ async fn apply_event(
             .await
             .map(drop)
         }
+        // The proxy wrote the run as `queued` when it sent it.
         Event::Connected { .. }
         | Event::Resized { .. }
+        | Event::Queued { .. }
         | Event::Snapshot { .. }
         | Event::Chunk { .. }
         | Event::Progress { .. }

@@ -8,6 +8,7 @@
 mod broker;
 mod config;
 mod heartbeat;
+mod idle;
 mod intake;
 mod output;
 mod presence;

@@ -31,6 +31,16 @@ impl Board {
         self.changed()
     }
 
+    /// Whether anyone watches the session, on any proxy.
+    pub(crate) fn watched(&self) -> bool {
+        !self.published.is_empty()
+    }
+
+    /// The merged list as last published.
+    pub(crate) fn current(&self) -> &[Viewer] {
+        &self.published
+    }
+
     /// Drops lists older than `ttl`; returns the merged list if it changed.
     pub(crate) fn expire(&mut self, now: Instant, ttl: Duration) -> Option<Vec<Viewer>> {
         self.proxies

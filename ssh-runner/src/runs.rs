@@ -62,6 +62,12 @@ impl RunQueue {
         })
     }
 
+    /// Whether a run is going or waiting (the session is not idle then).
+    pub(crate) fn busy(&self) -> bool {
+        let running = self.state.current.lock().is_ok_and(|c| c.is_some());
+        running || self.tx.capacity() < self.tx.max_capacity()
+    }
+
     /// Cancels `run` (the current run if `None`); returns the run being
     /// canceled, if there is one.
     pub(crate) fn cancel(&self, run: Option<Uuid>) -> Option<Uuid> {

@@ -22,6 +22,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::idle::{self, IdleClock, IdleStep};
 use crate::output::{ChannelKind, ChannelReader, Next, COALESCE_LIMIT};
 use crate::presence::Board;
 use crate::publisher::{SessionPublisher, SharedPublisher};
@@ -175,12 +176,14 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         _ => (None, None),
     };
 
+    let idle_timeout = request.idle_timeout_s.map(Duration::from_secs);
     let actor = Actor {
         input: input.clone(),
         consumer,
         pty: pty_write,
         screen,
         presence: Board::default(),
+        idle: IdleClock::new(idle_timeout, tokio::time::Instant::now()),
         runs,
         publisher: publisher.clone(),
         resizes: 0,
@@ -378,6 +381,8 @@ struct Actor {
     pty: Option<PtyWriter>,
     screen: Option<Screen>,
     presence: Board,
+    /// `None` when sessions never time out.
+    idle: Option<IdleClock>,
     runs: RunQueue,
     publisher: SharedPublisher,
     /// Resizes reported so far.
@@ -395,6 +400,7 @@ impl Actor {
         let mut unacked = Unacked::default();
         let end = loop {
             let ack_due = unacked.due();
+            let idle_due = self.idle.as_ref().and_then(IdleClock::due);
             let delivery = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break End::because("runner shutting down"),
@@ -409,6 +415,12 @@ impl Actor {
                 _ = presence_check.tick() => {
                     let changed = self.presence.expire(Instant::now(), PRESENCE_TTL);
                     self.publish_presence(changed).await;
+                    continue;
+                }
+                () = tokio::time::sleep_until(idle_due.unwrap_or_else(tokio::time::Instant::now)), if idle_due.is_some() => {
+                    if self.idle_check().await {
+                        break End::because("idle");
+                    }
                     continue;
                 }
             };
@@ -444,6 +456,7 @@ impl Actor {
         let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
         match kind {
             Some(KIND_INPUT) => {
+                self.active();
                 self.write(std::mem::take(&mut delivery.data)).await;
                 None
             }
@@ -473,6 +486,12 @@ impl Actor {
     }
 
     async fn control(&mut self, control: Control) -> Option<End> {
+        if matches!(
+            control,
+            Control::Resize { .. } | Control::Run(_) | Control::Cancel { .. }
+        ) {
+            self.active();
+        }
         match control {
             Control::Resize { cols, rows } => {
                 self.resized(cols, rows).await;
@@ -484,8 +503,21 @@ impl Actor {
             }
             Control::Run(spec) => {
                 tracing::info!(run_id = %spec.run, by = %spec.by, kind = spec.kind.as_str(), "run requested");
-                if let Err(spec) = self.runs.submit(spec) {
-                    self.refuse(spec).await;
+                let queued = Event::Queued {
+                    run: spec.run,
+                    kind: spec.kind,
+                    command: spec.label.clone(),
+                    steps: spec.steps.len() as u32,
+                };
+                // Handed over under the publisher's lock: the worker's
+                // `started` waits for it, so `queued` always comes first.
+                let mut p = self.publisher.lock().await;
+                match self.runs.submit(spec) {
+                    Ok(()) => p.event(&queued).await,
+                    Err(spec) => {
+                        drop(p);
+                        self.refuse(spec).await;
+                    }
                 }
             }
             Control::Cancel { run } => match self.runs.cancel(run) {
@@ -547,13 +579,69 @@ impl Actor {
             data,
         };
         p.event(&event).await;
+        // Who is here, again: a viewer asks for a snapshot once its proxy
+        // listens to the session, so it hears this even when the
+        // `presence` its arrival caused went out before (its proxy was not
+        // listening yet), or never did (a reload: the list left and came
+        // back the same).
+        if self.presence.watched() {
+            let viewers = self.presence.current().to_vec();
+            p.event(&Event::Presence { viewers }).await;
+        }
     }
 
-    async fn publish_presence(&self, changed: Option<Vec<shellway_common::event::Viewer>>) {
+    async fn publish_presence(&mut self, changed: Option<Vec<shellway_common::event::Viewer>>) {
+        if let Some(idle) = &mut self.idle {
+            idle.watched(self.presence.watched(), tokio::time::Instant::now());
+        }
         if let Some(viewers) = changed {
             let event = Event::Presence { viewers };
             self.publisher.lock().await.event(&event).await;
         }
+    }
+
+    /// Input or a command from a viewer: the session is in use.
+    fn active(&mut self) {
+        if let Some(idle) = &mut self.idle {
+            idle.activity(tokio::time::Instant::now());
+        }
+    }
+
+    /// Acts on the idle clock when it is due; true when the session must
+    /// end. A run going or waiting keeps the session in use.
+    async fn idle_check(&mut self) -> bool {
+        if self.runs.busy() {
+            self.active();
+            return false;
+        }
+        let Some(step) = self
+            .idle
+            .as_mut()
+            .and_then(|c| c.check(tokio::time::Instant::now()))
+        else {
+            return false;
+        };
+        match step {
+            IdleStep::Close => {
+                tracing::info!("closing the session: no viewer and no input");
+                true
+            }
+            IdleStep::Warn { idle, left } => {
+                tracing::info!(left_s = left.as_secs(), "warning of the idle timeout");
+                self.announce(&idle::warning(idle, left)).await;
+                false
+            }
+        }
+    }
+
+    /// Writes a line of our own into the terminal's output: viewers see it
+    /// (a late joiner in the snapshot) and the recording keeps it.
+    async fn announce(&self, text: &str) {
+        let mut p = self.publisher.lock().await;
+        if let Some(screen) = &self.screen {
+            screen.feed(text.as_bytes());
+        }
+        p.output(Stream::Pty, None, text.as_bytes()).await;
     }
 
     async fn refuse(&self, spec: RunSpec) {

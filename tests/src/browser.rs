@@ -82,6 +82,18 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|err| panic!("webdriver {path}: {err}"))
+    }
+
+    /// The call's value, or the error WebDriver answered with.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut req = self.http.request(method, url);
         if let Some(b) = body {
@@ -95,9 +107,9 @@ impl Browser {
             .await
             .expect("webdriver json");
         if v["value"].get("error").is_some() {
-            panic!("webdriver {path}: {}", v["value"]);
+            return Err(v["value"].clone());
         }
-        v["value"].clone()
+        Ok(v["value"].clone())
     }
 
     pub async fn goto(&self, url: &str) {
@@ -175,10 +187,16 @@ impl Browser {
     }
 
     /// Waits until the JavaScript expression is truthy; returns its value.
+    /// An expression that throws (the page is still loading: an element it
+    /// reads is not there yet) counts as not yet.
     pub async fn wait_js(&self, what: &str, expr: &str) -> Value {
         let script = format!("return ({expr});");
         crate::eventually(what, crate::WAIT, || async {
-            let v = self.js(&script, json!([])).await;
+            let body = json!({"script": script, "args": []});
+            let v = self
+                .try_call(reqwest::Method::POST, "/execute/sync", Some(body))
+                .await
+                .ok()?;
             let truthy = !(v.is_null() || v == false || v == "" || v == 0);
             truthy.then_some(v)
         })
@@ -231,6 +249,51 @@ impl Browser {
             })),
         )
         .await;
+    }
+
+    /// Reloads the page (F5).
+    pub async fn reload(&self) {
+        self.call(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+    }
+
+    /// Signs in on the login page and waits for the console.
+    pub async fn login(&self, base: &str, user: &str, password: &str) {
+        self.goto(&format!("{base}/login")).await;
+        self.type_into("#username", user).await;
+        self.type_into("#password", password).await;
+        self.click("button[type=submit]").await;
+        self.wait_js(
+            "the console",
+            "location.pathname === '/' && document.getElementById('badge')",
+        )
+        .await;
+    }
+
+    /// Waits until the active terminal's buffer shows `needle`.
+    pub async fn screen_shows(&self, needle: &str) {
+        let expr = format!(
+            "window.shellwayScreen && window.shellwayScreen().includes({})",
+            json!(needle)
+        );
+        self.wait_js(&format!("the terminal to show {needle:?}"), &expr)
+            .await;
+    }
+
+    /// Types into the active terminal (xterm's hidden input), `\n` as Enter.
+    pub async fn type_in_terminal(&self, text: &str) {
+        self.type_into(".term:not([hidden]) .xterm-helper-textarea", text)
+            .await;
+    }
+
+    /// Waits until the status badge reads `text`.
+    pub async fn badge_is(&self, text: &str) {
+        let expr = format!(
+            "document.getElementById('badge') && document.getElementById('badge').textContent === {}",
+            json!(text)
+        );
+        self.wait_js(&format!("the badge to read {text}"), &expr)
+            .await;
     }
 
     pub async fn accept_alert(&self) {

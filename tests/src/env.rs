@@ -33,6 +33,7 @@ pub struct TestEnvOptions {
     pub recording: session_proxy::RecordingPolicy,
     /// Connection, sign-in and token bounds of the proxies.
     pub security: session_proxy::Security,
+    pub session_idle_timeout: Duration,
 }
 
 /// The proxy's security defaults, but room for many connections: every
@@ -55,6 +56,7 @@ impl Default for TestEnvOptions {
             sharing: session_proxy::Sharing::default(),
             recording: session_proxy::RecordingPolicy::default(),
             security: test_security(),
+            session_idle_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -227,6 +229,7 @@ impl TestEnv {
             sharing: self.opts.sharing.clone(),
             recording: self.opts.recording.clone(),
             security: self.opts.security.clone(),
+            session_idle_timeout: self.opts.session_idle_timeout,
         }
     }
 
@@ -360,6 +363,10 @@ impl TestEnv {
             .env(
                 "SHELLWAY_RECORDING_SWEEP_S",
                 recording.sweep_every.as_secs().max(1).to_string(),
+            )
+            .env(
+                "SHELLWAY_SESSION_IDLE_TIMEOUT_S",
+                self.opts.session_idle_timeout.as_secs().to_string(),
             )
             .env("SHELLWAY_ADMIN_USERNAME", ADMIN)
             .env("SHELLWAY_COOKIE_SECURE", "false")

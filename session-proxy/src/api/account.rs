@@ -56,7 +56,7 @@ pub(crate) async fn change_password(
         )
         .await;
         return Err(ApiError {
-            field: Some("current_password"),
+            field: Some("current_password".into()),
             ..ApiError::forbidden("the current password is wrong")
         });
     }

@@ -61,54 +61,67 @@ fn required(obj: &Map<String, Value>, field: &'static str) -> Result<String, Api
     string(obj, field)?.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
 }
 
+/// Validation errors gathered so every field at fault is reported at once.
+#[derive(Default)]
+struct Errors(Vec<ApiError>);
+
+impl Errors {
+    fn take<T>(&mut self, result: Result<T, ApiError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+}
+
 pub(crate) fn parse(body: &Value) -> Result<HostInput, ApiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| ApiError::invalid("body", "a host must be a JSON object"))?;
 
-    let name = required(obj, "name")?;
-    check_name(&name)?;
-    let hostname = required(obj, "hostname")?;
-    check_hostname(&hostname)?;
-    let port = parse_port(obj.get("port"))?;
-    let username = required(obj, "username")?;
-    check_username(&username)?;
-
-    let auth_method = match required(obj, "auth_method")?.as_str() {
-        "key_path" => AuthKind::KeyPath,
-        "agent" => AuthKind::Agent,
-        "stored_key" | "password" => {
-            return Err(ApiError::not_supported(
-                "auth_method",
-                "stored_key and password authentication are not supported yet",
-            ))
-        }
-        other => {
-            return Err(ApiError::invalid(
-                "auth_method",
-                format!("unknown auth_method {other:?} (use key_path or agent)"),
-            ))
-        }
+    let mut errs = Errors::default();
+    let name = errs.take(required(obj, "name").and_then(|n| check_name(&n).map(|()| n)));
+    let hostname =
+        errs.take(required(obj, "hostname").and_then(|h| check_hostname(&h).map(|()| h)));
+    let port = errs.take(parse_port(obj.get("port")));
+    let username =
+        errs.take(required(obj, "username").and_then(|u| check_username(&u).map(|()| u)));
+    let auth_method = errs.take(parse_auth_method(obj));
+    let key_path = errs.take(parse_key_path(obj, auth_method));
+    let host_key_policy = errs.take(parse_policy(obj));
+    let host_keys = errs.take(parse_host_keys(obj.get("host_keys")));
+    if host_key_policy == Some(HostKeyPolicy::Strict)
+        && host_keys.as_ref().is_some_and(Vec::is_empty)
+    {
+        // Such a host could never connect: nothing would match.
+        errs.0.push(ApiError::invalid(
+            "host_keys",
+            "the strict policy needs a pinned host key: fetch it (Fetch host key, \
+             or POST /api/hosts/scan) and compare its fingerprint, or choose tofu",
+        ));
+    }
+    if let Some(err) = ApiError::all(errs.0) {
+        return Err(err);
+    }
+    let (
+        Some(name),
+        Some(hostname),
+        Some(port),
+        Some(username),
+        Some(auth_method),
+        Some(key_path),
+        Some(host_key_policy),
+        Some(host_keys),
+    ) = (
+        name,
+        hostname,
+        port,
+        username,
+        auth_method,
+        key_path,
+        host_key_policy,
+        host_keys,
+    )
+    else {
+        return Err(ApiError::invalid("body", "the host is not valid"));
     };
-    let key_path = string(obj, "key_path")?;
-    let key_path = match auth_method {
-        AuthKind::KeyPath => {
-            let path = key_path.ok_or_else(|| {
-                ApiError::invalid("key_path", "key_path is required with auth_method key_path")
-            })?;
-            check_key_path(&path)?;
-            Some(path)
-        }
-        AuthKind::Agent => None,
-    };
-
-    let host_key_policy = match string(obj, "host_key_policy")? {
-        None => HostKeyPolicy::Strict,
-        Some(p) => p
-            .parse::<HostKeyPolicy>()
-            .map_err(|msg| ApiError::invalid("host_key_policy", msg))?,
-    };
-    let host_keys = parse_host_keys(obj.get("host_keys"))?;
     Ok(HostInput {
         name,
         hostname,
@@ -119,6 +132,49 @@ pub(crate) fn parse(body: &Value) -> Result<HostInput, ApiError> {
         host_key_policy,
         host_keys,
     })
+}
+
+fn parse_auth_method(obj: &Map<String, Value>) -> Result<AuthKind, ApiError> {
+    match required(obj, "auth_method")?.as_str() {
+        "key_path" => Ok(AuthKind::KeyPath),
+        "agent" => Ok(AuthKind::Agent),
+        "stored_key" | "password" => Err(ApiError::not_supported(
+            "auth_method",
+            "stored_key and password authentication are not supported yet",
+        )),
+        other => Err(ApiError::invalid(
+            "auth_method",
+            format!("unknown auth_method {other:?} (use key_path or agent)"),
+        )),
+    }
+}
+
+/// The key file, required with `key_path` authentication (not checked
+/// when the method itself is invalid).
+fn parse_key_path(
+    obj: &Map<String, Value>,
+    auth_method: Option<AuthKind>,
+) -> Result<Option<String>, ApiError> {
+    let key_path = string(obj, "key_path")?;
+    match auth_method {
+        Some(AuthKind::KeyPath) => {
+            let path = key_path.ok_or_else(|| {
+                ApiError::invalid("key_path", "key_path is required with auth_method key_path")
+            })?;
+            check_key_path(&path)?;
+            Ok(Some(path))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn parse_policy(obj: &Map<String, Value>) -> Result<HostKeyPolicy, ApiError> {
+    match string(obj, "host_key_policy")? {
+        None => Ok(HostKeyPolicy::Strict),
+        Some(p) => p
+            .parse::<HostKeyPolicy>()
+            .map_err(|msg| ApiError::invalid("host_key_policy", msg)),
+    }
 }
 
 fn check_name(name: &str) -> Result<(), ApiError> {
@@ -269,8 +325,11 @@ mod tests {
         })
     }
 
-    fn field_of(body: Value) -> Option<&'static str> {
-        parse(&body).err().and_then(|e| e.field)
+    fn field_of(body: Value) -> Option<String> {
+        parse(&body)
+            .err()
+            .and_then(|e| e.field)
+            .map(|f| f.into_owned())
     }
 
     #[test]
@@ -310,7 +369,7 @@ mod tests {
         for (field, value) in cases {
             let mut body = valid();
             body[field] = value.clone();
-            assert_eq!(field_of(body), Some(field), "{field}={value}");
+            assert_eq!(field_of(body).as_deref(), Some(field), "{field}={value}");
         }
     }
 
@@ -334,9 +393,35 @@ mod tests {
     fn key_path_is_required_only_for_key_path_auth() {
         let mut body = valid();
         body.as_object_mut().map(|o| o.remove("key_path"));
-        assert_eq!(field_of(body.clone()), Some("key_path"));
+        assert_eq!(field_of(body.clone()).as_deref(), Some("key_path"));
         body["auth_method"] = json!("agent");
         assert!(parse(&body).is_ok());
+    }
+
+    #[test]
+    fn strict_with_no_pinned_key_is_refused_on_host_keys() {
+        let mut body = valid();
+        body["host_key_policy"] = json!("strict");
+        body["host_keys"] = json!([]);
+        let err = parse(&body).err().unwrap_or_else(|| panic!("refused"));
+        assert_eq!(err.field.as_deref(), Some("host_keys"));
+        assert!(err.message.contains("Fetch host key"), "{}", err.message);
+        body.as_object_mut().map(|o| o.remove("host_key_policy"));
+        assert_eq!(
+            field_of(body).as_deref(),
+            Some("host_keys"),
+            "strict is the default"
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let body = json!({"name": "", "hostname": "bad host", "port": 0, "username": "ok",
+                          "auth_method": "key_path", "host_key_policy": "tofu"});
+        let err = parse(&body).err().unwrap_or_else(|| panic!("refused"));
+        let fields: Vec<&str> = err.fields.iter().map(|f| f.field.as_ref()).collect();
+        assert_eq!(fields, ["name", "hostname", "port", "key_path"]);
+        assert_eq!(err.field.as_deref(), Some("name"));
     }
 
     #[test]

@@ -61,6 +61,17 @@ fn check_text(field: &'static str, text: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The name, or every error of the name and the text at once.
+fn both(name: Result<String, ApiError>, text: Result<(), ApiError>) -> Result<String, ApiError> {
+    match (name, text) {
+        (Ok(name), Ok(())) => Ok(name),
+        (name, text) => {
+            let errors = [name.err(), text.err()].into_iter().flatten().collect();
+            Err(ApiError::all(errors).unwrap_or_else(|| ApiError::invalid("body", "invalid")))
+        }
+    }
+}
+
 fn duplicate(e: sqlx::Error, what: &str, name: &str) -> ApiError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -110,8 +121,7 @@ pub(crate) async fn save_task(
     body: TaskBody,
 ) -> Result<Value, ApiError> {
     user.require_admin()?;
-    let name = check_name(&body.name)?;
-    check_text("command", &body.command)?;
+    let name = both(check_name(&body.name), check_text("command", &body.command))?;
     let id = id.unwrap_or_else(Uuid::now_v7);
     let changed = sqlx::query(
         "INSERT INTO tasks (id, name, label, command, description, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -206,9 +216,12 @@ async fn save_script(
     body: ScriptBody,
 ) -> Result<Value, ApiError> {
     user.require_admin()?;
-    let name = check_name(&body.name)?;
-    check_text("body", &body.body)?;
-    script::parse_script(&body.body).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let text = check_text("body", &body.body).and_then(|()| {
+        script::parse_script(&body.body)
+            .map(drop)
+            .map_err(|e| ApiError::invalid("body", e.to_string()))
+    });
+    let name = both(check_name(&body.name), text)?;
     let id = id.unwrap_or_else(Uuid::now_v7);
     sqlx::query(
         "INSERT INTO scripts (id, name, description, body, created_by) VALUES ($1, $2, $3, $4, $5) \

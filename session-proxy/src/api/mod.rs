@@ -40,6 +40,7 @@ pub(crate) struct Settings {
     /// The origin browsers use, when configured (`SHELLWAY_PUBLIC_URL`).
     pub public_origin: Option<Origin>,
     pub token_max_expiry: Duration,
+    pub session_idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -59,6 +60,11 @@ pub(crate) struct AppState {
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub(crate) struct Json<T>(pub T);
+
+/// `axum::extract::Query`, with rejections in our error format.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(crate) struct Query<T>(pub T);
 
 pub(crate) fn router(state: AppState) -> Router {
     Router::new()
@@ -178,6 +184,7 @@ mod tests {
                 trusted_proxies: TrustedProxies::default(),
                 public_origin: None,
                 token_max_expiry: tokens::DEFAULT_EXPIRY,
+                session_idle_timeout: Duration::ZERO,
             }),
             shutdown,
         })

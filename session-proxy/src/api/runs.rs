@@ -259,7 +259,7 @@ mod tests {
             ..Default::default()
         };
         let err = plan(&req).err().unwrap_or_else(|| panic!("parsed"));
-        assert_eq!(err.field, Some("script"));
+        assert_eq!(err.field.as_deref(), Some("script"));
         assert_eq!(err.message, "line 2: `if` is never closed (expected `fi`)");
     }
 
@@ -276,7 +276,10 @@ mod tests {
             command: Some("  ".into()),
             ..Default::default()
         };
-        assert_eq!(plan(&blank).err().and_then(|e| e.field), Some("command"));
+        assert_eq!(
+            plan(&blank).err().and_then(|e| e.field).as_deref(),
+            Some("command")
+        );
         let both = RunRequest {
             command: Some("ls".into()),
             script: Some("ls".into()),

@@ -1,6 +1,6 @@
 //! Sessions: open (request a runner), list, detail with runs, end.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use shellway_common::{Control, Event, PtySize, SessionRequest, SessionStatus};
 use uuid::Uuid;
 
-use super::{hosts, AppState, Json};
+use super::{hosts, AppState, Json, Query};
 use crate::auth::AuthUser;
 use crate::db;
 use crate::error::ApiError;
@@ -142,6 +142,7 @@ pub(crate) async fn open(
         pty,
         shell,
         requested_at: Utc::now(),
+        idle_timeout_s: Some(st.settings.session_idle_timeout.as_secs()),
     };
     let sent = async {
         st.broker.declare_session(id).await?;
@@ -175,9 +176,65 @@ pub(crate) async fn open(
     ))
 }
 
+/// Sessions in one page of the list, by default and at most.
+const PAGE_DEFAULT: u32 = 50;
+const PAGE_MAX: u32 = 200;
+/// Longest search text.
+const MAX_SEARCH: usize = 200;
+
+/// `GET /api/sessions` filters; all optional, combined with AND.
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
+    /// `live`, `finished`, `all` or one status.
     status: Option<String>,
+    /// Only the caller's own sessions (what an admin's console lists).
+    mine: Option<bool>,
+    host: Option<Uuid>,
+    /// Owner's username (admins; others only ever see their own).
+    owner: Option<String>,
+    /// Started at or after / before (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    /// Text searched in the commands of the session's runs.
+    q: Option<String>,
+    limit: Option<u32>,
+    /// The page after this session (the last one of the previous page).
+    before: Option<Uuid>,
+}
+
+fn bad_query(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+}
+
+fn statuses(status: Option<&str>) -> Result<Vec<String>, ApiError> {
+    let all = SessionStatus::ALL.iter();
+    let list = match status {
+        None | Some("") | Some("all") => all.map(|s| s.as_str().to_owned()).collect(),
+        Some("live") => LIVE.iter().map(|s| (*s).to_owned()).collect(),
+        Some("finished") => all
+            .filter(|s| !s.is_live())
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        Some(s) => vec![SessionStatus::parse(s)
+            .ok_or_else(|| bad_query("status must be live, finished, all or a session status"))?
+            .as_str()
+            .to_owned()],
+    };
+    Ok(list)
+}
+
+/// `text` as a case-insensitive LIKE pattern matching it anywhere.
+fn contains_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }
 
 pub(crate) async fn list(
@@ -185,29 +242,42 @@ pub(crate) async fn list(
     user: AuthUser,
     Query(q): Query<ListQuery>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let statuses: Vec<String> = match q.status.as_deref() {
-        None | Some("") | Some("all") => SessionStatus::ALL
-            .iter()
-            .map(|s| s.as_str().to_owned())
-            .collect(),
-        Some("live") => LIVE.iter().map(|s| (*s).to_owned()).collect(),
-        Some(s) => vec![SessionStatus::parse(s)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_query",
-                    "status must be live, all or a session status",
-                )
-            })?
-            .as_str()
-            .to_owned()],
-    };
+    let statuses = statuses(q.status.as_deref())?;
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(bad_query(format!("limit must be between 1 and {PAGE_MAX}")));
+    }
+    let search = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    if search.is_some_and(|t| t.len() > MAX_SEARCH) {
+        return Err(bad_query(format!(
+            "q is longer than {MAX_SEARCH} characters"
+        )));
+    }
+    let owner = q.owner.as_deref().map(str::trim).filter(|o| !o.is_empty());
     let rows: Vec<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE s.status = ANY($1) AND ($2 OR s.owner_id = $3) ORDER BY s.created_at DESC LIMIT 500"
+        "{SELECT} WHERE s.status = ANY($1) AND ($2 OR s.owner_id = $3) \
+         AND (NOT $4 OR s.owner_id = $3) \
+         AND ($5::uuid IS NULL OR s.host_id = $5) \
+         AND ($6::text IS NULL OR u.username = $6) \
+         AND ($7::timestamptz IS NULL OR s.created_at >= $7) \
+         AND ($8::timestamptz IS NULL OR s.created_at < $8) \
+         AND ($9::text IS NULL OR EXISTS (SELECT 1 FROM runs r \
+              WHERE r.session_id = s.id AND r.command ILIKE $9)) \
+         AND ($10::uuid IS NULL OR (s.created_at, s.id) < \
+              (SELECT c.created_at, c.id FROM sessions c WHERE c.id = $10)) \
+         ORDER BY s.created_at DESC, s.id DESC LIMIT $11"
     )))
     .bind(&statuses)
     .bind(user.is_admin)
     .bind(user.id)
+    .bind(q.mine.unwrap_or(false))
+    .bind(q.host)
+    .bind(owner)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(search.map(contains_pattern))
+    .bind(q.before)
+    .bind(i64::from(limit))
     .fetch_all(&st.db)
     .await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
@@ -290,4 +360,24 @@ pub(crate) async fn end_session(st: &AppState, id: Uuid, user: &AuthUser) -> Res
     )
     .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(contains_pattern("df -h"), "%df -h%");
+        assert_eq!(contains_pattern("100%_a\\b"), "%100\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn status_filters_name_their_statuses() {
+        let finished = statuses(Some("finished")).unwrap_or_default();
+        assert!(finished.contains(&"closed".to_owned()) && !finished.contains(&"open".to_owned()));
+        assert_eq!(statuses(Some("live")).unwrap_or_default().len(), 3);
+        assert_eq!(statuses(Some("lost")).unwrap_or_default(), vec!["lost"]);
+        assert!(statuses(Some("sleeping")).is_err());
+    }
 }

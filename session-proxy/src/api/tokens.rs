@@ -259,14 +259,14 @@ mod tests {
             parse(body)
                 .and_then(|t| t.validate(max))
                 .err()
-                .and_then(|e| e.field)
+                .and_then(|e| e.field.map(|f| f.into_owned()))
         };
-        assert_eq!(field(r#"{"expires_in": 0}"#), Some("expires_in"));
-        assert_eq!(field(r#"{"expires_in": 3601}"#), Some("expires_in"));
+        assert_eq!(field(r#"{"expires_in": 0}"#), Some("expires_in".to_owned()));
+        assert_eq!(field(r#"{"expires_in": 3601}"#), Some("expires_in".to_owned()));
         assert_eq!(field(r#"{"expires_in": 3600}"#), None);
-        assert_eq!(field(r#"{"scopes": ["admin"]}"#), Some("scopes"));
+        assert_eq!(field(r#"{"scopes": ["admin"]}"#), Some("scopes".to_owned()));
         assert_eq!(field(r#"{"scopes": ["tokens"]}"#), None);
-        assert_eq!(field(r#"{"name": "a\nb"}"#), Some("name"));
+        assert_eq!(field(r#"{"name": "a\nb"}"#), Some("name".to_owned()));
         assert!(
             parse(r#"{"nmae": "typo"}"#).is_err(),
             "unknown fields are refused"
