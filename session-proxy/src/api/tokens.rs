@@ -262,7 +262,10 @@ mod tests {
                 .and_then(|e| e.field.map(|f| f.into_owned()))
         };
         assert_eq!(field(r#"{"expires_in": 0}"#), Some("expires_in".to_owned()));
-        assert_eq!(field(r#"{"expires_in": 3601}"#), Some("expires_in".to_owned()));
+        assert_eq!(
+            field(r#"{"expires_in": 3601}"#),
+            Some("expires_in".to_owned())
+        );
         assert_eq!(field(r#"{"expires_in": 3600}"#), None);
         assert_eq!(field(r#"{"scopes": ["admin"]}"#), Some("scopes".to_owned()));
         assert_eq!(field(r#"{"scopes": ["tokens"]}"#), None);
