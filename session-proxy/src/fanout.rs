@@ -3,6 +3,11 @@
 //! session attaches and deleted when the last one leaves, fanned out to the
 //! viewers through a bounded broadcast. A viewer that falls behind loses
 //! live messages (never memory) and resyncs from the recording.
+//!
+//! When the broker goes away the feed tells its viewers (a `link` event,
+//! `interrupted`), rebuilds its queue as soon as the broker is back, and
+//! tells them again (`restored`): what was published meanwhile is in the
+//! recording, and the runner publishes again what the broker lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +15,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::QueueDeleteOptions;
+use shellway_common::event::LinkState;
 use shellway_common::topology::session_binding;
+use shellway_common::Event;
 use tokio::sync::{broadcast, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,7 +28,7 @@ use crate::broker::{consume_private, Broker, BrokerError, Report};
 
 /// How long a viewer waits for its feed's queue to be bound.
 const READY_WAIT: Duration = Duration::from_secs(5);
-const RETRY: Duration = Duration::from_secs(1);
+const RETRY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub(crate) struct Fanout {
@@ -146,8 +153,9 @@ impl Fanout {
 }
 
 async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
+    let mut interrupted = false;
     loop {
-        match serve_feed(&inner, session, &feed).await {
+        match serve_feed(&inner, session, &feed, &mut interrupted).await {
             Ok(Ended::Shutdown) => return,
             Ok(Ended::Idle) => {
                 let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,14 +165,26 @@ async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
                 }
             }
             Err(err) => {
-                feed.ready.send_replace(false);
-                tracing::warn!(session_id = %session, error = %err, "live feed interrupted; rebuilding");
+                if feed.ready.send_replace(false) && !interrupted {
+                    interrupted = true;
+                    let _ = feed
+                        .tx
+                        .send(Arc::new(Report::Event(Event::link(LinkState::Interrupted))));
+                }
+                tracing::warn!(session_id = %session, error = %err, "live feed interrupted; rebuilding once the broker is back");
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(RETRY) => {}
                 }
-                if is_idle(&inner, session, &feed) {
-                    return;
+                loop {
+                    if is_idle(&inner, session, &feed) {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = inner.shutdown.cancelled() => return,
+                        _ = inner.broker.up() => break,
+                        _ = feed.idle.notified() => {}
+                    }
                 }
             }
         }
@@ -182,9 +202,14 @@ fn is_idle(inner: &Inner, session: Uuid, feed: &Feed) -> bool {
     false
 }
 
-async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, BrokerError> {
+async fn serve_feed(
+    inner: &Inner,
+    session: Uuid,
+    feed: &Feed,
+    interrupted: &mut bool,
+) -> Result<Ended, BrokerError> {
     let t = inner.broker.topology();
-    let queue = t.out_queue(session, &inner.proxy_id);
+    let queue = t.out_queue(session, &inner.broker.private_owner(&inner.proxy_id)?);
     let ch = inner.broker.channel().await?;
     // No acknowledgements: this queue is only this proxy's live copy (the
     // recorder has the durable one), so a message lost with the proxy is
@@ -193,6 +218,12 @@ async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, 
     let mut consumer =
         consume_private(&ch, &queue, &t.events_exchange(), &session_binding(session)).await?;
     feed.ready.send_replace(true);
+    if std::mem::take(interrupted) {
+        tracing::info!(session_id = %session, "live feed restored");
+        let _ = feed
+            .tx
+            .send(Arc::new(Report::Event(Event::link(LinkState::Restored))));
+    }
     tracing::debug!(session_id = %session, "live feed started");
     loop {
         tokio::select! {

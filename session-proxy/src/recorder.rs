@@ -20,13 +20,13 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError, Report};
+use crate::broker::{keep_consuming, Broker, BrokerError, Report};
 use crate::db;
 
 const PREFETCH: u16 = 500;
 /// How long a batch waits for more messages after its first.
 const LINGER: Duration = Duration::from_millis(20);
-const RETRY: Duration = Duration::from_secs(1);
+const RETRY: Duration = Duration::from_millis(250);
 /// Bytes of a run's output kept on the run as its tail.
 const TAIL_BYTES: usize = 4096;
 
@@ -50,16 +50,13 @@ struct Item {
 }
 
 pub(crate) async fn run(db: PgPool, broker: Broker, shutdown: CancellationToken) {
-    loop {
+    keep_consuming(&broker, "recorder", &shutdown, || async {
         match consume(&db, &broker, &shutdown).await {
-            Ok(()) | Err(RecorderError::Shutdown) => return,
-            Err(err) => tracing::warn!(error = %err, "recorder interrupted; resuming"),
+            Err(RecorderError::Shutdown) => Ok(()),
+            other => other,
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
-        }
-    }
+    })
+    .await;
 }
 
 async fn consume(
@@ -132,27 +129,6 @@ fn decode(d: Delivery) -> Option<Item> {
     }
 }
 
-/// Errors worth waiting out (the database is away), as opposed to a
-/// message the database refuses.
-fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(e) => e.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("57P")
-                || c == "40001"
-                || c == "40P01"
-                || c == "53300"
-        }),
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        _ => false,
-    }
-}
-
 /// Commits `items`, retrying while the database is away. A batch the
 /// database refuses is retried one message at a time, skipping the bad one.
 async fn store(
@@ -187,7 +163,7 @@ async fn retrying(
     let mut warned = false;
     loop {
         match store_batch(db, items).await {
-            Err(err) if is_transient(&err) => {
+            Err(err) if db::is_unavailable(&err) => {
                 if !warned {
                     tracing::warn!(error = %err, "cannot record: database unavailable; retrying");
                     warned = true;
@@ -334,7 +310,8 @@ async fn apply_event(
         | Event::Chunk { .. }
         | Event::Progress { .. }
         | Event::Canceling { .. }
-        | Event::Revoked { .. } => Ok(()),
+        | Event::Revoked { .. }
+        | Event::Link { .. } => Ok(()),
     }
 }
 
@@ -447,7 +424,7 @@ mod tests {
 
     #[test]
     fn connection_trouble_is_transient_and_bad_data_is_not() {
-        assert!(is_transient(&sqlx::Error::PoolTimedOut));
-        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(db::is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!db::is_unavailable(&sqlx::Error::RowNotFound));
     }
 }

@@ -7,8 +7,10 @@
 
 mod broker;
 mod config;
+mod health;
 mod heartbeat;
 mod intake;
+mod link;
 mod output;
 mod presence;
 mod publisher;
@@ -24,20 +26,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use lapin::Connection;
-use shellway_common::amqp::{self, DurableQueueOptions};
+use futures_util::StreamExt;
+use shellway_common::amqp::{self, Backoff, DurableQueueOptions};
 use shellway_common::Topology;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::intake::Intake;
+use crate::link::{Link, LinkOwner};
 use crate::slots::Slots;
 
 /// How long a stopping runner waits for its sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// Pause before serving again after the broker was lost.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -50,6 +51,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Options of the durable queues (passed to `declare_shared`).
     pub durable: DurableQueueOptions,
+    /// How long sessions outlive a broker the runner cannot reach.
+    pub outage_hold: Duration,
+    /// Where to answer `/healthz` and `/readyz`, if anywhere.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -62,14 +67,12 @@ impl Default for Config {
             heartbeat: Duration::from_millis(config::DEFAULT_HEARTBEAT_MS),
             connect_timeout: Duration::from_millis(config::DEFAULT_CONNECT_TIMEOUT_MS),
             durable: DurableQueueOptions::default(),
+            outage_hold: Duration::from_millis(config::DEFAULT_OUTAGE_HOLD_MS),
+            health_listen: None,
         }
     }
 }
 
-/// Runs the runner until `shutdown` is cancelled: then it stops taking
-/// requests, closes every session ("runner shutting down"), waits for the
-/// last events to be confirmed and returns. Losing the broker is not an
-/// error: the runner reconnects by itself.
 /// Connects to `hostname:port` only far enough to see its host key (the
 /// handshake stops there: nothing authenticates). Returns the key as an
 /// OpenSSH line and its SHA256 fingerprint, for a person to compare and pin.
@@ -99,39 +102,23 @@ pub async fn fetch_host_key(
     }
 }
 
+/// Runs the runner until `shutdown` is cancelled: then it stops taking
+/// requests, closes every session ("runner shutting down"), waits for the
+/// last events to be confirmed and returns. Losing the broker is not an
+/// error: the runner reconnects by itself.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::validate(&config)?;
     let config = Arc::new(config);
     let slots = Slots::new(config.capacity);
     let sessions = TaskTracker::new();
     tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), "runner starting");
+    let (owner, link) = link::new();
+    let health = match config.health_listen {
+        Some(addr) => Some(health::serve(addr, link.clone(), shutdown.clone()).await?),
+        None => None,
+    };
 
-    let name = format!("ssh-runner {}", config.runner_id);
-    let mut conn: Option<Arc<Connection>> = None;
-    loop {
-        let current = match conn.take() {
-            Some(c) if c.status().connected() => c,
-            _ => {
-                let connecting = amqp::connect(&config.amqp_url, &name, Duration::MAX);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    c = connecting => Arc::new(c?),
-                }
-            }
-        };
-        let served = serve(&current, &config, &slots, &sessions, &shutdown).await;
-        conn = Some(current);
-        match served {
-            Ok(()) => break,
-            Err(err) => {
-                tracing::warn!(error = %err, "lost the broker; reconnecting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
-                }
-            }
-        }
-    }
+    let last = connect_and_serve(&config, &owner, &link, &slots, &sessions, &shutdown).await;
 
     tracing::info!(sessions = sessions.len(), "runner stopping");
     sessions.close();
@@ -141,27 +128,85 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     {
         tracing::warn!(sessions = sessions.len(), "sessions did not close in time");
     }
-    if let Some(conn) = conn.filter(|c| c.status().connected()) {
-        if let Err(err) = conn.close(200, "runner stopped".into()).await {
-            tracing::debug!(error = %err, "closing the broker connection failed");
-        }
+    if let Some(broker) = last {
+        broker.close("runner stopped").await;
+    }
+    if let Some(health) = health {
+        health.await.ok();
     }
     tracing::info!("runner stopped");
     Ok(())
 }
 
-/// Serves on one broker connection: takes requests and sends heartbeats
-/// until shutdown (`Ok`) or until the broker is lost (`Err`).
-async fn serve(
-    conn: &Arc<Connection>,
+/// Connects, serves, and connects again whenever the broker is lost, until
+/// `shutdown`; returns the connection in use then (sessions still publish
+/// their last events on it). Sessions outlive every reconnect: they watch
+/// `link` and move to the new connection by themselves.
+async fn connect_and_serve(
     config: &Arc<Config>,
+    owner: &LinkOwner,
+    link: &Link,
+    slots: &Slots,
+    sessions: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<Broker> {
+    let name = format!("ssh-runner {}", config.runner_id);
+    let mut generation = 0;
+    let mut backoff = Backoff::default();
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            conn = amqp::connect(&config.amqp_url, &name) => conn,
+        };
+        generation += 1;
+        let broker = match Broker::open(conn, config, generation).await {
+            Ok(broker) => broker,
+            Err((conn, err)) => {
+                let pause = backoff.next_pause();
+                tracing::warn!(error = %err, retry_in_ms = pause.as_millis() as u64, "cannot set up the broker connection; retrying");
+                conn.close(200, "setup failed".into()).await.ok();
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        backoff = Backoff::default();
+        owner.set(Some(broker.clone()));
+        let served = serve(&broker, config, link, slots, sessions, shutdown).await;
+        match served {
+            Ok(()) => return Some(broker),
+            Err(err) => {
+                owner.set(None);
+                tracing::warn!(error = %err, generation, "lost the broker; reconnecting (sessions go on)");
+                broker.close("reconnecting").await;
+            }
+        }
+    }
+}
+
+/// Serves on one broker connection: takes requests and sends heartbeats
+/// until shutdown (`Ok`) or until the connection is lost (`Err`).
+async fn serve(
+    broker: &Broker,
+    config: &Arc<Config>,
+    link: &Link,
     slots: &Slots,
     sessions: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let broker = Broker::open(conn.clone(), config).await?;
+    let mut events = broker.connection().events_listener();
+    let connection_error = async {
+        while let Some(event) = events.next().await {
+            if let lapin::Event::Error(err) = event {
+                return err;
+            }
+        }
+        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
+    };
     let intake = Intake {
-        broker: &broker,
+        broker,
+        link,
         config,
         slots,
         sessions,
@@ -169,7 +214,9 @@ async fn serve(
     };
     tokio::select! {
         taken = intake.run() => Ok(taken?),
-        () = heartbeat::run(&broker, config, slots, shutdown) => Ok(()),
+        beat = heartbeat::run(broker, config, slots, shutdown) => Ok(beat?),
+        err = connection_error => Err(err.into()),
+        () = broker.broken() => anyhow::bail!("a channel of the connection failed"),
     }
 }
 

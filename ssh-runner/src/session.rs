@@ -2,15 +2,20 @@
 //! shell, then act on the session's input queue (keystrokes, resize, runs,
 //! cancel, close) until the session ends, and report it all as events.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use std::future::Future;
+use std::pin::Pin;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer};
 use russh::{ChannelMsg, ChannelWriteHalf};
+use shellway_common::amqp::{declare_session_input, Backoff};
 use shellway_common::control::{RunSpec, PRESENCE_REFRESH, PRESENCE_TTL};
 use shellway_common::topology::{KIND_CONTROL, KIND_INPUT};
 use shellway_common::{
@@ -22,6 +27,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::link::Link;
 use crate::output::{ChannelKind, ChannelReader, Next, COALESCE_LIMIT};
 use crate::presence::Board;
 use crate::publisher::{SessionPublisher, SharedPublisher};
@@ -47,7 +53,10 @@ type PtyWriter = ChannelWriteHalf<russh::client::Msg>;
 
 /// What a session needs from the runner.
 pub(crate) struct SessionDeps {
+    /// The connection the request came on.
     pub(crate) broker: Broker,
+    /// Whatever connection is current later.
+    pub(crate) link: Link,
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) slot: Slot,
@@ -84,17 +93,14 @@ pub(crate) async fn serve(request: SessionRequest, deps: SessionDeps) {
 async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     let SessionDeps {
         broker,
+        link,
         config,
         shutdown,
         slot,
     } = deps;
     let session = request.session;
-    let publisher = SessionPublisher::new(
-        broker.publisher_for(session),
-        config.topology.events_exchange(),
-        session,
-    )
-    .shared();
+    let publisher =
+        SessionPublisher::new(link.clone(), config.topology.events_exchange(), session).shared();
     let runner = Some(config.runner_id.clone());
     let status = |status, message: Option<String>| Event::Status {
         status,
@@ -111,7 +117,9 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     let queue = config.topology.input_queue(session);
     let input = match open_input(&broker, &queue).await {
         Ok(input) => input,
-        Err(message) => return fail(&publisher, status, ErrorKind::Runtime, message).await,
+        Err(message) => {
+            return fail(&publisher, status, ErrorKind::Runtime, message, &config).await
+        }
     };
     let attempt = ssh::connect(&request.host, config.connect_timeout).await;
     if let Some(key) = attempt.host_key {
@@ -126,7 +134,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         Err(err) => {
             tracing::info!(error = %err, "cannot open session");
             close_channel(&input).await;
-            return fail(&publisher, status, ErrorKind::Ssh, err.to_string()).await;
+            return fail(&publisher, status, ErrorKind::Ssh, err.to_string(), &config).await;
         }
     };
     let pty = if request.shell {
@@ -137,7 +145,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
                 ssh.disconnect().await;
                 close_channel(&input).await;
                 let message = "the host refused to start a shell".to_owned();
-                return fail(&publisher, status, ErrorKind::Ssh, message).await;
+                return fail(&publisher, status, ErrorKind::Ssh, message, &config).await;
             }
         }
     } else {
@@ -148,7 +156,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         Ok(consumer) => consumer,
         Err(message) => {
             ssh.disconnect().await;
-            return fail(&publisher, status, ErrorKind::Runtime, message).await;
+            return fail(&publisher, status, ErrorKind::Runtime, message, &config).await;
         }
     };
     publisher
@@ -176,15 +184,24 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     };
 
     let actor = Actor {
+        attach: Attach {
+            link,
+            session,
+            topology: config.topology.clone(),
+            tag,
+        },
+        generation: broker.generation(),
         input: input.clone(),
-        consumer,
+        consumer: Some(consumer),
+        handled: VecDeque::new(),
+        hold: config.outage_hold,
         pty: pty_write,
         screen,
         presence: Board::default(),
         runs,
         publisher: publisher.clone(),
     };
-    let End { reason, by } = actor.run(&shutdown, &shell_done, ssh.closed()).await;
+    let (End { reason, by }, input) = actor.run(&shutdown, &shell_done, ssh.closed()).await;
     tracing::info!(%reason, by = by.as_deref().unwrap_or(""), "closing session");
 
     // Runs first (a canceled run reports itself), then the host, then the
@@ -207,8 +224,19 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     })
     .await;
     p.event(&status(SessionStatus::Closed, Some(reason))).await;
-    p.flush(FLUSH_LIMIT).await;
+    p.flush(flush_limit(&config, &shutdown)).await;
     drop(slot);
+}
+
+/// How long a closing session waits for its last messages to be
+/// confirmed: through a broker outage (up to the outage hold), unless the
+/// runner is stopping.
+fn flush_limit(config: &Config, shutdown: &CancellationToken) -> Duration {
+    if shutdown.is_cancelled() {
+        FLUSH_LIMIT
+    } else {
+        config.outage_hold.max(FLUSH_LIMIT)
+    }
 }
 
 /// Reports a session that could not open, and waits for the report to be
@@ -218,11 +246,12 @@ async fn fail(
     status: impl Fn(SessionStatus, Option<String>) -> Event,
     kind: ErrorKind,
     message: String,
+    config: &Config,
 ) {
     let mut p = publisher.lock().await;
     p.event(&Event::error(kind, message.clone())).await;
     p.event(&status(SessionStatus::Failed, Some(message))).await;
-    p.flush(FLUSH_LIMIT).await;
+    p.flush(config.outage_hold.max(FLUSH_LIMIT)).await;
 }
 
 /// A channel of the session's own, after checking its input queue exists.
@@ -329,7 +358,7 @@ async fn pty_reader(
                 }
                 let mut p = publisher.lock().await;
                 screen.feed(&batch.data);
-                p.output(Stream::Pty, None, &batch.data).await
+                p.output(Stream::Pty, None, batch.data).await
             }
             Next::Msg(ChannelMsg::ExitStatus { exit_status }) => {
                 tracing::info!(exit_status, "shell exited");
@@ -347,12 +376,18 @@ async fn pty_reader(
 struct Unacked {
     latest: Option<(lapin::Acker, tokio::time::Instant)>,
     count: u16,
+    /// Their message ids: if the channel breaks before the ack, the broker
+    /// hands them out again, and they must not be typed twice.
+    ids: Vec<ShortString>,
 }
 
 impl Unacked {
-    fn add(&mut self, acker: lapin::Acker) {
-        self.latest = Some((acker, tokio::time::Instant::now()));
+    fn add(&mut self, delivery: Delivery) {
+        self.latest = Some((delivery.acker, tokio::time::Instant::now()));
         self.count += 1;
+        if let Some(id) = delivery.properties.message_id().clone() {
+            self.ids.push(id);
+        }
     }
 
     /// When the batch is due: `ACK_QUIET` after the last message.
@@ -367,13 +402,130 @@ impl Unacked {
             }
         }
         self.count = 0;
+        self.ids.clear();
+    }
+
+    /// The channel broke: nothing can be acknowledged any more; returns the
+    /// ids of what was handled.
+    fn lost(&mut self) -> Vec<ShortString> {
+        self.latest = None;
+        self.count = 0;
+        std::mem::take(&mut self.ids)
+    }
+}
+
+/// How to consume the session's input queue again on a new connection.
+#[derive(Clone)]
+struct Attach {
+    link: Link,
+    session: Uuid,
+    topology: shellway_common::Topology,
+    tag: String,
+}
+
+/// An input consumer on a new connection.
+struct Attached {
+    generation: u64,
+    input: Channel,
+    consumer: Consumer,
+}
+
+type Attaching = Pin<Box<dyn Future<Output = Attached> + Send>>;
+
+impl Attach {
+    /// Consumes the input queue again, on the current connection if it is
+    /// still up, else on the next one; retries until it works (the old
+    /// connection may still hold the exclusive consumer for a moment).
+    async fn run(self, generation: u64) -> Attached {
+        let mut backoff = Backoff::default();
+        loop {
+            let broker = match self.link.current() {
+                Some(b) if b.generation() > generation || b.connection().status().connected() => b,
+                _ => self.link.newer_than(generation).await,
+            };
+            match self.on(&broker).await {
+                Ok((input, consumer)) => {
+                    return Attached {
+                        generation: broker.generation(),
+                        input,
+                        consumer,
+                    }
+                }
+                Err(err) => {
+                    let pause = backoff.next_pause();
+                    tracing::info!(error = %err, retry_in_ms = pause.as_millis() as u64, "cannot consume the session input yet");
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    async fn on(&self, broker: &Broker) -> lapin::Result<(Channel, Consumer)> {
+        let channel = broker.input_channel().await?;
+        // Declared again (same arguments as the proxy's): a broker that lost
+        // its definitions gets the queue back.
+        declare_session_input(&channel, &self.topology, self.session).await?;
+        let queue = self.topology.input_queue(self.session);
+        let exclusive = BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        channel
+            .basic_qos(INPUT_PREFETCH, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                self.tag.as_str().into(),
+                exclusive,
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, consumer))
+    }
+}
+
+/// What woke the session's input loop.
+enum Step {
+    End(End),
+    Delivery(Option<Result<Delivery, lapin::Error>>),
+    /// The runner has a newer connection than the consumer's.
+    Replaced,
+    Attached(Attached),
+    AckDue,
+    PresenceCheck,
+}
+
+/// Why the input consumer stopped.
+enum Detach {
+    /// The consumer ended without an error.
+    Cancelled,
+    Failed(lapin::Error),
+    /// Its connection was replaced (it may have died silently).
+    Replaced,
+}
+
+impl From<Option<Result<Delivery, lapin::Error>>> for Detach {
+    fn from(end: Option<Result<Delivery, lapin::Error>>) -> Self {
+        match end {
+            Some(Err(err)) => Self::Failed(err),
+            _ => Self::Cancelled,
+        }
     }
 }
 
 /// The session's input side: the input queue consumer and what it drives.
 struct Actor {
+    attach: Attach,
+    /// The connection the consumer is on.
+    generation: u64,
     input: Channel,
-    consumer: Consumer,
+    /// `None` while the broker is away.
+    consumer: Option<Consumer>,
+    /// Ids of input handled but not acknowledged when the channel broke.
+    handled: VecDeque<ShortString>,
+    /// How long the session outlives a broker it cannot reach.
+    hold: Duration,
     pty: Option<PtyWriter>,
     screen: Option<Screen>,
     presence: Board,
@@ -381,50 +533,93 @@ struct Actor {
     publisher: SharedPublisher,
 }
 
+async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<Result<Delivery, lapin::Error>> {
+    match consumer {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn attached(attaching: &mut Option<Attaching>) -> Attached {
+    match attaching {
+        Some(attaching) => attaching.await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Actor {
+    /// Runs until the session ends; returns why, and the input channel.
     async fn run(
         mut self,
         shutdown: &CancellationToken,
         shell_done: &CancellationToken,
         host_gone: &CancellationToken,
-    ) -> End {
+    ) -> (End, Channel) {
         let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
         let mut unacked = Unacked::default();
+        let mut attaching: Option<Attaching> = None;
+        let mut detached_at: Option<tokio::time::Instant> = None;
         let end = loop {
             let ack_due = unacked.due();
-            let delivery = tokio::select! {
+            let give_up = detached_at.map(|at| at + self.hold);
+            let step = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break End::because("runner shutting down"),
+                () = shutdown.cancelled() => Step::End(End::because("runner shutting down")),
                 // Before `shell_done`: a lost connection also ends the shell.
-                () = host_gone.cancelled() => break End::because("connection to the host was lost"),
-                () = shell_done.cancelled() => break End::because("shell exited"),
-                delivery = self.consumer.next() => delivery,
-                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                () = host_gone.cancelled() => Step::End(End::because("connection to the host was lost")),
+                () = shell_done.cancelled() => Step::End(End::because("shell exited")),
+                () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
+                    Step::End(End::because(&format!(
+                        "the runner could not reach the message broker for {} s",
+                        self.hold.as_secs()
+                    )))
+                }
+                delivery = next_delivery(&mut self.consumer) => Step::Delivery(delivery),
+                _ = self.attach.link.newer_than(self.generation), if self.consumer.is_some() => Step::Replaced,
+                done = attached(&mut attaching) => Step::Attached(done),
+                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => Step::AckDue,
+                _ = presence_check.tick() => Step::PresenceCheck,
+            };
+            let delivery = match step {
+                Step::End(end) => break end,
+                Step::AckDue => {
                     unacked.ack().await;
                     continue;
                 }
-                _ = presence_check.tick() => {
+                Step::PresenceCheck => {
                     let changed = self.presence.expire(Instant::now(), PRESENCE_TTL);
                     self.publish_presence(changed).await;
                     continue;
                 }
-            };
-            let mut delivery = match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(err)) => {
-                    // Deliveries of the broken channel cannot be acknowledged.
-                    unacked = Unacked::default();
-                    tracing::warn!(error = %err, "session input interrupted; waiting for the broker");
-                    if let Err(err) = self.input.wait_for_recovery(err).await {
-                        tracing::warn!(error = %err, "session input lost");
-                        break End::because("the session's input queue was lost");
-                    }
+                Step::Attached(done) => {
+                    attaching = None;
+                    detached_at = None;
+                    self.reattached(done).await;
                     continue;
                 }
-                None => break End::because("the session's input queue was deleted"),
+                Step::Delivery(Some(Ok(delivery))) => delivery,
+                Step::Delivery(other) => {
+                    if let Some(end) = self.detached(Detach::from(other), &mut unacked) {
+                        break end;
+                    }
+                    detached_at = Some(tokio::time::Instant::now());
+                    attaching = Some(Box::pin(self.attach.clone().run(self.generation)));
+                    continue;
+                }
+                Step::Replaced => {
+                    self.detached(Detach::Replaced, &mut unacked);
+                    detached_at = Some(tokio::time::Instant::now());
+                    attaching = Some(Box::pin(self.attach.clone().run(self.generation)));
+                    continue;
+                }
             };
+            let mut delivery = delivery;
+            if self.seen_before(&delivery) {
+                unacked.add(delivery);
+                continue;
+            }
             let end = self.handle(&mut delivery).await;
-            unacked.add(delivery.acker);
+            unacked.add(delivery);
             if unacked.count >= ACK_EVERY {
                 unacked.ack().await;
             }
@@ -434,7 +629,58 @@ impl Actor {
         };
         // Whatever ended the session, what it handled is acknowledged.
         unacked.ack().await;
-        end
+        (end, self.input)
+    }
+
+    /// The consumer stopped. Returns `Some` if that ends the session (the
+    /// queue was deleted); otherwise the broker went away and the input is
+    /// consumed again once it is back.
+    fn detached(&mut self, why: Detach, unacked: &mut Unacked) -> Option<End> {
+        self.consumer = None;
+        let error = match why {
+            Detach::Cancelled if self.input.status().connected() => {
+                // The broker cancelled the consumer of a channel that works.
+                return Some(End::because("the session's input queue was deleted"));
+            }
+            Detach::Cancelled => "the input channel closed".to_owned(),
+            Detach::Failed(err) => err.to_string(),
+            Detach::Replaced => "the runner reconnected to the broker".to_owned(),
+        };
+        tracing::warn!(%error, "session input interrupted; the session goes on and waits for the broker");
+        self.handled.extend(unacked.lost());
+        while self.handled.len() > INPUT_PREFETCH as usize {
+            self.handled.pop_front();
+        }
+        None
+    }
+
+    /// The input queue is consumed again: publish what the broker did not
+    /// confirm before it went away.
+    async fn reattached(&mut self, done: Attached) {
+        tracing::info!(generation = done.generation, "session input consumed again");
+        close_channel(&self.input).await;
+        self.generation = done.generation;
+        self.input = done.input;
+        self.consumer = Some(done.consumer);
+        self.publisher.lock().await.resend().await;
+    }
+
+    /// A message handled before the channel broke and handed out again:
+    /// acknowledged, not handled twice.
+    fn seen_before(&mut self, delivery: &Delivery) -> bool {
+        if !delivery.redelivered {
+            self.handled.clear();
+            return false;
+        }
+        let id = delivery.properties.message_id().as_ref();
+        match id.and_then(|id| self.handled.iter().position(|h| h == id)) {
+            Some(i) => {
+                self.handled.remove(i);
+                tracing::debug!("input handled before the broker went away; not repeated");
+                true
+            }
+            None => false,
+        }
     }
 
     async fn handle(&mut self, delivery: &mut Delivery) -> Option<End> {

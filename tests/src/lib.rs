@@ -15,6 +15,10 @@ pub mod bench;
 pub mod browser;
 pub mod env;
 pub mod finder;
+pub mod netns;
+pub mod pgcluster;
+pub mod rabbit;
+pub mod relay;
 pub mod sshd;
 pub mod ws;
 
