@@ -236,7 +236,8 @@ pub async fn declare_shared(
 }
 
 /// AMQP delivery mode of a message the broker writes to disk in durable
-/// queues (the record queue), so a confirmed one survives a broker restart.
+/// queues (the record queue), so a confirmed one survives a broker restart:
+/// events, which are few.
 pub const PERSISTENT: u8 = 2;
 
 /// Properties of a JSON event message (persistent).
@@ -247,12 +248,13 @@ pub fn event_properties() -> BasicProperties {
         .with_delivery_mode(PERSISTENT)
 }
 
-/// Properties of a raw output message (persistent).
+/// Properties of a raw output message. Transient: the runner keeps output
+/// until the recorder has stored it, which costs far less than the broker
+/// writing every message to disk (docs/reliability.md).
 pub fn output_properties(meta: &OutputMeta) -> BasicProperties {
     BasicProperties::default()
         .with_type(ShortString::from(KIND_OUTPUT))
         .with_headers(meta.to_headers())
-        .with_delivery_mode(PERSISTENT)
 }
 
 /// Routing key and JSON body of an event of `session`.

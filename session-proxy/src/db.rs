@@ -22,7 +22,7 @@ pub(crate) enum DbSetupError {
 
 /// Longest wait for a pooled connection. Requests seldom wait on it: once
 /// the database is known down they are refused at once (`health.rs`).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long to wait for Postgres at start before giving up.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);

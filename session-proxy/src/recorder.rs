@@ -3,10 +3,12 @@
 //!
 //! Batches of messages go into one transaction and are acknowledged after it
 //! commits; every write is idempotent, so a redelivery after a crash changes
-//! nothing. A malformed message is logged and acknowledged: it never blocks
+//! nothing. After each commit the runners hear which output was stored
+//! (`Control::Recorded`): they keep output until then. A malformed message is logged and acknowledged: it never blocks
 //! the queue. While Postgres is down, nothing is acknowledged and the batch
 //! is retried.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,8 +16,9 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
+use shellway_common::control::seq_ranges;
 use shellway_common::topology::session_of_key;
-use shellway_common::{Event, OutputMeta, SessionStatus};
+use shellway_common::{Control, Event, OutputMeta, SessionStatus};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -102,9 +105,32 @@ async fn consume(
         let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
         let items: Vec<Item> = batch.into_iter().filter_map(decode).collect();
         store(db, &items, shutdown).await?;
+        // Receipts before the ack: if they cannot go out, the batch comes
+        // again (storing it again changes nothing) and so do they.
+        send_receipts(broker, &items).await?;
         ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
     }
+}
+
+/// Tells each session's runner which of its output seqs are now stored
+/// (one message per session per batch, without a confirm round trip):
+/// the runner keeps output until then, to publish it again should the
+/// broker lose it.
+async fn send_receipts(broker: &Broker, items: &[Item]) -> Result<(), BrokerError> {
+    let mut stored: HashMap<Uuid, Vec<u64>> = HashMap::new();
+    for item in items {
+        if let Report::Output { meta, .. } = &item.report {
+            stored.entry(item.session).or_default().push(meta.seq);
+        }
+    }
+    for (session, seqs) in stored {
+        let receipt = Control::Recorded {
+            seqs: seq_ranges(seqs),
+        };
+        broker.publish_control(session, &receipt, true).await?;
+    }
+    Ok(())
 }
 
 fn next_delivery(d: Option<Result<Delivery, lapin::Error>>) -> Result<Delivery, RecorderError> {

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::link::Link;
+use crate::publisher::Budget;
 use crate::session::{self, SessionDeps};
 use crate::slots::{Permit, Slots};
 use crate::Config;
@@ -33,6 +34,7 @@ pub(crate) enum IntakeError {
 pub(crate) struct Intake<'a> {
     pub(crate) broker: &'a Broker,
     pub(crate) link: &'a Link,
+    pub(crate) budget: &'a Budget,
     pub(crate) config: &'a Arc<Config>,
     pub(crate) slots: &'a Slots,
     pub(crate) sessions: &'a TaskTracker,
@@ -129,6 +131,7 @@ impl Intake<'_> {
         let deps = SessionDeps {
             broker: self.broker.clone(),
             link: self.link.clone(),
+            budget: self.budget.clone(),
             config: self.config.clone(),
             shutdown: self.shutdown.clone(),
             slot,

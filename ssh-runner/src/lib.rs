@@ -39,6 +39,9 @@ use crate::slots::Slots;
 
 /// How long a stopping runner waits for its sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// Output all sessions of a runner may hold that the recorder has not
+/// stored yet; beyond it, sessions wait (and their hosts with them).
+const OUTPUT_BUDGET: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,12 +116,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let sessions = TaskTracker::new();
     tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), "runner starting");
     let (owner, link) = link::new();
+    let budget = publisher::Budget::new(OUTPUT_BUDGET);
     let health = match config.health_listen {
         Some(addr) => Some(health::serve(addr, link.clone(), shutdown.clone()).await?),
         None => None,
     };
 
-    let last = connect_and_serve(&config, &owner, &link, &slots, &sessions, &shutdown).await;
+    let served = Served {
+        config: &config,
+        link: &link,
+        budget: &budget,
+        slots: &slots,
+        sessions: &sessions,
+        shutdown: &shutdown,
+    };
+    let last = connect_and_serve(&served, &owner).await;
 
     tracing::info!(sessions = sessions.len(), "runner stopping");
     sessions.close();
@@ -142,14 +154,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// `shutdown`; returns the connection in use then (sessions still publish
 /// their last events on it). Sessions outlive every reconnect: they watch
 /// `link` and move to the new connection by themselves.
-async fn connect_and_serve(
-    config: &Arc<Config>,
-    owner: &LinkOwner,
-    link: &Link,
-    slots: &Slots,
-    sessions: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Option<Broker> {
+async fn connect_and_serve(s: &Served<'_>, owner: &LinkOwner) -> Option<Broker> {
+    let (config, shutdown) = (s.config, s.shutdown);
     let name = format!("ssh-runner {}", config.runner_id);
     let mut generation = 0;
     let mut backoff = Backoff::default();
@@ -173,7 +179,7 @@ async fn connect_and_serve(
         };
         backoff = Backoff::default();
         owner.set(Some(broker.clone()));
-        let served = serve(&broker, config, link, slots, sessions, shutdown).await;
+        let served = serve(&broker, s).await;
         match served {
             Ok(()) => return Some(broker),
             Err(err) => {
@@ -185,16 +191,19 @@ async fn connect_and_serve(
     }
 }
 
+/// What serving needs, across connections.
+struct Served<'a> {
+    config: &'a Arc<Config>,
+    link: &'a Link,
+    budget: &'a publisher::Budget,
+    slots: &'a Slots,
+    sessions: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+}
+
 /// Serves on one broker connection: takes requests and sends heartbeats
 /// until shutdown (`Ok`) or until the connection is lost (`Err`).
-async fn serve(
-    broker: &Broker,
-    config: &Arc<Config>,
-    link: &Link,
-    slots: &Slots,
-    sessions: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+async fn serve(broker: &Broker, s: &Served<'_>) -> anyhow::Result<()> {
     let mut events = broker.connection().events_listener();
     let connection_error = async {
         while let Some(event) = events.next().await {
@@ -206,15 +215,16 @@ async fn serve(
     };
     let intake = Intake {
         broker,
-        link,
-        config,
-        slots,
-        sessions,
-        shutdown,
+        link: s.link,
+        budget: s.budget,
+        config: s.config,
+        slots: s.slots,
+        sessions: s.sessions,
+        shutdown: s.shutdown,
     };
     tokio::select! {
         taken = intake.run() => Ok(taken?),
-        beat = heartbeat::run(broker, config, slots, shutdown) => Ok(beat?),
+        beat = heartbeat::run(broker, s.config, s.slots, s.shutdown) => Ok(beat?),
         err = connection_error => Err(err.into()),
         () = broker.broken() => anyhow::bail!("a channel of the connection failed"),
     }

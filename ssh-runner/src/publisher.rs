@@ -1,22 +1,29 @@
-//! Ordered, confirmed publishing of one session's events and output, that
-//! outlives the broker connection.
+//! Ordered publishing of one session's events and output, that outlives
+//! the broker connection: the session's *outbox*.
 //!
 //! A session publishes everything through one AMQP channel (from a small
-//! shared pool), so its messages stay in order. Every message is kept in
-//! the session's *outbox* until the broker confirms it; messages are
-//! persistent, so a confirmed one is on the broker's disk and survives a
-//! broker restart. When the connection dies, what is still in the outbox is
-//! published again, in order, on the next connection — duplicates are
-//! harmless: the recorder stores each `(session, seq)` once and viewers
-//! drop seqs they have. While the broker is away, output that follows
-//! output of the same stream is merged into one message (nobody has seen
-//! either), so an outage costs few messages.
+//! shared pool), so its messages stay in order, with pipelined publisher
+//! confirms (the keystroke echo never waits for one). Every message stays
+//! in the outbox until it is safe:
+//! - an event (persistent) once the broker confirms it: it is then on the
+//!   broker's disk, in the durable record queue;
+//! - output (transient: persisting every output message costs a quarter of
+//!   the PTY throughput, see docs/reliability.md) once the recorder says it
+//!   has stored it (`Control::Recorded`, on the session's input queue).
 //!
-//! The outbox is bounded ([`MAX_MESSAGES`], [`MAX_BYTES`]). When it is
-//! full, publishing waits — for the oldest confirm, or for the broker to
-//! come back — which holds up whoever publishes: the SSH reader stops
-//! reading, the SSH window fills and the program on the host blocks.
-//! Confirms are pipelined: the keystroke echo never waits for one.
+//! When the connection dies, whatever is not safe is published again, in
+//! order, on the next one. Duplicates are harmless: the recorder stores
+//! each `(session, seq)` once and viewers drop seqs they have. While the
+//! broker is away, output that follows unsent output of the same stream is
+//! merged into it (nobody has seen either), so an outage costs few
+//! messages.
+//!
+//! The outbox is bounded per session ([`MAX_MESSAGES`], [`MAX_BYTES`]) and
+//! per runner (a [`Budget`] of output bytes shared by all sessions). When
+//! it is full, output waits — for confirms, receipts or the broker's
+//! return — without holding the lock (receipts must get in): the SSH
+//! reader stops reading, the SSH window fills and the program on the host
+//! blocks.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,20 +35,54 @@ use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use shellway_common::amqp::{encode_event, output_properties};
 use shellway_common::topology::event_key;
 use shellway_common::{Event, OutputMeta, Stream};
+use tokio::sync::{MutexGuard, Notify, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::link::Link;
 use crate::output::COALESCE_LIMIT;
 
-/// Most messages of one session awaiting their confirm.
-pub(crate) const MAX_MESSAGES: usize = 256;
-/// Most bytes of one session awaiting their confirm (or the broker).
-pub(crate) const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Most messages of one session not yet safe.
+pub(crate) const MAX_MESSAGES: usize = 1024;
+/// Most output bytes of one session not yet recorded.
+pub(crate) const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// While full, how often confirms are looked at again.
+const RECHECK: Duration = Duration::from_millis(50);
 
-/// The publisher of one session, shared by its tasks behind a mutex: the
-/// lock keeps sequence numbers and publish order the same.
-pub(crate) type SharedPublisher = Arc<tokio::sync::Mutex<SessionPublisher>>;
+/// Output bytes all sessions of a runner may hold unrecorded, counted in
+/// KiB.
+#[derive(Clone)]
+pub(crate) struct Budget {
+    kib: Arc<Semaphore>,
+    total: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(bytes: usize) -> Self {
+        let total = bytes.div_ceil(1024).max(1);
+        Self {
+            kib: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    async fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = bytes.div_ceil(1024).clamp(1, self.total) as u32;
+        self.kib.clone().acquire_many_owned(kib).await.ok()
+    }
+}
+
+/// A session's outbox, shared by its tasks. The lock keeps sequence
+/// numbers and publish order the same.
+pub(crate) struct Outbox {
+    publisher: tokio::sync::Mutex<SessionPublisher>,
+    /// Signalled when messages leave the outbox.
+    room: Notify,
+    link: Link,
+    budget: Budget,
+}
+
+pub(crate) type SharedPublisher = Arc<Outbox>;
 
 pub(crate) struct SessionPublisher {
     link: Link,
@@ -49,8 +90,8 @@ pub(crate) struct SessionPublisher {
     session: Uuid,
     /// Sequence number of the last output message.
     seq: u64,
-    /// Messages not yet confirmed, oldest first. The first `sent` of them
-    /// went out on connection `generation`; the rest wait to be sent.
+    /// Messages not yet safe, oldest first. The first `sent` of them went
+    /// out on connection `generation`; the rest wait to be sent.
     outbox: VecDeque<Held>,
     sent: usize,
     generation: u64,
@@ -64,63 +105,159 @@ struct Held {
     output: Option<OutputMeta>,
     props: BasicProperties,
     confirm: Option<PublisherConfirm>,
-}
-
-/// What a confirm said.
-enum Settled {
-    Done,
-    /// The connection failed before the broker confirmed: send it again.
-    Unconfirmed,
-    Waiting,
+    confirmed: bool,
+    recorded: bool,
+    /// This message's share of the runner's budget, given back with it.
+    budget: Option<OwnedSemaphorePermit>,
 }
 
 impl Held {
-    fn settle(&mut self) -> Settled {
+    /// Takes in the confirm if it has arrived.
+    fn poll_confirm(&mut self) {
         let Some(confirm) = self.confirm.as_mut() else {
-            return Settled::Unconfirmed;
+            return;
         };
-        match confirm.now_or_never() {
-            None => Settled::Waiting,
-            Some(result) => {
-                self.confirm = None;
-                settled(result)
+        if let Some(result) = confirm.now_or_never() {
+            self.confirm = None;
+            self.confirmed = matches!(
+                result,
+                Ok(Confirmation::Ack(_) | Confirmation::NotRequested)
+            );
+            match result {
+                Ok(Confirmation::Nack(_)) => tracing::error!("the broker refused a message (nack)"),
+                Err(err) => {
+                    tracing::debug!(error = %err, "no confirm; the message will be sent again")
+                }
+                Ok(_) => {}
             }
+        }
+    }
+
+    /// Safe: the broker has an event, the recorder has output (and no
+    /// confirm is still to come: it must be awaited, not dropped).
+    fn is_done(&self) -> bool {
+        self.confirm.is_none()
+            && match self.output {
+                Some(_) => self.recorded,
+                None => self.confirmed,
+            }
+    }
+
+    /// Must go out (again) on a new connection.
+    fn needs_sending(&self) -> bool {
+        match self.output {
+            Some(_) => !self.recorded,
+            None => !self.confirmed,
         }
     }
 }
 
-fn settled(result: lapin::Result<Confirmation>) -> Settled {
-    match result {
-        Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => Settled::Done,
-        Ok(Confirmation::Nack(_)) => {
-            tracing::error!("the broker refused a message (nack)");
-            Settled::Done
+impl Outbox {
+    pub(crate) fn new(link: Link, exchange: String, session: Uuid, budget: Budget) -> Arc<Self> {
+        Arc::new(Self {
+            publisher: tokio::sync::Mutex::new(SessionPublisher {
+                link: link.clone(),
+                exchange,
+                session,
+                seq: 0,
+                outbox: VecDeque::new(),
+                sent: 0,
+                generation: 0,
+                bytes: 0,
+            }),
+            room: Notify::new(),
+            link,
+            budget,
+        })
+    }
+
+    pub(crate) async fn lock(&self) -> MutexGuard<'_, SessionPublisher> {
+        self.publisher.lock().await
+    }
+
+    /// Locks once there is room for `bytes` more output, with the runner's
+    /// budget for it taken.
+    pub(crate) async fn lock_for_output(
+        &self,
+        bytes: usize,
+    ) -> (
+        MutexGuard<'_, SessionPublisher>,
+        Option<OwnedSemaphorePermit>,
+    ) {
+        let budget = self.budget.take(bytes).await;
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let mut p = self.publisher.lock().await;
+            p.pump().await;
+            if !p.is_full() {
+                return (p, budget);
+            }
+            let generation = p.generation;
+            drop(p);
+            tokio::select! {
+                () = room => {}
+                _ = self.link.newer_than(generation) => {}
+                () = tokio::time::sleep(RECHECK) => {}
+            }
         }
-        Err(err) => {
-            tracing::debug!(error = %err, "no confirm; the message will be sent again");
-            Settled::Unconfirmed
+    }
+
+    /// Publishes one output message (after waiting for room).
+    pub(crate) async fn output(&self, stream: Stream, run: Option<Uuid>, data: Vec<u8>) {
+        let (mut p, budget) = self.lock_for_output(data.len()).await;
+        p.output(stream, run, data, budget).await;
+    }
+
+    /// The recorder stored these output seqs.
+    pub(crate) async fn recorded(&self, ranges: &[[u64; 2]]) {
+        let mut p = self.publisher.lock().await;
+        p.recorded(ranges);
+        drop(p);
+        self.room.notify_waiters();
+    }
+
+    /// Publishes what the broker did not get before a reconnect.
+    pub(crate) async fn resend(&self) {
+        self.publisher.lock().await.pump().await;
+        self.room.notify_waiters();
+    }
+
+    /// Waits until every message is safe, up to `limit`. Receipts must
+    /// still be handled meanwhile (see `session.rs`).
+    pub(crate) async fn flush(&self, limit: Duration) {
+        let all = async {
+            loop {
+                let room = self.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                let mut p = self.publisher.lock().await;
+                p.pump().await;
+                if p.outbox.is_empty() {
+                    return;
+                }
+                let generation = p.generation;
+                drop(p);
+                tokio::select! {
+                    () = room => {}
+                    _ = self.link.newer_than(generation) => {}
+                    () = tokio::time::sleep(RECHECK) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            let p = self.publisher.lock().await;
+            tracing::warn!(
+                outstanding = p.outbox.len(),
+                bytes = p.bytes,
+                "gave up waiting for the broker and the recorder; output they did not take is lost"
+            );
         }
     }
 }
 
 impl SessionPublisher {
-    pub(crate) fn new(link: Link, exchange: String, session: Uuid) -> Self {
-        Self {
-            link,
-            exchange,
-            session,
-            seq: 0,
-            outbox: VecDeque::new(),
-            sent: 0,
-            generation: 0,
-            bytes: 0,
-        }
-    }
-
-    pub(crate) fn shared(self) -> SharedPublisher {
-        Arc::new(tokio::sync::Mutex::new(self))
-    }
-
     pub(crate) async fn event(&mut self, event: &Event) {
         let (key, body) = encode_event(self.session, event);
         tracing::debug!(event = event.kind(), "publishing event");
@@ -130,6 +267,9 @@ impl SessionPublisher {
             output: None,
             props: shellway_common::amqp::event_properties(),
             confirm: None,
+            confirmed: false,
+            recorded: false,
+            budget: None,
         });
         self.pump().await;
     }
@@ -141,7 +281,13 @@ impl SessionPublisher {
 
     /// Publishes one output message with the next sequence number (or,
     /// while the broker is away, adds it to the unsent one before it).
-    pub(crate) async fn output(&mut self, stream: Stream, run: Option<Uuid>, data: Vec<u8>) {
+    pub(crate) async fn output(
+        &mut self,
+        stream: Stream,
+        run: Option<Uuid>,
+        data: Vec<u8>,
+        budget: Option<OwnedSemaphorePermit>,
+    ) {
         let unsent = self.outbox.len() > self.sent;
         if let Some(last) = self.outbox.back_mut().filter(|_| unsent) {
             let same = last
@@ -150,6 +296,10 @@ impl SessionPublisher {
             if same && last.body.len() + data.len() <= COALESCE_LIMIT {
                 last.body.extend_from_slice(&data);
                 self.bytes += data.len();
+                match (&mut last.budget, budget) {
+                    (Some(held), Some(more)) => held.merge(more),
+                    (slot, more) => *slot = slot.take().or(more),
+                }
                 return self.pump().await;
             }
         }
@@ -165,6 +315,9 @@ impl SessionPublisher {
             output: Some(meta),
             props: output_properties(&meta),
             confirm: None,
+            confirmed: false,
+            recorded: false,
+            budget,
         });
         self.pump().await;
     }
@@ -178,51 +331,39 @@ impl SessionPublisher {
         self.outbox.len() >= MAX_MESSAGES || self.bytes >= MAX_BYTES
     }
 
-    /// Settles confirms, sends what waits if the broker is there, and
-    /// returns once there is room for another message.
-    async fn pump(&mut self) {
-        loop {
-            self.settle();
-            let broker = self.link.current();
-            if let Some(broker) = &broker {
-                self.send(broker).await;
+    /// Marks the output the recorder stored.
+    fn recorded(&mut self, ranges: &[[u64; 2]]) {
+        for held in &mut self.outbox {
+            if let Some(meta) = held.output {
+                if ranges
+                    .iter()
+                    .any(|[from, to]| (*from..=*to).contains(&meta.seq))
+                {
+                    held.recorded = true;
+                }
             }
-            if !self.is_full() {
-                return;
-            }
-            self.wait(broker).await;
         }
+        self.settle();
     }
 
-    /// Sends the session's unconfirmed messages again if the connection
-    /// changed (called when a new one comes up, whether or not the session
-    /// publishes anything).
-    pub(crate) async fn resend(&mut self) {
+    /// Settles confirms, drops the safe messages at the front, and sends
+    /// what waits if the broker is there.
+    async fn pump(&mut self) {
         self.settle();
         if let Some(broker) = self.link.current() {
             self.send(&broker).await;
         }
     }
 
-    /// Drops the confirmed messages at the front of the outbox.
+    /// Drops the safe messages at the front of the outbox.
     fn settle(&mut self) {
-        while self.sent > 0 {
-            let Some(front) = self.outbox.front_mut() else {
-                break;
-            };
-            match front.settle() {
-                Settled::Waiting => break,
-                Settled::Done => {
-                    self.bytes -= front.body.len();
-                    self.outbox.pop_front();
-                    self.sent -= 1;
-                }
-                Settled::Unconfirmed => {
-                    // Its connection is gone: everything from here is sent
-                    // again on the next one.
-                    self.sent = 0;
-                    self.generation = 0;
-                }
+        for held in self.outbox.iter_mut().take(self.sent) {
+            held.poll_confirm();
+        }
+        while self.outbox.front().is_some_and(Held::is_done) {
+            if let Some(held) = self.outbox.pop_front() {
+                self.bytes -= held.body.len();
+                self.sent = self.sent.saturating_sub(1);
             }
         }
     }
@@ -230,12 +371,12 @@ impl SessionPublisher {
     /// Publishes the messages not yet sent on `broker`'s connection.
     async fn send(&mut self, broker: &Broker) {
         if self.generation != broker.generation() {
-            self.drop_confirmed_on_old_connection();
-            if !self.outbox.is_empty() {
+            let again = self.outbox.iter().filter(|h| h.needs_sending()).count();
+            if again > 0 {
                 tracing::info!(
-                    messages = self.outbox.len(),
+                    messages = again,
                     bytes = self.bytes,
-                    "publishing again what the broker had not confirmed"
+                    "publishing again what the broker or the recorder did not take"
                 );
             }
             self.generation = broker.generation();
@@ -243,6 +384,14 @@ impl SessionPublisher {
         }
         let channel = broker.publisher_for(self.session);
         while let Some(held) = self.outbox.get_mut(self.sent) {
+            // Safe already (recorded, or confirmed before the old
+            // connection died)?
+            held.poll_confirm();
+            if !held.needs_sending() {
+                self.sent += 1;
+                continue;
+            }
+            held.confirm = None;
             let published = channel
                 .basic_publish(
                     self.exchange.as_str().into(),
@@ -263,86 +412,6 @@ impl SessionPublisher {
                     return;
                 }
             }
-        }
-    }
-
-    /// After a reconnect: messages whose confirm did arrive before the old
-    /// connection died need not be sent again.
-    fn drop_confirmed_on_old_connection(&mut self) {
-        let mut bytes = 0;
-        self.outbox.retain_mut(|held| {
-            let keep = !matches!(held.settle(), Settled::Done);
-            if !keep {
-                bytes += held.body.len();
-            }
-            keep
-        });
-        self.bytes -= bytes;
-    }
-
-    /// Waits for room: the oldest confirm, or a new connection.
-    async fn wait(&mut self, broker: Option<Broker>) {
-        let generation = broker.as_ref().map_or(self.generation, Broker::generation);
-        let link = self.link.clone();
-        let newer = link.newer_than(generation);
-        let front = self
-            .outbox
-            .front_mut()
-            .filter(|_| self.sent > 0)
-            .and_then(|held| held.confirm.as_mut());
-        let Some(confirm) = front else {
-            tracing::debug!(
-                messages = self.outbox.len(),
-                "outbox full; waiting for the broker"
-            );
-            newer.await;
-            return;
-        };
-        let done = tokio::select! {
-            result = confirm => Some(matches!(settled(result), Settled::Done)),
-            _ = newer => None,
-        };
-        if let Some(done) = done {
-            self.settle_front(done);
-        }
-    }
-
-    /// Records the outcome of the front message's confirm, awaited by
-    /// `wait`.
-    fn settle_front(&mut self, done: bool) {
-        if let Some(front) = self.outbox.front_mut() {
-            front.confirm = None;
-            if done {
-                self.bytes -= front.body.len();
-                self.outbox.pop_front();
-                self.sent = self.sent.saturating_sub(1);
-            } else {
-                self.sent = 0;
-                self.generation = 0;
-            }
-        }
-    }
-
-    /// Waits until every message is confirmed, up to `limit`.
-    pub(crate) async fn flush(&mut self, limit: Duration) {
-        let all = async {
-            loop {
-                self.settle();
-                if self.outbox.is_empty() {
-                    return;
-                }
-                let broker = self.link.current();
-                if let Some(broker) = &broker {
-                    self.send(broker).await;
-                }
-                self.wait(broker).await;
-            }
-        };
-        if tokio::time::timeout(limit, all).await.is_err() {
-            tracing::warn!(
-                outstanding = self.outbox.len(),
-                "gave up waiting for publisher confirms"
-            );
         }
     }
 }

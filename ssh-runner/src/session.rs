@@ -6,9 +6,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::future::Future;
-use std::pin::Pin;
-
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
@@ -30,7 +27,7 @@ use crate::broker::Broker;
 use crate::link::Link;
 use crate::output::{ChannelKind, ChannelReader, Next, COALESCE_LIMIT};
 use crate::presence::Board;
-use crate::publisher::{SessionPublisher, SharedPublisher};
+use crate::publisher::{Budget, Outbox, SharedPublisher};
 use crate::runs::{self, RunQueue, MAX_QUEUED_RUNS};
 use crate::screen::Screen;
 use crate::slots::Slot;
@@ -57,6 +54,8 @@ pub(crate) struct SessionDeps {
     pub(crate) broker: Broker,
     /// Whatever connection is current later.
     pub(crate) link: Link,
+    /// The runner's budget of unrecorded output.
+    pub(crate) budget: Budget,
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) slot: Slot,
@@ -94,13 +93,18 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     let SessionDeps {
         broker,
         link,
+        budget,
         config,
         shutdown,
         slot,
     } = deps;
     let session = request.session;
-    let publisher =
-        SessionPublisher::new(link.clone(), config.topology.events_exchange(), session).shared();
+    let publisher = Outbox::new(
+        link.clone(),
+        config.topology.events_exchange(),
+        session,
+        budget,
+    );
     let runner = Some(config.runner_id.clone());
     let status = |status, message: Option<String>| Event::Status {
         status,
@@ -183,7 +187,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         _ => (None, None),
     };
 
-    let actor = Actor {
+    let mut actor = Actor {
         attach: Attach {
             link,
             session,
@@ -191,8 +195,11 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
             tag,
         },
         generation: broker.generation(),
-        input: input.clone(),
+        input,
         consumer: Some(consumer),
+        unacked: Unacked::default(),
+        attaching: None,
+        detached_at: None,
         handled: VecDeque::new(),
         hold: config.outage_hold,
         pty: pty_write,
@@ -201,30 +208,39 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         runs,
         publisher: publisher.clone(),
     };
-    let (End { reason, by }, input) = actor.run(&shutdown, &shell_done, ssh.closed()).await;
+    let End { reason, by } = actor.run(&shutdown, &shell_done, ssh.closed()).await;
     tracing::info!(%reason, by = by.as_deref().unwrap_or(""), "closing session");
 
     // Runs first (a canceled run reports itself), then the host, then the
-    // shell's last output, and only then the closing events.
-    stop_runs.cancel();
-    if worker.await.is_err() {
-        tracing::warn!("the run worker ended abnormally");
-    }
-    ssh.disconnect().await;
-    if let Some(task) = pty_task {
-        if tokio::time::timeout(DRAIN_LIMIT, task).await.is_err() {
-            tracing::warn!("the shell's output did not end in time");
+    // shell's last output, and only then the closing events; meanwhile the
+    // recorder's receipts keep coming in, until everything is safe.
+    let closing = async {
+        stop_runs.cancel();
+        if worker.await.is_err() {
+            tracing::warn!("the run worker ended abnormally");
         }
+        ssh.disconnect().await;
+        if let Some(task) = pty_task {
+            if tokio::time::timeout(DRAIN_LIMIT, task).await.is_err() {
+                tracing::warn!("the shell's output did not end in time");
+            }
+        }
+        let mut p = publisher.lock().await;
+        p.event(&Event::Closed {
+            reason: reason.clone(),
+            by,
+        })
+        .await;
+        p.event(&status(SessionStatus::Closed, Some(reason))).await;
+        drop(p);
+        publisher.flush(flush_limit(&config, &shutdown)).await;
+    };
+    tokio::select! {
+        biased;
+        () = closing => {}
+        () = actor.take_receipts() => {}
     }
-    close_channel(&input).await;
-    let mut p = publisher.lock().await;
-    p.event(&Event::Closed {
-        reason: reason.clone(),
-        by,
-    })
-    .await;
-    p.event(&status(SessionStatus::Closed, Some(reason))).await;
-    p.flush(flush_limit(&config, &shutdown)).await;
+    actor.finish().await;
     drop(slot);
 }
 
@@ -251,7 +267,9 @@ async fn fail(
     let mut p = publisher.lock().await;
     p.event(&Event::error(kind, message.clone())).await;
     p.event(&status(SessionStatus::Failed, Some(message))).await;
-    p.flush(config.outage_hold.max(FLUSH_LIMIT)).await;
+    drop(p);
+    // Events only: the broker's confirms make them safe.
+    publisher.flush(config.outage_hold.max(FLUSH_LIMIT)).await;
 }
 
 /// A channel of the session's own, after checking its input queue exists.
@@ -356,9 +374,9 @@ async fn pty_reader(
                     tokio::time::sleep(STREAM_LINGER).await;
                     reader.top_up(&mut batch);
                 }
-                let mut p = publisher.lock().await;
+                let (mut p, budget) = publisher.lock_for_output(batch.data.len()).await;
                 screen.feed(&batch.data);
-                p.output(Stream::Pty, None, batch.data).await
+                p.output(Stream::Pty, None, batch.data, budget).await
             }
             Next::Msg(ChannelMsg::ExitStatus { exit_status }) => {
                 tracing::info!(exit_status, "shell exited");
@@ -430,7 +448,8 @@ struct Attached {
     consumer: Consumer,
 }
 
-type Attaching = Pin<Box<dyn Future<Output = Attached> + Send>>;
+/// The attach work, on a task of its own (owned: dropped, it stops).
+type Attaching = AbortOnDropHandle<Attached>;
 
 impl Attach {
     /// Consumes the input queue again, on the current connection if it is
@@ -491,7 +510,8 @@ enum Step {
     Delivery(Option<Result<Delivery, lapin::Error>>),
     /// The runner has a newer connection than the consumer's.
     Replaced,
-    Attached(Attached),
+    /// `None`: the attach task failed.
+    Attached(Option<Attached>),
     AckDue,
     PresenceCheck,
 }
@@ -522,6 +542,10 @@ struct Actor {
     input: Channel,
     /// `None` while the broker is away.
     consumer: Option<Consumer>,
+    unacked: Unacked,
+    /// Consuming the input queue again, after the broker went away.
+    attaching: Option<Attaching>,
+    detached_at: Option<tokio::time::Instant>,
     /// Ids of input handled but not acknowledged when the channel broke.
     handled: VecDeque<ShortString>,
     /// How long the session outlives a broker it cannot reach.
@@ -540,28 +564,25 @@ async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<Result<Deliver
     }
 }
 
-async fn attached(attaching: &mut Option<Attaching>) -> Attached {
+async fn attached(attaching: &mut Option<Attaching>) -> Option<Attached> {
     match attaching {
-        Some(attaching) => attaching.await,
+        Some(attaching) => attaching.await.ok(),
         None => std::future::pending().await,
     }
 }
 
 impl Actor {
-    /// Runs until the session ends; returns why, and the input channel.
+    /// Runs until the session ends; returns why.
     async fn run(
-        mut self,
+        &mut self,
         shutdown: &CancellationToken,
         shell_done: &CancellationToken,
         host_gone: &CancellationToken,
-    ) -> (End, Channel) {
+    ) -> End {
         let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
-        let mut unacked = Unacked::default();
-        let mut attaching: Option<Attaching> = None;
-        let mut detached_at: Option<tokio::time::Instant> = None;
-        let end = loop {
-            let ack_due = unacked.due();
-            let give_up = detached_at.map(|at| at + self.hold);
+        loop {
+            let ack_due = self.unacked.due();
+            let give_up = self.detached_at.map(|at| at + self.hold);
             let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Step::End(End::because("runner shutting down")),
@@ -576,66 +597,126 @@ impl Actor {
                 }
                 delivery = next_delivery(&mut self.consumer) => Step::Delivery(delivery),
                 _ = self.attach.link.newer_than(self.generation), if self.consumer.is_some() => Step::Replaced,
-                done = attached(&mut attaching) => Step::Attached(done),
+                done = attached(&mut self.attaching) => Step::Attached(done),
                 () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => Step::AckDue,
                 _ = presence_check.tick() => Step::PresenceCheck,
             };
-            let delivery = match step {
-                Step::End(end) => break end,
-                Step::AckDue => {
-                    unacked.ack().await;
-                    continue;
-                }
+            let end = match step {
+                Step::End(end) => Some(end),
                 Step::PresenceCheck => {
                     let changed = self.presence.expire(Instant::now(), PRESENCE_TTL);
                     self.publish_presence(changed).await;
-                    continue;
+                    None
                 }
-                Step::Attached(done) => {
-                    attaching = None;
-                    detached_at = None;
-                    self.reattached(done).await;
-                    continue;
-                }
-                Step::Delivery(Some(Ok(delivery))) => delivery,
-                Step::Delivery(other) => {
-                    if let Some(end) = self.detached(Detach::from(other), &mut unacked) {
-                        break end;
-                    }
-                    detached_at = Some(tokio::time::Instant::now());
-                    attaching = Some(Box::pin(self.attach.clone().run(self.generation)));
-                    continue;
-                }
-                Step::Replaced => {
-                    self.detached(Detach::Replaced, &mut unacked);
-                    detached_at = Some(tokio::time::Instant::now());
-                    attaching = Some(Box::pin(self.attach.clone().run(self.generation)));
-                    continue;
-                }
+                other => self.input_step(other, false).await,
             };
-            let mut delivery = delivery;
-            if self.seen_before(&delivery) {
-                unacked.add(delivery);
-                continue;
-            }
-            let end = self.handle(&mut delivery).await;
-            unacked.add(delivery);
-            if unacked.count >= ACK_EVERY {
-                unacked.ack().await;
-            }
             if let Some(end) = end {
-                break end;
+                // Whatever ended the session, what it handled is acknowledged.
+                self.unacked.ack().await;
+                return end;
             }
+        }
+    }
+
+    /// One step of the input side: a delivery, the consumer's end or
+    /// return, an ack due. While `closing`, only receipts are handled.
+    async fn input_step(&mut self, step: Step, closing: bool) -> Option<End> {
+        let mut delivery = match step {
+            Step::AckDue => {
+                self.unacked.ack().await;
+                return None;
+            }
+            Step::Attached(Some(done)) => {
+                self.attaching = None;
+                self.detached_at = None;
+                self.reattached(done).await;
+                return None;
+            }
+            Step::Attached(None) => {
+                tracing::warn!("attaching the session input failed; trying again");
+                self.detach_and_retry();
+                return None;
+            }
+            Step::Delivery(Some(Ok(delivery))) => delivery,
+            Step::Delivery(other) => {
+                let end = self.detached(Detach::from(other));
+                if end.is_none() {
+                    self.detach_and_retry();
+                }
+                return end;
+            }
+            Step::Replaced => {
+                self.detached(Detach::Replaced);
+                self.detach_and_retry();
+                return None;
+            }
+            Step::End(end) => return Some(end),
+            Step::PresenceCheck => return None,
         };
-        // Whatever ended the session, what it handled is acknowledged.
-        unacked.ack().await;
-        (end, self.input)
+        let end = if self.seen_before(&delivery) {
+            None
+        } else if closing {
+            self.receipt_only(&delivery).await;
+            None
+        } else {
+            self.handle(&mut delivery).await
+        };
+        self.unacked.add(delivery);
+        if self.unacked.count >= ACK_EVERY {
+            self.unacked.ack().await;
+        }
+        end
+    }
+
+    fn detach_and_retry(&mut self) {
+        self.detached_at
+            .get_or_insert_with(tokio::time::Instant::now);
+        let attach = self.attach.clone().run(self.generation).in_current_span();
+        self.attaching = Some(AbortOnDropHandle::new(tokio::spawn(attach)));
+    }
+
+    /// While the session closes: applies the recorder's receipts (so its
+    /// last output can be known safe) and drops any other input. Never
+    /// returns; the caller stops it.
+    async fn take_receipts(&mut self) {
+        loop {
+            let ack_due = self.unacked.due();
+            let step = tokio::select! {
+                delivery = next_delivery(&mut self.consumer) => Step::Delivery(delivery),
+                _ = self.attach.link.newer_than(self.generation), if self.consumer.is_some() => Step::Replaced,
+                done = attached(&mut self.attaching) => Step::Attached(done),
+                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => Step::AckDue,
+            };
+            if self.input_step(step, true).await.is_some() {
+                // The queue is gone: no receipt comes any more.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn receipt_only(&self, delivery: &Delivery) {
+        let control = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .filter(|k| k.as_str() == KIND_CONTROL)
+            .and_then(|_| serde_json::from_slice::<Control>(&delivery.data).ok());
+        match control {
+            Some(Control::Recorded { seqs }) => self.publisher.recorded(&seqs).await,
+            _ => tracing::debug!("input for a closing session dropped"),
+        }
+    }
+
+    /// Acknowledges what was handled and closes the input channel.
+    async fn finish(mut self) {
+        self.unacked.ack().await;
+        close_channel(&self.input).await;
     }
 
     /// The consumer stopped. Returns `Some` if that ends the session (the
     /// queue was deleted); otherwise the broker went away and the input is
     /// consumed again once it is back.
-    fn detached(&mut self, why: Detach, unacked: &mut Unacked) -> Option<End> {
+    fn detached(&mut self, why: Detach) -> Option<End> {
         self.consumer = None;
         let error = match why {
             Detach::Cancelled if self.input.status().connected() => {
@@ -647,7 +728,7 @@ impl Actor {
             Detach::Replaced => "the runner reconnected to the broker".to_owned(),
         };
         tracing::warn!(%error, "session input interrupted; the session goes on and waits for the broker");
-        self.handled.extend(unacked.lost());
+        self.handled.extend(self.unacked.lost());
         while self.handled.len() > INPUT_PREFETCH as usize {
             self.handled.pop_front();
         }
@@ -662,7 +743,7 @@ impl Actor {
         self.generation = done.generation;
         self.input = done.input;
         self.consumer = Some(done.consumer);
-        self.publisher.lock().await.resend().await;
+        self.publisher.resend().await;
     }
 
     /// A message handled before the channel broke and handed out again:
@@ -746,6 +827,7 @@ impl Actor {
             },
             Control::Close { reason, by } => return Some(End { reason, by }),
             Control::Snapshot { request } => self.snapshot(request).await,
+            Control::Recorded { seqs } => self.publisher.recorded(&seqs).await,
             Control::Presence { proxy, viewers } => {
                 let changed = self.presence.update(proxy, viewers, Instant::now());
                 self.publish_presence(changed).await;

@@ -11,7 +11,15 @@ use tokio::process::Command;
 use crate::sshd::free_server_port;
 use crate::ScratchDir;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest installed server's programs (Debian: /usr/lib/postgresql/<v>/bin).
+fn bin() -> String {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian package postgresql)")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .expect("a PostgreSQL version under /usr/lib/postgresql");
+    format!("/usr/lib/postgresql/{newest}/bin")
+}
 
 pub struct PgCluster {
     dir: ScratchDir,
@@ -72,11 +80,11 @@ impl PgCluster {
     async fn as_postgres(&self, tool: &str, args: &[&str]) {
         let out = Command::new("setpriv")
             .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
-            .arg(format!("{BIN}/{tool}"))
+            .arg(format!("{}/{tool}", bin()))
             .args(args)
             .output()
             .await
-            .unwrap_or_else(|e| panic!("{tool} runs (Debian package postgresql-15): {e}"));
+            .unwrap_or_else(|e| panic!("{tool} runs (Debian package postgresql): {e}"));
         assert!(
             out.status.success(),
             "{tool} {args:?} failed: {}{}",
@@ -99,7 +107,7 @@ impl PgCluster {
         loop {
             let out = Command::new("setpriv")
                 .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
-                .arg(format!("{BIN}/pg_ctl"))
+                .arg(format!("{}/pg_ctl", bin()))
                 .args([
                     "-D", &data, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
                 ])
@@ -146,7 +154,7 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = std::process::Command::new("setpriv")
             .args(["--reuid=postgres", "--regid=postgres", "--init-groups"])
-            .arg(format!("{BIN}/pg_ctl"))
+            .arg(format!("{}/pg_ctl", bin()))
             .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
             .output();
     }

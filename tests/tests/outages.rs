@@ -247,15 +247,20 @@ async fn a_broker_outage_ends_no_session(how: Outage, down: Duration) {
     viewer
         .wait_event("link restored", WAIT, link_event("restored"))
         .await;
-    // Output goes on after the outage, then the loop ends.
+    // The viewer gets what the host printed during the outage (live, or
+    // from the recording when a seq jumps).
     let printed_so_far = stream.printed().len();
+    viewer
+        .wait_output(&format!("line-{printed_so_far}\r\n"), WAIT)
+        .await;
+    let caught_up = back.elapsed();
+    // Output goes on after the outage, then the loop ends.
     eventually("more output after the outage", WAIT, || async {
         (stream.printed().len() > printed_so_far + 100).then_some(())
     })
     .await;
     stream.stop();
     viewer.wait_output("DONE-MARK", WAIT).await;
-    let caught_up = back.elapsed();
 
     let printed = stream.printed();
     let recorded = recorded_until(&env, streaming, "DONE-MARK").await;
