@@ -9,6 +9,7 @@ mod broker;
 mod config;
 mod health;
 mod heartbeat;
+mod input;
 mod intake;
 mod link;
 mod output;

@@ -43,7 +43,7 @@ use crate::link::Link;
 use crate::output::COALESCE_LIMIT;
 
 /// Most messages of one session not yet safe.
-pub(crate) const MAX_MESSAGES: usize = 1024;
+pub(crate) const MAX_MESSAGES: usize = 16 * 1024;
 /// Most output bytes of one session not yet recorded.
 pub(crate) const MAX_BYTES: usize = 16 * 1024 * 1024;
 /// While full, how often confirms are looked at again.
@@ -413,5 +413,54 @@ impl SessionPublisher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> (crate::link::LinkOwner, Arc<Outbox>) {
+        // No broker: nothing is sent, everything stays in the outbox.
+        let (owner, link) = crate::link::new();
+        let budget = Budget::new(64 * 1024 * 1024);
+        (owner, Outbox::new(link, "x".into(), Uuid::nil(), budget))
+    }
+
+    #[tokio::test]
+    async fn output_merges_while_the_broker_is_away_and_leaves_once_recorded() {
+        let (_owner, outbox) = outbox();
+        let mut p = outbox.lock().await;
+        p.output(Stream::Pty, None, b"a".to_vec(), None).await;
+        p.output(Stream::Pty, None, b"b".to_vec(), None).await;
+        assert_eq!((p.seq(), p.outbox.len()), (1, 1));
+        assert_eq!(p.outbox[0].body, b"ab");
+        // Another stream is another message.
+        let run = Some(Uuid::now_v7());
+        p.output(Stream::Stdout, run, b"c".to_vec(), None).await;
+        assert_eq!((p.seq(), p.outbox.len()), (2, 2));
+        p.event(&Event::error(shellway_common::ErrorKind::Runtime, "e"))
+            .await;
+        // Recorded output leaves; an unconfirmed event stays, and so does
+        // whatever is behind it.
+        p.recorded(&[[1, 1]]);
+        assert_eq!(p.outbox.len(), 2);
+        p.recorded(&[[2, 2]]);
+        assert_eq!(p.outbox.len(), 1);
+        assert!(p.outbox[0].output.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_holds_output_back_until_a_receipt_frees_room() {
+        let (_owner, outbox) = outbox();
+        let big = vec![b'x'; MAX_BYTES];
+        outbox.output(Stream::Pty, None, big).await;
+        let waiting = outbox.lock_for_output(1);
+        tokio::pin!(waiting);
+        let blocked = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
+        assert!(blocked.is_err(), "output went in past the bound");
+        outbox.recorded(&[[1, 1]]).await;
+        let freed = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert!(freed.is_ok(), "the receipt did not free room");
     }
 }

@@ -6,13 +6,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer};
 use russh::{ChannelMsg, ChannelWriteHalf};
-use shellway_common::amqp::{declare_session_input, Backoff};
 use shellway_common::control::{RunSpec, PRESENCE_REFRESH, PRESENCE_TTL};
 use shellway_common::topology::{KIND_CONTROL, KIND_INPUT};
 use shellway_common::{
@@ -24,6 +22,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::broker::Broker;
+use crate::input::{
+    attached, next_delivery, Attach, Attached, Attaching, Detach, Unacked, ACK_EVERY,
+    INPUT_PREFETCH,
+};
 use crate::link::Link;
 use crate::output::{ChannelKind, ChannelReader, Next, COALESCE_LIMIT};
 use crate::presence::Board;
@@ -34,13 +36,6 @@ use crate::slots::Slot;
 use crate::ssh::{self, SshConnection};
 use crate::Config;
 
-/// Input messages the broker may hand a session before it acknowledges them.
-const INPUT_PREFETCH: u16 = 64;
-/// Input is acknowledged in batches (`multiple`): after this many messages…
-const ACK_EVERY: u16 = INPUT_PREFETCH / 2;
-/// …or once input has been quiet this long. An ack per keystroke sent one
-/// more frame through the broker just as the keystroke's echo came back.
-const ACK_QUIET: Duration = Duration::from_millis(20);
 /// How long a closing session waits for its confirms.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How long a closing session waits for the shell's last output.
@@ -388,122 +383,6 @@ async fn pty_reader(
     done.cancel();
 }
 
-/// Handled input messages not yet acknowledged: the latest one's acker
-/// (and when it came) acknowledges them all.
-#[derive(Default)]
-struct Unacked {
-    latest: Option<(lapin::Acker, tokio::time::Instant)>,
-    count: u16,
-    /// Their message ids: if the channel breaks before the ack, the broker
-    /// hands them out again, and they must not be typed twice.
-    ids: Vec<ShortString>,
-}
-
-impl Unacked {
-    fn add(&mut self, delivery: Delivery) {
-        self.latest = Some((delivery.acker, tokio::time::Instant::now()));
-        self.count += 1;
-        if let Some(id) = delivery.properties.message_id().clone() {
-            self.ids.push(id);
-        }
-    }
-
-    /// When the batch is due: `ACK_QUIET` after the last message.
-    fn due(&self) -> Option<tokio::time::Instant> {
-        self.latest.as_ref().map(|(_, at)| *at + ACK_QUIET)
-    }
-
-    async fn ack(&mut self) {
-        if let Some((acker, _)) = self.latest.take() {
-            if let Err(err) = acker.ack(BasicAckOptions { multiple: true }).await {
-                tracing::debug!(error = %err, "cannot acknowledge input");
-            }
-        }
-        self.count = 0;
-        self.ids.clear();
-    }
-
-    /// The channel broke: nothing can be acknowledged any more; returns the
-    /// ids of what was handled.
-    fn lost(&mut self) -> Vec<ShortString> {
-        self.latest = None;
-        self.count = 0;
-        std::mem::take(&mut self.ids)
-    }
-}
-
-/// How to consume the session's input queue again on a new connection.
-#[derive(Clone)]
-struct Attach {
-    link: Link,
-    session: Uuid,
-    topology: shellway_common::Topology,
-    tag: String,
-}
-
-/// An input consumer on a new connection.
-struct Attached {
-    generation: u64,
-    input: Channel,
-    consumer: Consumer,
-}
-
-/// The attach work, on a task of its own (owned: dropped, it stops).
-type Attaching = AbortOnDropHandle<Attached>;
-
-impl Attach {
-    /// Consumes the input queue again, on the current connection if it is
-    /// still up, else on the next one; retries until it works (the old
-    /// connection may still hold the exclusive consumer for a moment).
-    async fn run(self, generation: u64) -> Attached {
-        let mut backoff = Backoff::default();
-        loop {
-            let broker = match self.link.current() {
-                Some(b) if b.generation() > generation || b.connection().status().connected() => b,
-                _ => self.link.newer_than(generation).await,
-            };
-            match self.on(&broker).await {
-                Ok((input, consumer)) => {
-                    return Attached {
-                        generation: broker.generation(),
-                        input,
-                        consumer,
-                    }
-                }
-                Err(err) => {
-                    let pause = backoff.next_pause();
-                    tracing::info!(error = %err, retry_in_ms = pause.as_millis() as u64, "cannot consume the session input yet");
-                    tokio::time::sleep(pause).await;
-                }
-            }
-        }
-    }
-
-    async fn on(&self, broker: &Broker) -> lapin::Result<(Channel, Consumer)> {
-        let channel = broker.input_channel().await?;
-        // Declared again (same arguments as the proxy's): a broker that lost
-        // its definitions gets the queue back.
-        declare_session_input(&channel, &self.topology, self.session).await?;
-        let queue = self.topology.input_queue(self.session);
-        let exclusive = BasicConsumeOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        channel
-            .basic_qos(INPUT_PREFETCH, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                self.tag.as_str().into(),
-                exclusive,
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((channel, consumer))
-    }
-}
-
 /// What woke the session's input loop.
 enum Step {
     End(End),
@@ -514,24 +393,6 @@ enum Step {
     Attached(Option<Attached>),
     AckDue,
     PresenceCheck,
-}
-
-/// Why the input consumer stopped.
-enum Detach {
-    /// The consumer ended without an error.
-    Cancelled,
-    Failed(lapin::Error),
-    /// Its connection was replaced (it may have died silently).
-    Replaced,
-}
-
-impl From<Option<Result<Delivery, lapin::Error>>> for Detach {
-    fn from(end: Option<Result<Delivery, lapin::Error>>) -> Self {
-        match end {
-            Some(Err(err)) => Self::Failed(err),
-            _ => Self::Cancelled,
-        }
-    }
 }
 
 /// The session's input side: the input queue consumer and what it drives.
@@ -555,20 +416,6 @@ struct Actor {
     presence: Board,
     runs: RunQueue,
     publisher: SharedPublisher,
-}
-
-async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<Result<Delivery, lapin::Error>> {
-    match consumer {
-        Some(consumer) => consumer.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn attached(attaching: &mut Option<Attaching>) -> Option<Attached> {
-    match attaching {
-        Some(attaching) => attaching.await.ok(),
-        None => std::future::pending().await,
-    }
 }
 
 impl Actor {
