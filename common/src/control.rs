@@ -34,6 +34,26 @@ pub enum Control {
         proxy: String,
         viewers: Vec<crate::event::Viewer>,
     },
+    /// From the recorder: these output seqs (inclusive ranges) are stored.
+    /// The runner keeps output until it is, and publishes again after a
+    /// reconnect what is not.
+    Recorded {
+        seqs: Vec<[u64; 2]>,
+    },
+}
+
+/// `seqs` as inclusive ranges of consecutive numbers, in order.
+pub fn seq_ranges(mut seqs: Vec<u64>) -> Vec<[u64; 2]> {
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut ranges: Vec<[u64; 2]> = Vec::new();
+    for seq in seqs {
+        match ranges.last_mut() {
+            Some(last) if last[1] + 1 == seq => last[1] = seq,
+            _ => ranges.push([seq, seq]),
+        }
+    }
+    ranges
 }
 
 /// How often a proxy re-sends its viewer lists.
@@ -75,6 +95,20 @@ impl RunKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_seqs_travel_as_ranges() {
+        assert_eq!(
+            seq_ranges(vec![7, 3, 4, 5, 9, 4, 10]),
+            vec![[3, 5], [7, 7], [9, 10]]
+        );
+        assert!(seq_ranges(Vec::new()).is_empty());
+        let c = Control::Recorded {
+            seqs: vec![[1, 40], [42, 42]],
+        };
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        assert_eq!(json, r#"{"op":"recorded","seqs":[[1,40],[42,42]]}"#);
+    }
 
     #[test]
     fn control_messages_are_tagged_by_op() {

@@ -111,6 +111,15 @@ pub enum Event {
         reason: String,
         by: Option<String>,
     },
+    /// The path between the session and this viewer through the broker was
+    /// interrupted, or is back. The session itself goes on (its runner
+    /// keeps the SSH connection and what it prints); after `restored` the
+    /// viewer gets what it missed, from the live feed or the recording.
+    /// Made by the proxy that serves the viewer, never recorded.
+    Link {
+        state: LinkState,
+        message: String,
+    },
 }
 
 impl Event {
@@ -132,6 +141,7 @@ impl Event {
             Self::Revoked { .. } => "revoked",
             Self::Error { .. } => "error",
             Self::Closed { .. } => "closed",
+            Self::Link { .. } => "link",
         }
     }
 
@@ -140,6 +150,31 @@ impl Event {
             kind,
             message: message.into(),
             run: None,
+        }
+    }
+}
+
+/// The state a `link` event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Interrupted,
+    Restored,
+}
+
+impl Event {
+    /// The `link` event of `state`, worded for a person.
+    pub fn link(state: LinkState) -> Self {
+        let message = match state {
+            LinkState::Interrupted => {
+                "connection to the session interrupted (message broker unreachable); \
+                 the session keeps running and its output is kept"
+            }
+            LinkState::Restored => "connection to the session restored",
+        };
+        Self::Link {
+            state,
+            message: message.into(),
         }
     }
 }
@@ -307,6 +342,19 @@ mod tests {
         let back: Event = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, e);
         assert_eq!(back.kind(), "resized");
+    }
+
+    #[test]
+    fn link_events_name_their_state() {
+        let e = Event::link(LinkState::Interrupted);
+        let json = serde_json::to_value(&e).unwrap_or_default();
+        assert_eq!(json["event"], "link");
+        assert_eq!(json["state"], "interrupted");
+        assert!(json["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("interrupted")));
+        let back: Event = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, e);
     }
 
     #[test]

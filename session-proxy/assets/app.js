@@ -372,6 +372,12 @@ class Pane {
         else if (this.live) this.setBadge('ERROR', 'bad');
       },
       closed: (ev) => { this.flash(closedText(ev), 'info'); this.finish('closed', 'CLOSED'); },
+      // The proxy lost (and found again) the message broker: the session
+      // goes on at the runner; output from meanwhile follows.
+      link: (ev) => {
+        if (!this.live) return;
+        if (ev.state === 'interrupted') { this.setBadge('INTERRUPTED', 'busy'); this.flash(ev.message, 'info'); } else { this.setBadge('CONNECTED', 'ok'); this.flash(ev.message, 'info'); }
+      },
     };
   }
 

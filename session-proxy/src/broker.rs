@@ -1,30 +1,49 @@
-//! The proxy's side of RabbitMQ: one connection, re-established when the
-//! broker comes back, and the publish paths the proxy needs.
+//! The proxy's side of RabbitMQ: one supervised connection and the publish
+//! paths the proxy needs.
+//!
+//! A supervisor task ([`Broker::supervise`]) owns the connection: it
+//! connects (a short capped retry, every attempt logged with its cause and
+//! the address), declares the shared topology, then probes the connection
+//! every [`PROBE_EVERY`]; a probe that fails or does not answer within
+//! [`PROBE_TIMEOUT`], or an error lapin reports, makes it drop the
+//! connection and build a new one. Nobody else connects: while the broker is
+//! down, every operation fails at once with [`BrokerError::NotConnected`],
+//! and every operation the API waits on has a timeout ([`OP_TIMEOUT`]) so a
+//! wedged connection cannot hold a request.
 //!
 //! Two publishing channels: `confirmed` waits for the broker's confirm
 //! (requests, controls, events the proxy emits), `fast` does not (keystrokes
 //! and the controls a viewer sends between them, which must stay in order
 //! with them). Long-lived consumers open their own channels through
-//! [`Broker::channel`] and rebuild them after a failure.
+//! [`Broker::channel`] and, after a failure, wait for [`Broker::up`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use shellway_common::amqp::{self, DurableQueueOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use shellway_common::amqp::{self, Backoff, DurableQueueOptions};
 use shellway_common::topology::{KIND_CONTROL, KIND_INPUT};
 use shellway_common::{Control, Event, SessionRequest, Topology};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Unused input queues of dead sessions disappear after this long.
-const INPUT_QUEUE_EXPIRES: Duration = Duration::from_secs(600);
+/// How often the supervisor checks that the connection answers…
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// …and how long an answer may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for any broker operation a request waits on.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long closing a dead connection may take before it is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BrokerError {
@@ -34,6 +53,8 @@ pub(crate) enum BrokerError {
     Nacked,
     #[error("not connected to RabbitMQ")]
     NotConnected,
+    #[error("RabbitMQ did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 #[derive(Clone)]
@@ -46,10 +67,19 @@ struct Inner {
     name: String,
     topology: Topology,
     durable: DurableQueueOptions,
-    conn: Mutex<Option<Connection>>,
+    conn: StdMutex<Option<Arc<Connection>>>,
+    /// Generation of the connection in use; `None` while down.
+    up: watch::Sender<Option<u64>>,
+    /// Last time the broker was heard from (a probe answered).
+    heard: StdMutex<Option<Instant>>,
+    /// Wakes the supervisor to probe now (an operation timed out).
+    suspect: Notify,
     confirmed: Mutex<Option<Channel>>,
     fast: Mutex<Option<Channel>>,
-    up: AtomicBool,
+    /// Input messages carry `<prefix>-<n>` as their id, so a runner never
+    /// handles one twice when the broker hands it out again.
+    id_prefix: String,
+    next_id: AtomicU64,
 }
 
 impl Broker {
@@ -65,10 +95,14 @@ impl Broker {
                 name: name.to_owned(),
                 topology,
                 durable,
-                conn: Mutex::new(None),
+                conn: StdMutex::new(None),
+                up: watch::channel(None).0,
+                heard: StdMutex::new(None),
+                suspect: Notify::new(),
                 confirmed: Mutex::new(None),
                 fast: Mutex::new(None),
-                up: AtomicBool::new(false),
+                id_prefix: Uuid::new_v4().simple().to_string()[..12].to_owned(),
+                next_id: AtomicU64::new(0),
             }),
         }
     }
@@ -77,39 +111,193 @@ impl Broker {
         &self.inner.topology
     }
 
-    /// Checks the connection, reconnecting if it went away; logs changes.
-    pub(crate) async fn check(&self) -> bool {
-        let mut conn = self.inner.conn.lock().await;
-        self.ensure_connected(&mut conn).await.is_ok()
+    /// Whether a connection is up (as far as the supervisor knows).
+    pub(crate) fn is_up(&self) -> bool {
+        self.inner.up.borrow().is_some()
     }
 
-    async fn ensure_connected(&self, conn: &mut Option<Connection>) -> Result<(), BrokerError> {
-        if conn.as_ref().is_some_and(|c| c.status().connected()) {
-            return Ok(());
-        }
-        if conn.take().is_some() && self.inner.up.swap(false, Ordering::Relaxed) {
-            tracing::warn!("lost the connection to RabbitMQ; reconnecting");
-        }
-        let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(self.inner.name.as_str()));
-        let fresh = Connection::connect(&self.inner.url, props).await?;
-        let ch = fresh.create_channel().await?;
-        amqp::declare_shared(&ch, &self.inner.topology, &self.inner.durable).await?;
-        let _ = ch.close(200, "declared".into()).await;
-        *conn = Some(fresh);
-        self.inner.up.store(true, Ordering::Relaxed);
-        tracing::info!(connection = %self.inner.name, "connected to RabbitMQ");
-        Ok(())
+    /// The generation of the connection in use, if one is up.
+    pub(crate) fn generation(&self) -> Option<u64> {
+        *self.inner.up.borrow()
     }
 
-    /// A new channel on the current connection (reconnecting if needed).
+    /// The owner part of the name of a queue private to this proxy and to
+    /// the connection in use (`<proxy>.<generation>`): a connection that
+    /// died silently may hold its exclusive queues on the broker for a
+    /// while, and a new one must not wait for that.
+    pub(crate) fn private_owner(&self, proxy_id: &str) -> Result<String, BrokerError> {
+        let generation = self.generation().ok_or(BrokerError::NotConnected)?;
+        Ok(format!("{proxy_id}.{generation}"))
+    }
+
+    /// Waits until a connection is up; returns its generation.
+    pub(crate) async fn up(&self) -> u64 {
+        let mut rx = self.inner.up.subscribe();
+        let generation = rx.wait_for(Option::is_some).await.map(|g| *g);
+        match generation {
+            Ok(Some(generation)) => generation,
+            // The broker handle outlives every waiter.
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// When the broker last answered this proxy.
+    pub(crate) fn heard_at(&self) -> Option<Instant> {
+        *self.inner.heard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn heard_now(&self) {
+        *self.inner.heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Keeps a connection up until `shutdown`: connects, watches, rebuilds.
+    pub(crate) async fn supervise(self, shutdown: CancellationToken) {
+        let mut generation = 0;
+        loop {
+            let Some(conn) = self.connect(&shutdown).await else {
+                return;
+            };
+            generation += 1;
+            let conn = Arc::new(conn);
+            *self.inner.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+            self.heard_now();
+            self.inner.up.send_replace(Some(generation));
+            tracing::info!(connection = %self.inner.name, generation, "connected to RabbitMQ");
+            let why = self.watch(&conn, &shutdown).await;
+            self.inner.up.send_replace(None);
+            self.inner
+                .conn
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            self.inner.confirmed.lock().await.take();
+            self.inner.fast.lock().await.take();
+            let closing = conn.close(200, "rebuilding".into());
+            let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
+            match why {
+                None => return,
+                Some(why) => {
+                    tracing::warn!(connection = %self.inner.name, cause = %why, "lost the connection to RabbitMQ; reconnecting")
+                }
+            }
+        }
+    }
+
+    /// Connects and declares the shared topology, retrying until it works
+    /// (`None`: shut down meanwhile).
+    async fn connect(&self, shutdown: &CancellationToken) -> Option<Connection> {
+        let mut backoff = Backoff::default();
+        let address = amqp::redact(&self.inner.url);
+        loop {
+            let attempt = async {
+                let conn = amqp::connect_once(&self.inner.url, &self.inner.name).await?;
+                let declared = async {
+                    let ch = conn.create_channel().await?;
+                    amqp::declare_shared(&ch, &self.inner.topology, &self.inner.durable).await?;
+                    ch.close(200, "declared".into()).await
+                };
+                match tokio::time::timeout(OP_TIMEOUT, declared).await {
+                    Ok(Ok(())) => Ok(conn),
+                    Ok(Err(err)) => Err(amqp::ConnectError::Amqp(err)),
+                    Err(_) => Err(amqp::ConnectError::Timeout),
+                }
+            };
+            let err = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                attempt = attempt => match attempt {
+                    Ok(conn) => return Some(conn),
+                    Err(err) => err,
+                },
+            };
+            let pause = backoff.next_pause();
+            tracing::warn!(connection = %self.inner.name, %address, error = %err, retry_in_ms = pause.as_millis() as u64, "RabbitMQ unavailable, retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// Watches a connection until it must be replaced (`Some(why)`) or the
+    /// proxy shuts down (`None`).
+    async fn watch(&self, conn: &Connection, shutdown: &CancellationToken) -> Option<String> {
+        let mut events = conn.events_listener();
+        let mut probe = tokio::time::interval(PROBE_EVERY);
+        let mut probe_channel: Option<Channel> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                event = events.next() => match event {
+                    Some(lapin::Event::Error(err)) => return Some(err.to_string()),
+                    Some(_) => continue,
+                    None => return Some("the connection ended".into()),
+                },
+                _ = probe.tick() => {}
+                _ = self.inner.suspect.notified() => {}
+            }
+            match tokio::time::timeout(PROBE_TIMEOUT, self.probe(conn, &mut probe_channel)).await {
+                Ok(Ok(())) => self.heard_now(),
+                Ok(Err(err)) => return Some(format!("probe failed: {err}")),
+                Err(_) => {
+                    return Some(format!(
+                        "the connection did not answer a probe within {PROBE_TIMEOUT:?}"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// One round trip: a passive declare of the requests queue.
+    async fn probe(&self, conn: &Connection, ch: &mut Option<Channel>) -> lapin::Result<()> {
+        let channel = match ch.as_ref().filter(|c| c.status().connected()) {
+            Some(c) => c.clone(),
+            None => {
+                let c = conn.create_channel().await?;
+                *ch = Some(c.clone());
+                c
+            }
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(
+                self.inner.topology.requests().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Runs `op` within [`OP_TIMEOUT`]; a timeout makes the supervisor
+    /// check the connection at once.
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, BrokerError>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(OP_TIMEOUT, op).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.inner.suspect.notify_one();
+                Err(BrokerError::Timeout(OP_TIMEOUT))
+            }
+        }
+    }
+
+    /// A new channel on the current connection; fails at once while the
+    /// broker is down.
     pub(crate) async fn channel(&self) -> Result<Channel, BrokerError> {
-        let mut conn = self.inner.conn.lock().await;
-        self.ensure_connected(&mut conn).await?;
-        match conn.as_ref() {
-            Some(c) => Ok(c.create_channel().await?),
-            None => Err(BrokerError::NotConnected),
-        }
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|c| c.status().connected())
+            .ok_or(BrokerError::NotConnected)?;
+        self.timed(async { Ok(conn.create_channel().await?) }).await
     }
 
     async fn cached(
@@ -123,7 +311,8 @@ impl Broker {
         }
         let ch = self.channel().await?;
         if confirm {
-            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            self.timed(async { Ok(ch.confirm_select(ConfirmSelectOptions::default()).await?) })
+                .await?;
         }
         *slot = Some(ch.clone());
         Ok(ch)
@@ -141,26 +330,29 @@ impl Broker {
         let mut last = None;
         for _ in 0..2 {
             let ch = self.cached(&self.inner.confirmed, true).await?;
-            let sent = ch
-                .basic_publish(
-                    exchange.into(),
-                    key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    props.clone(),
-                )
+            let sent = self
+                .timed(async {
+                    let confirm = ch
+                        .basic_publish(
+                            exchange.into(),
+                            key.into(),
+                            BasicPublishOptions::default(),
+                            body,
+                            props.clone(),
+                        )
+                        .await?;
+                    Ok(confirm.await?)
+                })
                 .await;
             match sent {
-                Ok(confirm) => match confirm.await {
-                    Ok(Confirmation::Nack(_)) => return Err(BrokerError::Nacked),
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = Some(e),
-                },
+                Ok(Confirmation::Nack(_)) => return Err(BrokerError::Nacked),
+                Ok(_) => return Ok(()),
+                Err(e @ BrokerError::Timeout(_)) => return Err(e),
                 Err(e) => last = Some(e),
             }
             self.inner.confirmed.lock().await.take();
         }
-        Err(last.map_or(BrokerError::Nacked, BrokerError::from))
+        Err(last.unwrap_or(BrokerError::Nacked))
     }
 
     /// Publishes without waiting for a confirm (the keystroke path).
@@ -174,46 +366,42 @@ impl Broker {
         let mut last = None;
         for _ in 0..2 {
             let ch = self.cached(&self.inner.fast, false).await?;
-            match ch
-                .basic_publish(
-                    exchange.into(),
-                    key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    props.clone(),
-                )
-                .await
-            {
-                Ok(_) => return Ok(()),
+            let sent = self
+                .timed(async {
+                    ch.basic_publish(
+                        exchange.into(),
+                        key.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        props.clone(),
+                    )
+                    .await?;
+                    Ok(())
+                })
+                .await;
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e @ BrokerError::Timeout(_)) => return Err(e),
                 Err(e) => last = Some(e),
             }
             self.inner.fast.lock().await.take();
         }
-        Err(last.map_or(BrokerError::Nacked, BrokerError::from))
+        Err(last.unwrap_or(BrokerError::NotConnected))
+    }
+
+    /// The next input message id.
+    fn message_id(&self) -> ShortString {
+        let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        ShortString::from(format!("{}-{n}", self.inner.id_prefix))
     }
 
     /// Declares the session's input queue and binds it, once per session,
     /// before its request is published: nothing sent early is lost.
     pub(crate) async fn declare_session(&self, session: Uuid) -> Result<(), BrokerError> {
-        let t = &self.inner.topology;
         let ch = self.cached(&self.inner.confirmed, true).await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(INPUT_QUEUE_EXPIRES.as_millis() as i64),
-        );
-        let queue = t.input_queue(session);
-        ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
-            .await?;
-        ch.queue_bind(
-            queue.into(),
-            t.input_exchange().into(),
-            session.to_string().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-        Ok(())
+        let t = &self.inner.topology;
+        self.timed(async { Ok(amqp::declare_session_input(&ch, t, session).await?) })
+            .await
     }
 
     /// Publishes a session request; it expires unserved after `ttl`.
@@ -254,7 +442,8 @@ impl Broker {
         let body = serde_json::to_vec(control).unwrap_or_default();
         let props = BasicProperties::default()
             .with_type(KIND_CONTROL.into())
-            .with_content_type("application/json".into());
+            .with_content_type("application/json".into())
+            .with_message_id(self.message_id());
         let exchange = self.inner.topology.input_exchange();
         let key = session.to_string();
         if ordered {
@@ -275,10 +464,43 @@ impl Broker {
         headers.insert("user".into(), AMQPValue::LongString(LongString::from(user)));
         let props = BasicProperties::default()
             .with_type(KIND_INPUT.into())
-            .with_headers(headers);
+            .with_headers(headers)
+            .with_message_id(self.message_id());
         let exchange = self.inner.topology.input_exchange();
         self.publish_fast(&exchange, &session.to_string(), data, props)
             .await
+    }
+}
+
+/// Runs a long-lived consumer until shutdown: each `attempt` starts once
+/// the broker is up; after a failure (logged, naming `what`) it starts
+/// again a moment later — as soon as the supervisor has a connection.
+pub(crate) async fn keep_consuming<F, Fut, E>(
+    broker: &Broker,
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    const PAUSE: Duration = Duration::from_millis(250);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = broker.up() => {}
+        }
+        match attempt().await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, "{what} interrupted; resuming once the broker is back")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PAUSE) => {}
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub(crate) enum DbSetupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// Longest wait for a pooled connection. Requests seldom wait on it: once
+/// the database is known down they are refused at once (`health.rs`).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long to wait for Postgres at start before giving up.
 const STARTUP_WAIT: Duration = Duration::from_secs(60);
 
@@ -28,7 +32,7 @@ pub(crate) async fn connect(url: &str) -> Result<PgPool, DbSetupError> {
     create_database_if_missing(&opts).await?;
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(opts)
         .await
         .map_err(DbSetupError::Connect)?;
@@ -76,6 +80,27 @@ async fn create_database_if_missing(opts: &PgConnectOptions) -> Result<(), DbSet
     }
     let _ = conn.close().await;
     Ok(())
+}
+
+/// Errors worth waiting out (the database is away or overloaded), as
+/// opposed to a statement the database refuses.
+pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("57P")
+                || c == "40001"
+                || c == "40P01"
+                || c == "53300"
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
 }
 
 /// Appends one line to the audit trail; failures are logged, not raised.

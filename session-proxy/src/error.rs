@@ -108,6 +108,15 @@ impl ApiError {
         Some(Self { fields, ..first })
     }
 
+    /// Postgres is away: worth retrying shortly.
+    pub(crate) fn database_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is unavailable; try again shortly",
+        )
+    }
+
     /// Logs `err` and hides it behind a generic message.
     pub(crate) fn internal(err: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
@@ -121,9 +130,17 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
+        if crate::db::is_unavailable(&err) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Self::database_unavailable();
+        }
         Self::internal(&err)
     }
 }
+
+/// Marks a response that met a database outage (see `health::fail_fast`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DatabaseUnavailable;
 
 impl From<BrokerError> for ApiError {
     fn from(err: BrokerError) -> Self {
@@ -168,10 +185,14 @@ impl IntoResponse for ApiError {
                 .collect();
             error["fields"] = json!(fields);
         }
+        let unavailable = self.code == "unavailable";
         let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        if unavailable {
+            resp.extensions_mut().insert(DatabaseUnavailable);
         }
         resp
     }
@@ -193,14 +214,28 @@ mod tests {
     #[tokio::test]
     async fn database_errors_never_reach_the_client() {
         let secret = "relation \"users\" does not exist at 10.0.0.5 password=hunter2";
-        let inner = sqlx::Error::Protocol(secret.into());
-        // The fixture would leak if shown as is...
-        assert!(inner.to_string().contains("hunter2"));
-        // ...and the client sees none of it.
-        let (status, body) = body_of(ApiError::from(inner)).await;
+        for inner in [
+            sqlx::Error::Protocol(secret.into()),
+            sqlx::Error::Configuration(secret.into()),
+        ] {
+            // The fixture would leak if shown as is...
+            assert!(inner.to_string().contains("hunter2"));
+            // ...and the client sees none of it.
+            let (status, body) = body_of(ApiError::from(inner)).await;
+            assert!(status.is_server_error(), "{status}");
+            assert!(!body.contains("hunter2"), "{body}");
+            assert!(!body.contains("relation"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_outage_is_503_unavailable_and_a_bug_is_500_internal() {
+        let (status, body) = body_of(ApiError::from(sqlx::Error::PoolTimedOut)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["error"]["code"], "unavailable");
+        let (status, body) = body_of(ApiError::from(sqlx::Error::RowNotFound)).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert!(!body.contains("hunter2"), "{body}");
-        assert!(!body.contains("relation"), "{body}");
         assert!(body.contains("internal error"), "{body}");
     }
 

@@ -5,6 +5,11 @@
 //! live messages (never memory) and resyncs from the recording or a
 //! snapshot.
 //!
+//! When the broker goes away the feed tells its viewers (a `link` event,
+//! `interrupted`), rebuilds its queue as soon as the broker is back, and
+//! tells them again (`restored`): what was published meanwhile is in the
+//! recording, and the runner publishes again what the broker lost.
+//!
 //! Each feed also reads its session's status from the database now and
 //! then (one query per session and proxy, whatever the number of viewers,
 //! never on a viewer's own loop): what the bus did not bring (a change from
@@ -17,7 +22,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::QueueDeleteOptions;
+use shellway_common::event::LinkState;
 use shellway_common::topology::session_binding;
+use shellway_common::Event;
 use shellway_common::SessionStatus;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch, Notify};
@@ -30,7 +37,7 @@ use crate::broker::{consume_private, Broker, BrokerError, Report};
 
 /// How long a viewer waits for its feed's queue to be bound.
 const READY_WAIT: Duration = Duration::from_secs(5);
-const RETRY: Duration = Duration::from_secs(1);
+const RETRY: Duration = Duration::from_millis(250);
 /// How often a feed reads its session's status: often while the session
 /// opens, rarely once open.
 const STATUS_POLL: Duration = Duration::from_secs(1);
@@ -198,8 +205,9 @@ async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
     inner
         .tracker
         .spawn(poll_status(inner.db.clone(), session, feed.tx.clone(), polling).in_current_span());
+    let mut interrupted = false;
     loop {
-        match serve_feed(&inner, session, &feed).await {
+        match serve_feed(&inner, session, &feed, &mut interrupted).await {
             Ok(Ended::Shutdown) => return,
             Ok(Ended::Idle) => {
                 let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
@@ -209,14 +217,26 @@ async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
                 }
             }
             Err(err) => {
-                feed.ready.send_replace(false);
-                tracing::warn!(session_id = %session, error = %err, "live feed interrupted; rebuilding");
+                if feed.ready.send_replace(false) && !interrupted {
+                    interrupted = true;
+                    let _ = feed
+                        .tx
+                        .send(Arc::new(Report::Event(Event::link(LinkState::Interrupted))));
+                }
+                tracing::warn!(session_id = %session, error = %err, "live feed interrupted; rebuilding once the broker is back");
                 tokio::select! {
                     _ = inner.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(RETRY) => {}
                 }
-                if is_idle(&inner, session, &feed) {
-                    return;
+                loop {
+                    if is_idle(&inner, session, &feed) {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = inner.shutdown.cancelled() => return,
+                        _ = inner.broker.up() => break,
+                        _ = feed.idle.notified() => {}
+                    }
                 }
             }
         }
@@ -272,9 +292,14 @@ async fn poll_status(
     }
 }
 
-async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, BrokerError> {
+async fn serve_feed(
+    inner: &Inner,
+    session: Uuid,
+    feed: &Feed,
+    interrupted: &mut bool,
+) -> Result<Ended, BrokerError> {
     let t = inner.broker.topology();
-    let queue = t.out_queue(session, &inner.proxy_id);
+    let queue = t.out_queue(session, &inner.broker.private_owner(&inner.proxy_id)?);
     let ch = inner.broker.channel().await?;
     // No acknowledgements: this queue is only this proxy's live copy (the
     // recorder has the durable one), so a message lost with the proxy is
@@ -283,6 +308,12 @@ async fn serve_feed(inner: &Inner, session: Uuid, feed: &Feed) -> Result<Ended, 
     let mut consumer =
         consume_private(&ch, &queue, &t.events_exchange(), &session_binding(session)).await?;
     feed.ready.send_replace(true);
+    if std::mem::take(interrupted) {
+        tracing::info!(session_id = %session, "live feed restored");
+        let _ = feed
+            .tx
+            .send(Arc::new(Report::Event(Event::link(LinkState::Restored))));
+    }
     tracing::debug!(session_id = %session, "live feed started");
     loop {
         tokio::select! {

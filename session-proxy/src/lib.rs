@@ -20,6 +20,7 @@ mod liveness;
 mod origin;
 mod passwords;
 mod presence;
+mod reaper;
 mod recorder;
 mod recording;
 mod rejected;
@@ -105,8 +106,6 @@ impl Default for Security {
     }
 }
 
-/// How long to wait for RabbitMQ at start.
-const BROKER_STARTUP_WAIT: Duration = Duration::from_secs(60);
 /// How long background tasks get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -124,16 +123,17 @@ pub async fn run(
             tracing::info!(%username, "created the bootstrap administrator");
         }
     }
+    let tasks = shutdown.child_token();
+    let tracker = TaskTracker::new();
+    // Serving starts at once: while RabbitMQ is down, `/readyz` says so and
+    // what needs it fails fast; its supervisor connects in the background.
     let broker = Broker::new(
         &config.amqp_url,
         &format!("session-proxy {}", config.proxy_id),
         config.topology.clone(),
         config.durable.clone(),
     );
-    wait_for_broker(&broker, &shutdown).await?;
-
-    let tasks = shutdown.child_token();
-    let tracker = TaskTracker::new();
+    tracker.spawn(broker.clone().supervise(tasks.clone()));
     let fanout = Fanout::new(
         broker.clone(),
         db.clone(),
@@ -144,9 +144,22 @@ pub async fn run(
     );
     let presence = presence::Presence::new(config.proxy_id.clone());
     tracker.spawn(presence.clone().run(broker.clone(), tasks.clone()));
+    // The recorder has a connection of its own: its copy of each output
+    // message then does not queue on the socket and I/O thread that carry
+    // the live feed to viewers.
+    let recording = Broker::new(
+        &config.amqp_url,
+        &format!("session-proxy {} recorder", config.proxy_id),
+        config.topology.clone(),
+        config.durable.clone(),
+    );
+    tracker.spawn(recording.clone().supervise(tasks.clone()));
+    let db_health = health::DbHealth::default();
     let state = AppState {
         db: db.clone(),
+        db_health: db_health.clone(),
         broker: broker.clone(),
+        recorder_broker: recording.clone(),
         fanout,
         presence,
         inputs: inputs::InputLog::new(db.clone(), &tracker, tasks.clone()),
@@ -162,15 +175,6 @@ pub async fn run(
         }),
         shutdown: tasks.clone(),
     };
-    // The recorder has a connection of its own: its copy of each output
-    // message then does not queue on the socket and I/O thread that carry
-    // the live feed to viewers.
-    let recording = Broker::new(
-        &config.amqp_url,
-        &format!("session-proxy {} recorder", config.proxy_id),
-        config.topology.clone(),
-        config.durable.clone(),
-    );
     tracker.spawn(recorder::run(
         db.clone(),
         recording,
@@ -182,22 +186,28 @@ pub async fn run(
         config.recording.clone(),
         tasks.clone(),
     ));
-    tracker.spawn(liveness::run(
-        liveness::Liveness::new(
-            db.clone(),
-            broker.clone(),
-            config.proxy_id.clone(),
-            config.heartbeat,
-        ),
-        tasks.clone(),
-    ));
+    let liveness = liveness::Liveness::new(
+        db.clone(),
+        broker.clone(),
+        config.proxy_id.clone(),
+        config.heartbeat,
+    );
+    tracker.spawn(liveness::run(liveness.clone(), tasks.clone()));
+    let reaper = reaper::Reaper {
+        db: db.clone(),
+        broker: broker.clone(),
+        liveness,
+        request_ttl: config.request_ttl,
+        heartbeat: config.heartbeat,
+    };
+    tracker.spawn(reaper.run(tasks.clone()));
     tracker.spawn(rejected::run(
         db.clone(),
         broker.clone(),
         config.request_ttl,
         tasks.clone(),
     ));
-    tracker.spawn(health::watch(db.clone(), broker.clone(), tasks.clone()));
+    tracker.spawn(health::watch(db.clone(), db_health, tasks.clone()));
     tracker.spawn(throttle::prune_loop(db.clone(), tasks.clone()));
     if let Some(runner) = config.with_runner.clone() {
         let token = tasks.clone();
@@ -223,21 +233,6 @@ pub async fn run(
         tracing::warn!("background tasks did not stop in time");
     }
     db.close().await;
-    Ok(())
-}
-
-async fn wait_for_broker(broker: &Broker, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let started = tokio::time::Instant::now();
-    while !broker.check().await {
-        if started.elapsed() > BROKER_STARTUP_WAIT {
-            anyhow::bail!("RabbitMQ is unreachable");
-        }
-        tracing::warn!("RabbitMQ unavailable, retrying");
-        tokio::select! {
-            _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for RabbitMQ"),
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
     Ok(())
 }
 

@@ -3,10 +3,12 @@
 //!
 //! Batches of messages go into one transaction and are acknowledged after it
 //! commits; every write is idempotent, so a redelivery after a crash changes
-//! nothing. A malformed message is logged and acknowledged: it never blocks
+//! nothing. After each commit the runners hear which output was stored
+//! (`Control::Recorded`): they keep output until then. A malformed message is logged and acknowledged: it never blocks
 //! the queue. While Postgres is down, nothing is acknowledged and the batch
 //! is retried.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -14,20 +16,21 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
+use shellway_common::control::seq_ranges;
 use shellway_common::topology::session_of_key;
-use shellway_common::{Event, OutputMeta, SessionStatus};
+use shellway_common::{Control, Event, OutputMeta, SessionStatus};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError, Report};
+use crate::broker::{keep_consuming, Broker, BrokerError, Report};
 use crate::db;
 use crate::recording::store;
 
 const PREFETCH: u16 = 500;
 /// How long a batch waits for more messages after its first.
 const LINGER: Duration = Duration::from_millis(20);
-const RETRY: Duration = Duration::from_secs(1);
+const RETRY: Duration = Duration::from_millis(250);
 /// Bytes of a run's output kept on the run as its tail.
 const TAIL_BYTES: usize = 4096;
 
@@ -57,16 +60,13 @@ pub(crate) async fn run(
     max_bytes: Option<u64>,
     shutdown: CancellationToken,
 ) {
-    loop {
+    keep_consuming(&broker, "recorder", &shutdown, || async {
         match consume(&db, &broker, max_bytes, &shutdown).await {
-            Ok(()) | Err(RecorderError::Shutdown) => return,
-            Err(err) => tracing::warn!(error = %err, "recorder interrupted; resuming"),
+            Err(RecorderError::Shutdown) => Ok(()),
+            other => other,
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
-        }
-    }
+    })
+    .await;
 }
 
 async fn consume(
@@ -113,9 +113,32 @@ async fn consume(
         let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
         let items: Vec<Item> = batch.into_iter().filter_map(decode).collect();
         store(db, &items, max_bytes, shutdown).await?;
+        // Receipts before the ack: if they cannot go out, the batch comes
+        // again (storing it again changes nothing) and so do they.
+        send_receipts(broker, &items).await?;
         ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
             .await?;
     }
+}
+
+/// Tells each session's runner which of its output seqs are now stored
+/// (one message per session per batch, without a confirm round trip):
+/// the runner keeps output until then, to publish it again should the
+/// broker lose it.
+async fn send_receipts(broker: &Broker, items: &[Item]) -> Result<(), BrokerError> {
+    let mut stored: HashMap<Uuid, Vec<u64>> = HashMap::new();
+    for item in items {
+        if let Report::Output { meta, .. } = &item.report {
+            stored.entry(item.session).or_default().push(meta.seq);
+        }
+    }
+    for (session, seqs) in stored {
+        let receipt = Control::Recorded {
+            seqs: seq_ranges(seqs),
+        };
+        broker.publish_control(session, &receipt, true).await?;
+    }
+    Ok(())
 }
 
 fn next_delivery(d: Option<Result<Delivery, lapin::Error>>) -> Result<Delivery, RecorderError> {
@@ -137,27 +160,6 @@ fn decode(d: Delivery) -> Option<Item> {
             tracing::warn!(session_id = %session, error = %err, "skipping a malformed message");
             None
         }
-    }
-}
-
-/// Errors worth waiting out (the database is away), as opposed to a
-/// message the database refuses.
-fn is_transient(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(e) => e.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("57P")
-                || c == "40001"
-                || c == "40P01"
-                || c == "53300"
-        }),
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_) => true,
-        _ => false,
     }
 }
 
@@ -197,7 +199,7 @@ async fn retrying(
     let mut warned = false;
     loop {
         match store_batch(db, items, max_bytes).await {
-            Err(err) if is_transient(&err) => {
+            Err(err) if db::is_unavailable(&err) => {
                 if !warned {
                     tracing::warn!(error = %err, "cannot record: database unavailable; retrying");
                     warned = true;
@@ -363,7 +365,8 @@ async fn apply_event(
         | Event::Chunk { .. }
         | Event::Progress { .. }
         | Event::Canceling { .. }
-        | Event::Revoked { .. } => Ok(()),
+        | Event::Revoked { .. }
+        | Event::Link { .. } => Ok(()),
     }
 }
 
@@ -479,7 +482,7 @@ mod tests {
 
     #[test]
     fn connection_trouble_is_transient_and_bad_data_is_not() {
-        assert!(is_transient(&sqlx::Error::PoolTimedOut));
-        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(db::is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(!db::is_unavailable(&sqlx::Error::RowNotFound));
     }
 }

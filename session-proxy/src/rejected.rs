@@ -13,24 +13,16 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{keep_consuming, Broker, BrokerError};
 use crate::db;
 
-const RETRY: Duration = Duration::from_secs(1);
+const RETRY: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(db: PgPool, broker: Broker, ttl: Duration, shutdown: CancellationToken) {
-    loop {
-        match consume(&db, &broker, ttl, &shutdown).await {
-            Ok(()) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "rejected-request consumer interrupted; resuming")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
-        }
-    }
+    keep_consuming(&broker, "rejected-request consumer", &shutdown, || {
+        consume(&db, &broker, ttl, &shutdown)
+    })
+    .await;
 }
 
 /// "waited 10 s", "waited 1.5 s".

@@ -14,6 +14,7 @@ pub(crate) const DEFAULT_PREFIX: &str = "shellway";
 pub(crate) const DEFAULT_CAPACITY: u32 = 1000;
 pub(crate) const DEFAULT_HEARTBEAT_MS: u64 = 2000;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+pub(crate) const DEFAULT_OUTAGE_HOLD_MS: u64 = 300_000;
 
 /// Shellway SSH runner: takes session requests from RabbitMQ and owns the
 /// SSH connections.
@@ -48,6 +49,14 @@ pub(crate) struct Cli {
     /// Delete the durable queues after this long unused (tests).
     #[arg(long, env = "SHELLWAY_QUEUE_EXPIRES_MS")]
     queue_expires_ms: Option<u64>,
+    /// How long sessions outlive a broker this runner cannot reach, in
+    /// milliseconds; then they end and the remote processes are stopped.
+    #[arg(long, env = "SHELLWAY_OUTAGE_HOLD_MS", default_value_t = DEFAULT_OUTAGE_HOLD_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    outage_hold_ms: u64,
+    /// Address of the runner's `/healthz` and `/readyz` (none by default).
+    #[arg(long, env = "SHELLWAY_HEALTH_LISTEN")]
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Cli {
@@ -66,6 +75,8 @@ impl Cli {
             durable: DurableQueueOptions {
                 expires: self.queue_expires_ms.map(Duration::from_millis),
             },
+            outage_hold: Duration::from_millis(self.outage_hold_ms),
+            health_listen: self.health_listen,
         }
     }
 }
@@ -108,6 +119,10 @@ pub(crate) fn validate(config: &Config) -> anyhow::Result<()> {
         config.key_dir.display()
     );
     anyhow::ensure!(
+        !config.outage_hold.is_zero(),
+        "the outage hold must not be zero"
+    );
+    anyhow::ensure!(
         !config.runner_id.trim().is_empty(),
         "the runner id must not be empty"
     );
@@ -128,6 +143,8 @@ mod tests {
         assert_eq!(config.capacity, 1000);
         assert_eq!(config.heartbeat, Duration::from_millis(2000));
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.outage_hold, Duration::from_secs(300));
+        assert_eq!(config.health_listen, None);
         assert!(config.runner_id.len() > 5, "{}", config.runner_id);
         assert_eq!(config.key_dir, default_key_dir());
         assert!(validate(&config).is_ok());

@@ -1,6 +1,14 @@
 //! Heartbeats: every interval, who this runner is, its capacity and the
 //! sessions it holds, on the runners fanout exchange. Proxies declare a
-//! runner dead (and its sessions lost) after three silent intervals.
+//! runner dead (and its sessions lost) after three silent intervals, and
+//! compare the sessions listed with what the database says.
+//!
+//! Heartbeats are also the runner's watchdog of its broker connection:
+//! each is published in confirm mode, and one that is not confirmed in
+//! time means the connection is dead even if no error says so (a network
+//! cut drops packets without a word); the runner then reconnects.
+
+use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::ShortString;
@@ -13,18 +21,34 @@ use crate::broker::Broker;
 use crate::slots::Slots;
 use crate::Config;
 
+/// Shortest time a heartbeat may take to be confirmed before the
+/// connection counts as dead (three intervals when that is longer).
+const CONFIRM_WITHIN: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HeartbeatError {
+    #[error("heartbeat not sent: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker did not confirm a heartbeat within {0:?}")]
+    Unconfirmed(Duration),
+}
+
+/// Sends heartbeats until shutdown (`Ok`) or until the connection fails.
 pub(crate) async fn run(
     broker: &Broker,
     config: &Config,
     slots: &Slots,
     shutdown: &CancellationToken,
-) {
+) -> Result<(), HeartbeatError> {
+    // The first tick is immediate: proxies hear from a runner as soon as
+    // it is back.
     let mut tick = tokio::time::interval(config.heartbeat);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let exchange = config.topology.runners_exchange();
+    let limit = CONFIRM_WITHIN.max(config.heartbeat * 3);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         let beat = Heartbeat {
@@ -42,11 +66,9 @@ pub(crate) async fn run(
         };
         let props =
             BasicProperties::default().with_content_type(ShortString::from("application/json"));
-        // The intake channel is not in confirm mode: the "confirm" resolves
-        // at once, and awaiting it keeps lapin from keeping it around.
         let sent = async {
             broker
-                .intake()
+                .heartbeat()
                 .basic_publish(
                     exchange.as_str().into(),
                     "".into(),
@@ -57,8 +79,10 @@ pub(crate) async fn run(
                 .await?
                 .await
         };
-        if let Err(err) = sent.await {
-            tracing::warn!(error = %err, "heartbeat not sent");
+        match tokio::time::timeout(limit, sent).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => return Err(err.into()),
+            Err(_) => return Err(HeartbeatError::Unconfirmed(limit)),
         }
     }
 }

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
+use crate::link::Link;
+use crate::publisher::Budget;
 use crate::session::{self, SessionDeps};
 use crate::slots::{Permit, Slots};
 use crate::Config;
@@ -31,6 +33,8 @@ pub(crate) enum IntakeError {
 
 pub(crate) struct Intake<'a> {
     pub(crate) broker: &'a Broker,
+    pub(crate) link: &'a Link,
+    pub(crate) budget: &'a Budget,
     pub(crate) config: &'a Arc<Config>,
     pub(crate) slots: &'a Slots,
     pub(crate) sessions: &'a TaskTracker,
@@ -38,8 +42,8 @@ pub(crate) struct Intake<'a> {
 }
 
 impl Intake<'_> {
-    /// Takes requests until shutdown (`Ok`) or until the broker is lost
-    /// beyond recovery (`Err`).
+    /// Takes requests until shutdown (`Ok`) or until the connection fails
+    /// (`Err`; the runner then connects again).
     pub(crate) async fn run(&self) -> Result<(), IntakeError> {
         let mut generation = 0u64;
         loop {
@@ -78,12 +82,7 @@ impl Intake<'_> {
             };
             let delivery = match delivery {
                 Some(Ok(delivery)) => delivery,
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "lost the broker; waiting for it to recover");
-                    self.broker.intake().wait_for_recovery(err).await?;
-                    tracing::info!("broker connection recovered; taking requests again");
-                    continue;
-                }
+                Some(Err(err)) => return Err(err.into()),
                 None => return Err(IntakeError::ConsumerCancelled),
             };
             let Some(permit) = self.slots.try_take() else {
@@ -131,6 +130,8 @@ impl Intake<'_> {
         let slot = self.slots.hold(permit, request.session);
         let deps = SessionDeps {
             broker: self.broker.clone(),
+            link: self.link.clone(),
+            budget: self.budget.clone(),
             config: self.config.clone(),
             shutdown: self.shutdown.clone(),
             slot,

@@ -7,9 +7,12 @@
 
 mod broker;
 mod config;
+mod health;
 mod heartbeat;
 mod idle;
+mod input;
 mod intake;
+mod link;
 mod output;
 mod presence;
 mod publisher;
@@ -25,21 +28,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use lapin::Connection;
-use shellway_common::amqp::{self, DurableQueueOptions};
+use futures_util::StreamExt;
+use shellway_common::amqp::{self, Backoff, DurableQueueOptions};
 use shellway_common::Topology;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::intake::Intake;
+use crate::link::{Link, LinkOwner};
 use crate::slots::Slots;
 pub use crate::ssh::scan::{fetch_host_key, ScanError};
 
 /// How long a stopping runner waits for its sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// Pause before serving again after the broker was lost.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Output all sessions of a runner may hold that the recorder has not
+/// stored yet; beyond it, sessions wait (and their hosts with them).
+const OUTPUT_BUDGET: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -54,6 +59,10 @@ pub struct Config {
     pub key_dir: std::path::PathBuf,
     /// Options of the durable queues (passed to `declare_shared`).
     pub durable: DurableQueueOptions,
+    /// How long sessions outlive a broker the runner cannot reach.
+    pub outage_hold: Duration,
+    /// Where to answer `/healthz` and `/readyz`, if anywhere.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -67,6 +76,8 @@ impl Default for Config {
             connect_timeout: Duration::from_millis(config::DEFAULT_CONNECT_TIMEOUT_MS),
             key_dir: config::default_key_dir(),
             durable: DurableQueueOptions::default(),
+            outage_hold: Duration::from_millis(config::DEFAULT_OUTAGE_HOLD_MS),
+            health_listen: None,
         }
     }
 }
@@ -84,33 +95,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if !config.key_dir.is_dir() {
         tracing::warn!(key_dir = %config.key_dir.display(), "the key directory does not exist: hosts with a key_path cannot connect");
     }
+    let (owner, link) = link::new();
+    let budget = publisher::Budget::new(OUTPUT_BUDGET);
+    let health = match config.health_listen {
+        Some(addr) => Some(health::serve(addr, link.clone(), shutdown.clone()).await?),
+        None => None,
+    };
 
-    let name = format!("ssh-runner {}", config.runner_id);
-    let mut conn: Option<Arc<Connection>> = None;
-    loop {
-        let current = match conn.take() {
-            Some(c) if c.status().connected() => c,
-            _ => {
-                let connecting = amqp::connect(&config.amqp_url, &name, Duration::MAX);
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    c = connecting => Arc::new(c?),
-                }
-            }
-        };
-        let served = serve(&current, &config, &slots, &sessions, &shutdown).await;
-        conn = Some(current);
-        match served {
-            Ok(()) => break,
-            Err(err) => {
-                tracing::warn!(error = %err, "lost the broker; reconnecting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(RETRY_PAUSE) => {}
-                }
-            }
-        }
-    }
+    let served = Served {
+        config: &config,
+        link: &link,
+        budget: &budget,
+        slots: &slots,
+        sessions: &sessions,
+        shutdown: &shutdown,
+    };
+    let last = connect_and_serve(&served, &owner).await;
 
     tracing::info!(sessions = sessions.len(), "runner stopping");
     sessions.close();
@@ -120,35 +120,93 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     {
         tracing::warn!(sessions = sessions.len(), "sessions did not close in time");
     }
-    if let Some(conn) = conn.filter(|c| c.status().connected()) {
-        if let Err(err) = conn.close(200, "runner stopped".into()).await {
-            tracing::debug!(error = %err, "closing the broker connection failed");
-        }
+    if let Some(broker) = last {
+        broker.close("runner stopped").await;
+    }
+    if let Some(health) = health {
+        health.await.ok();
     }
     tracing::info!("runner stopped");
     Ok(())
 }
 
+/// Connects, serves, and connects again whenever the broker is lost, until
+/// `shutdown`; returns the connection in use then (sessions still publish
+/// their last events on it). Sessions outlive every reconnect: they watch
+/// `link` and move to the new connection by themselves.
+async fn connect_and_serve(s: &Served<'_>, owner: &LinkOwner) -> Option<Broker> {
+    let (config, shutdown) = (s.config, s.shutdown);
+    let name = format!("ssh-runner {}", config.runner_id);
+    let mut generation = 0;
+    let mut backoff = Backoff::default();
+    loop {
+        let conn = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            conn = amqp::connect(&config.amqp_url, &name) => conn,
+        };
+        generation += 1;
+        let broker = match Broker::open(conn, config, generation).await {
+            Ok(broker) => broker,
+            Err((conn, err)) => {
+                let pause = backoff.next_pause();
+                tracing::warn!(error = %err, retry_in_ms = pause.as_millis() as u64, "cannot set up the broker connection; retrying");
+                conn.close(200, "setup failed".into()).await.ok();
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        backoff = Backoff::default();
+        owner.set(Some(broker.clone()));
+        let served = serve(&broker, s).await;
+        match served {
+            Ok(()) => return Some(broker),
+            Err(err) => {
+                owner.set(None);
+                tracing::warn!(error = %err, generation, "lost the broker; reconnecting (sessions go on)");
+                broker.close("reconnecting").await;
+            }
+        }
+    }
+}
+
+/// What serving needs, across connections.
+struct Served<'a> {
+    config: &'a Arc<Config>,
+    link: &'a Link,
+    budget: &'a publisher::Budget,
+    slots: &'a Slots,
+    sessions: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+}
+
 /// Serves on one broker connection: takes requests and sends heartbeats
-/// until shutdown (`Ok`) or until the broker is lost (`Err`).
-async fn serve(
-    conn: &Arc<Connection>,
-    config: &Arc<Config>,
-    slots: &Slots,
-    sessions: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let broker = Broker::open(conn.clone(), config).await?;
+/// until shutdown (`Ok`) or until the connection is lost (`Err`).
+async fn serve(broker: &Broker, s: &Served<'_>) -> anyhow::Result<()> {
+    let mut events = broker.connection().events_listener();
+    let connection_error = async {
+        while let Some(event) = events.next().await {
+            if let lapin::Event::Error(err) = event {
+                return err;
+            }
+        }
+        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
+    };
     let intake = Intake {
-        broker: &broker,
-        config,
-        slots,
-        sessions,
-        shutdown,
+        broker,
+        link: s.link,
+        budget: s.budget,
+        config: s.config,
+        slots: s.slots,
+        sessions: s.sessions,
+        shutdown: s.shutdown,
     };
     tokio::select! {
         taken = intake.run() => Ok(taken?),
-        () = heartbeat::run(&broker, config, slots, shutdown) => Ok(()),
+        beat = heartbeat::run(broker, s.config, s.slots, s.shutdown) => Ok(beat?),
+        err = connection_error => Err(err.into()),
+        () = broker.broken() => anyhow::bail!("a channel of the connection failed"),
     }
 }
 

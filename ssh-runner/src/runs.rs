@@ -386,7 +386,7 @@ impl RunWorker {
                     Next::Output(mut batch) if batch.stream == Stream::Stderr => {
                         batch.data = stderr.feed(&batch.data);
                         if !batch.data.is_empty() {
-                            self.publisher.lock().await.output(batch.stream, Some(run), &batch.data).await;
+                            self.publisher.output(batch.stream, Some(run), batch.data).await;
                         }
                     }
                     Next::Output(batch) => match capture.as_deref_mut() {
@@ -394,7 +394,7 @@ impl RunWorker {
                             let room = MAX_CAPTURE.saturating_sub(buf.len());
                             buf.extend(batch.data.iter().take(room));
                         }
-                        _ => self.publisher.lock().await.output(batch.stream, Some(run), &batch.data).await,
+                        _ => self.publisher.output(batch.stream, Some(run), batch.data).await,
                     },
                     Next::Msg(ChannelMsg::ExitStatus { exit_status }) => exit = Some(Exit::Code(exit_status)),
                     Next::Msg(ChannelMsg::ExitSignal { signal_name: sig, .. }) => {
@@ -409,11 +409,7 @@ impl RunWorker {
         }
         let held = stderr.finish();
         if !held.is_empty() {
-            self.publisher
-                .lock()
-                .await
-                .output(Stream::Stderr, Some(run), &held)
-                .await;
+            self.publisher.output(Stream::Stderr, Some(run), held).await;
         }
         if cancel.is_some() || token.is_cancelled() {
             return Exit::Canceled;

@@ -2,13 +2,13 @@
 //! shell, then act on the session's input queue (keystrokes, resize, runs,
 //! cancel, close) until the session ends, and report it all as events.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Consumer};
 use russh::{ChannelMsg, ChannelWriteHalf};
 use shellway_common::control::{RunSpec, PRESENCE_REFRESH, PRESENCE_TTL};
@@ -23,22 +23,20 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::idle::{self, IdleClock, IdleStep};
+use crate::input::{
+    attached, next_delivery, Attach, Attached, Attaching, Detach, Unacked, ACK_EVERY,
+    INPUT_PREFETCH,
+};
+use crate::link::Link;
 use crate::output::{ChannelKind, ChannelReader, Next, COALESCE_LIMIT};
 use crate::presence::Board;
-use crate::publisher::{SessionPublisher, SharedPublisher};
+use crate::publisher::{Budget, Outbox, SharedPublisher};
 use crate::runs::{self, RunQueue, MAX_QUEUED_RUNS};
 use crate::screen::Screen;
 use crate::slots::Slot;
 use crate::ssh::{self, SshConnection};
 use crate::Config;
 
-/// Input messages the broker may hand a session before it acknowledges them.
-const INPUT_PREFETCH: u16 = 64;
-/// Input is acknowledged in batches (`multiple`): after this many messages…
-const ACK_EVERY: u16 = INPUT_PREFETCH / 2;
-/// …or once input has been quiet this long. An ack per keystroke sent one
-/// more frame through the broker just as the keystroke's echo came back.
-const ACK_QUIET: Duration = Duration::from_millis(20);
 /// How long a closing session waits for its confirms.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// How long a closing session waits for the shell's last output.
@@ -48,7 +46,12 @@ type PtyWriter = ChannelWriteHalf<russh::client::Msg>;
 
 /// What a session needs from the runner.
 pub(crate) struct SessionDeps {
+    /// The connection the request came on.
     pub(crate) broker: Broker,
+    /// Whatever connection is current later.
+    pub(crate) link: Link,
+    /// The runner's budget of unrecorded output.
+    pub(crate) budget: Budget,
     pub(crate) config: Arc<Config>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) slot: Slot,
@@ -85,17 +88,19 @@ pub(crate) async fn serve(request: SessionRequest, deps: SessionDeps) {
 async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     let SessionDeps {
         broker,
+        link,
+        budget,
         config,
         shutdown,
         slot,
     } = deps;
     let session = request.session;
-    let publisher = SessionPublisher::new(
-        broker.publisher_for(session),
+    let publisher = Outbox::new(
+        link.clone(),
         config.topology.events_exchange(),
         session,
-    )
-    .shared();
+        budget,
+    );
     let runner = Some(config.runner_id.clone());
     let status = |status, message: Option<String>| Event::Status {
         status,
@@ -112,7 +117,9 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     let queue = config.topology.input_queue(session);
     let input = match open_input(&broker, &queue).await {
         Ok(input) => input,
-        Err(message) => return fail(&publisher, status, ErrorKind::Runtime, message).await,
+        Err(message) => {
+            return fail(&publisher, status, ErrorKind::Runtime, message, &config).await
+        }
     };
     let attempt = ssh::connect(&request.host, config.connect_timeout, &config.key_dir).await;
     if let Some(key) = attempt.host_key {
@@ -127,7 +134,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         Err(err) => {
             tracing::info!(error = %err, "cannot open session");
             close_channel(&input).await;
-            return fail(&publisher, status, ErrorKind::Ssh, err.to_string()).await;
+            return fail(&publisher, status, ErrorKind::Ssh, err.to_string(), &config).await;
         }
     };
     let pty = if request.shell {
@@ -138,7 +145,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
                 ssh.disconnect().await;
                 close_channel(&input).await;
                 let message = "the host refused to start a shell".to_owned();
-                return fail(&publisher, status, ErrorKind::Ssh, message).await;
+                return fail(&publisher, status, ErrorKind::Ssh, message, &config).await;
             }
         }
     } else {
@@ -149,7 +156,7 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         Ok(consumer) => consumer,
         Err(message) => {
             ssh.disconnect().await;
-            return fail(&publisher, status, ErrorKind::Runtime, message).await;
+            return fail(&publisher, status, ErrorKind::Runtime, message, &config).await;
         }
     };
     publisher
@@ -177,9 +184,21 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     };
 
     let idle_timeout = request.idle_timeout_s.map(Duration::from_secs);
-    let actor = Actor {
-        input: input.clone(),
-        consumer,
+    let mut actor = Actor {
+        attach: Attach {
+            link,
+            session,
+            topology: config.topology.clone(),
+            tag,
+        },
+        generation: broker.generation(),
+        input,
+        consumer: Some(consumer),
+        unacked: Unacked::default(),
+        attaching: None,
+        detached_at: None,
+        handled: VecDeque::new(),
+        hold: config.outage_hold,
         pty: pty_write,
         screen,
         presence: Board::default(),
@@ -192,27 +211,47 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     tracing::info!(%reason, by = by.as_deref().unwrap_or(""), "closing session");
 
     // Runs first (a canceled run reports itself), then the host, then the
-    // shell's last output, and only then the closing events.
-    stop_runs.cancel();
-    if worker.await.is_err() {
-        tracing::warn!("the run worker ended abnormally");
-    }
-    ssh.disconnect().await;
-    if let Some(task) = pty_task {
-        if tokio::time::timeout(DRAIN_LIMIT, task).await.is_err() {
-            tracing::warn!("the shell's output did not end in time");
+    // shell's last output, and only then the closing events; meanwhile the
+    // recorder's receipts keep coming in, until everything is safe.
+    let closing = async {
+        stop_runs.cancel();
+        if worker.await.is_err() {
+            tracing::warn!("the run worker ended abnormally");
         }
+        ssh.disconnect().await;
+        if let Some(task) = pty_task {
+            if tokio::time::timeout(DRAIN_LIMIT, task).await.is_err() {
+                tracing::warn!("the shell's output did not end in time");
+            }
+        }
+        let mut p = publisher.lock().await;
+        p.event(&Event::Closed {
+            reason: reason.clone(),
+            by,
+        })
+        .await;
+        p.event(&status(SessionStatus::Closed, Some(reason))).await;
+        drop(p);
+        publisher.flush(flush_limit(&config, &shutdown)).await;
+    };
+    tokio::select! {
+        biased;
+        () = closing => {}
+        () = actor.take_receipts() => {}
     }
-    close_channel(&input).await;
-    let mut p = publisher.lock().await;
-    p.event(&Event::Closed {
-        reason: reason.clone(),
-        by,
-    })
-    .await;
-    p.event(&status(SessionStatus::Closed, Some(reason))).await;
-    p.flush(FLUSH_LIMIT).await;
+    actor.finish().await;
     drop(slot);
+}
+
+/// How long a closing session waits for its last messages to be
+/// confirmed: through a broker outage (up to the outage hold), unless the
+/// runner is stopping.
+fn flush_limit(config: &Config, shutdown: &CancellationToken) -> Duration {
+    if shutdown.is_cancelled() {
+        FLUSH_LIMIT
+    } else {
+        config.outage_hold.max(FLUSH_LIMIT)
+    }
 }
 
 /// Reports a session that could not open, and waits for the report to be
@@ -222,11 +261,14 @@ async fn fail(
     status: impl Fn(SessionStatus, Option<String>) -> Event,
     kind: ErrorKind,
     message: String,
+    config: &Config,
 ) {
     let mut p = publisher.lock().await;
     p.event(&Event::error(kind, message.clone())).await;
     p.event(&status(SessionStatus::Failed, Some(message))).await;
-    p.flush(FLUSH_LIMIT).await;
+    drop(p);
+    // Events only: the broker's confirms make them safe.
+    publisher.flush(config.outage_hold.max(FLUSH_LIMIT)).await;
 }
 
 /// A channel of the session's own, after checking its input queue exists.
@@ -331,9 +373,9 @@ async fn pty_reader(
                     tokio::time::sleep(STREAM_LINGER).await;
                     reader.top_up(&mut batch);
                 }
-                let mut p = publisher.lock().await;
+                let (mut p, budget) = publisher.lock_for_output(batch.data.len()).await;
                 screen.feed(&batch.data);
-                p.output(Stream::Pty, None, &batch.data).await
+                p.output(Stream::Pty, None, batch.data, budget).await
             }
             Next::Msg(ChannelMsg::ExitStatus { exit_status }) => {
                 tracing::info!(exit_status, "shell exited");
@@ -345,39 +387,36 @@ async fn pty_reader(
     done.cancel();
 }
 
-/// Handled input messages not yet acknowledged: the latest one's acker
-/// (and when it came) acknowledges them all.
-#[derive(Default)]
-struct Unacked {
-    latest: Option<(lapin::Acker, tokio::time::Instant)>,
-    count: u16,
-}
-
-impl Unacked {
-    fn add(&mut self, acker: lapin::Acker) {
-        self.latest = Some((acker, tokio::time::Instant::now()));
-        self.count += 1;
-    }
-
-    /// When the batch is due: `ACK_QUIET` after the last message.
-    fn due(&self) -> Option<tokio::time::Instant> {
-        self.latest.as_ref().map(|(_, at)| *at + ACK_QUIET)
-    }
-
-    async fn ack(&mut self) {
-        if let Some((acker, _)) = self.latest.take() {
-            if let Err(err) = acker.ack(BasicAckOptions { multiple: true }).await {
-                tracing::debug!(error = %err, "cannot acknowledge input");
-            }
-        }
-        self.count = 0;
-    }
+/// What woke the session's input loop.
+enum Step {
+    End(End),
+    Delivery(Option<Result<Delivery, lapin::Error>>),
+    /// The runner has a newer connection than the consumer's.
+    Replaced,
+    /// `None`: the attach task failed.
+    Attached(Option<Attached>),
+    AckDue,
+    PresenceCheck,
+    /// The idle clock wants looking at.
+    IdleDue,
 }
 
 /// The session's input side: the input queue consumer and what it drives.
 struct Actor {
+    attach: Attach,
+    /// The connection the consumer is on.
+    generation: u64,
     input: Channel,
-    consumer: Consumer,
+    /// `None` while the broker is away.
+    consumer: Option<Consumer>,
+    unacked: Unacked,
+    /// Consuming the input queue again, after the broker went away.
+    attaching: Option<Attaching>,
+    detached_at: Option<tokio::time::Instant>,
+    /// Ids of input handled but not acknowledged when the channel broke.
+    handled: VecDeque<ShortString>,
+    /// How long the session outlives a broker it cannot reach.
+    hold: Duration,
     pty: Option<PtyWriter>,
     screen: Option<Screen>,
     presence: Board,
@@ -390,66 +429,199 @@ struct Actor {
 }
 
 impl Actor {
+    /// Runs until the session ends; returns why.
     async fn run(
-        mut self,
+        &mut self,
         shutdown: &CancellationToken,
         shell_done: &CancellationToken,
         host_gone: &CancellationToken,
     ) -> End {
         let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
-        let mut unacked = Unacked::default();
-        let end = loop {
-            let ack_due = unacked.due();
+        loop {
+            let ack_due = self.unacked.due();
+            let give_up = self.detached_at.map(|at| at + self.hold);
             let idle_due = self.idle.as_ref().and_then(IdleClock::due);
-            let delivery = tokio::select! {
+            let step = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break End::because("runner shutting down"),
+                () = shutdown.cancelled() => Step::End(End::because("runner shutting down")),
                 // Before `shell_done`: a lost connection also ends the shell.
-                () = host_gone.cancelled() => break End::because("connection to the host was lost"),
-                () = shell_done.cancelled() => break End::because("shell exited"),
-                delivery = self.consumer.next() => delivery,
-                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
-                    unacked.ack().await;
-                    continue;
+                () = host_gone.cancelled() => Step::End(End::because("connection to the host was lost")),
+                () = shell_done.cancelled() => Step::End(End::because("shell exited")),
+                () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
+                    Step::End(End::because(&format!(
+                        "the runner could not reach the message broker for {} s",
+                        self.hold.as_secs()
+                    )))
                 }
-                _ = presence_check.tick() => {
+                delivery = next_delivery(&mut self.consumer) => Step::Delivery(delivery),
+                _ = self.attach.link.newer_than(self.generation), if self.consumer.is_some() => Step::Replaced,
+                done = attached(&mut self.attaching) => Step::Attached(done),
+                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => Step::AckDue,
+                _ = presence_check.tick() => Step::PresenceCheck,
+                () = tokio::time::sleep_until(idle_due.unwrap_or_else(tokio::time::Instant::now)), if idle_due.is_some() => Step::IdleDue,
+            };
+            let end = match step {
+                Step::End(end) => Some(end),
+                Step::PresenceCheck => {
                     let changed = self.presence.expire(Instant::now(), PRESENCE_TTL);
                     self.publish_presence(changed).await;
-                    continue;
+                    None
                 }
-                () = tokio::time::sleep_until(idle_due.unwrap_or_else(tokio::time::Instant::now)), if idle_due.is_some() => {
-                    if self.idle_check().await {
-                        break End::because("idle");
-                    }
-                    continue;
-                }
+                Step::IdleDue => self.idle_check().await.then(|| End::because("idle")),
+                other => self.input_step(other, false).await,
             };
-            let mut delivery = match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(err)) => {
-                    // Deliveries of the broken channel cannot be acknowledged.
-                    unacked = Unacked::default();
-                    tracing::warn!(error = %err, "session input interrupted; waiting for the broker");
-                    if let Err(err) = self.input.wait_for_recovery(err).await {
-                        tracing::warn!(error = %err, "session input lost");
-                        break End::because("the session's input queue was lost");
-                    }
-                    continue;
-                }
-                None => break End::because("the session's input queue was deleted"),
-            };
-            let end = self.handle(&mut delivery).await;
-            unacked.add(delivery.acker);
-            if unacked.count >= ACK_EVERY {
-                unacked.ack().await;
-            }
             if let Some(end) = end {
-                break end;
+                // Whatever ended the session, what it handled is acknowledged.
+                self.unacked.ack().await;
+                return end;
             }
+        }
+    }
+
+    /// One step of the input side: a delivery, the consumer's end or
+    /// return, an ack due. While `closing`, only receipts are handled.
+    async fn input_step(&mut self, step: Step, closing: bool) -> Option<End> {
+        let mut delivery = match step {
+            Step::AckDue => {
+                self.unacked.ack().await;
+                return None;
+            }
+            Step::Attached(Some(done)) => {
+                self.attaching = None;
+                self.detached_at = None;
+                self.reattached(done).await;
+                return None;
+            }
+            Step::Attached(None) => {
+                tracing::warn!("attaching the session input failed; trying again");
+                self.detach_and_retry();
+                return None;
+            }
+            Step::Delivery(Some(Ok(delivery))) => delivery,
+            Step::Delivery(other) => {
+                let end = self.detached(Detach::from(other));
+                if end.is_none() {
+                    self.detach_and_retry();
+                }
+                return end;
+            }
+            Step::Replaced => {
+                self.detached(Detach::Replaced);
+                self.detach_and_retry();
+                return None;
+            }
+            Step::End(end) => return Some(end),
+            Step::PresenceCheck | Step::IdleDue => return None,
         };
-        // Whatever ended the session, what it handled is acknowledged.
-        unacked.ack().await;
+        let end = if self.seen_before(&delivery) {
+            None
+        } else if closing {
+            self.receipt_only(&delivery).await;
+            None
+        } else {
+            self.handle(&mut delivery).await
+        };
+        self.unacked.add(delivery);
+        if self.unacked.count >= ACK_EVERY {
+            self.unacked.ack().await;
+        }
         end
+    }
+
+    fn detach_and_retry(&mut self) {
+        self.detached_at
+            .get_or_insert_with(tokio::time::Instant::now);
+        let attach = self.attach.clone().run(self.generation).in_current_span();
+        self.attaching = Some(AbortOnDropHandle::new(tokio::spawn(attach)));
+    }
+
+    /// While the session closes: applies the recorder's receipts (so its
+    /// last output can be known safe) and drops any other input. Never
+    /// returns; the caller stops it.
+    async fn take_receipts(&mut self) {
+        loop {
+            let ack_due = self.unacked.due();
+            let step = tokio::select! {
+                delivery = next_delivery(&mut self.consumer) => Step::Delivery(delivery),
+                _ = self.attach.link.newer_than(self.generation), if self.consumer.is_some() => Step::Replaced,
+                done = attached(&mut self.attaching) => Step::Attached(done),
+                () = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => Step::AckDue,
+            };
+            if self.input_step(step, true).await.is_some() {
+                // The queue is gone: no receipt comes any more.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn receipt_only(&self, delivery: &Delivery) {
+        let control = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .filter(|k| k.as_str() == KIND_CONTROL)
+            .and_then(|_| serde_json::from_slice::<Control>(&delivery.data).ok());
+        match control {
+            Some(Control::Recorded { seqs }) => self.publisher.recorded(&seqs).await,
+            _ => tracing::debug!("input for a closing session dropped"),
+        }
+    }
+
+    /// Acknowledges what was handled and closes the input channel.
+    async fn finish(mut self) {
+        self.unacked.ack().await;
+        close_channel(&self.input).await;
+    }
+
+    /// The consumer stopped. Returns `Some` if that ends the session (the
+    /// queue was deleted); otherwise the broker went away and the input is
+    /// consumed again once it is back.
+    fn detached(&mut self, why: Detach) -> Option<End> {
+        self.consumer = None;
+        let error = match why {
+            Detach::Cancelled if self.input.status().connected() => {
+                // The broker cancelled the consumer of a channel that works.
+                return Some(End::because("the session's input queue was deleted"));
+            }
+            Detach::Cancelled => "the input channel closed".to_owned(),
+            Detach::Failed(err) => err.to_string(),
+            Detach::Replaced => "the runner reconnected to the broker".to_owned(),
+        };
+        tracing::warn!(%error, "session input interrupted; the session goes on and waits for the broker");
+        self.handled.extend(self.unacked.lost());
+        while self.handled.len() > INPUT_PREFETCH as usize {
+            self.handled.pop_front();
+        }
+        None
+    }
+
+    /// The input queue is consumed again: publish what the broker did not
+    /// confirm before it went away.
+    async fn reattached(&mut self, done: Attached) {
+        tracing::info!(generation = done.generation, "session input consumed again");
+        close_channel(&self.input).await;
+        self.generation = done.generation;
+        self.input = done.input;
+        self.consumer = Some(done.consumer);
+        self.publisher.resend().await;
+    }
+
+    /// A message handled before the channel broke and handed out again:
+    /// acknowledged, not handled twice.
+    fn seen_before(&mut self, delivery: &Delivery) -> bool {
+        if !delivery.redelivered {
+            self.handled.clear();
+            return false;
+        }
+        let id = delivery.properties.message_id().as_ref();
+        match id.and_then(|id| self.handled.iter().position(|h| h == id)) {
+            Some(i) => {
+                self.handled.remove(i);
+                tracing::debug!("input handled before the broker went away; not repeated");
+                true
+            }
+            None => false,
+        }
     }
 
     async fn handle(&mut self, delivery: &mut Delivery) -> Option<End> {
@@ -533,6 +705,7 @@ impl Actor {
             },
             Control::Close { reason, by } => return Some(End { reason, by }),
             Control::Snapshot { request } => self.snapshot(request).await,
+            Control::Recorded { seqs } => self.publisher.recorded(&seqs).await,
             Control::Presence { proxy, viewers } => {
                 let changed = self.presence.update(proxy, viewers, Instant::now());
                 self.publish_presence(changed).await;
@@ -637,11 +810,12 @@ impl Actor {
     /// Writes a line of our own into the terminal's output: viewers see it
     /// (a late joiner in the snapshot) and the recording keeps it.
     async fn announce(&self, text: &str) {
-        let mut p = self.publisher.lock().await;
+        let (mut p, budget) = self.publisher.lock_for_output(text.len()).await;
         if let Some(screen) = &self.screen {
             screen.feed(text.as_bytes());
         }
-        p.output(Stream::Pty, None, text.as_bytes()).await;
+        p.output(Stream::Pty, None, text.as_bytes().to_vec(), budget)
+            .await;
     }
 
     async fn refuse(&self, spec: RunSpec) {

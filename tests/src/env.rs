@@ -34,6 +34,13 @@ pub struct TestEnvOptions {
     /// Connection, sign-in and token bounds of the proxies.
     pub security: session_proxy::Security,
     pub session_idle_timeout: Duration,
+    /// RabbitMQ to use instead of the shared one (a test's own node).
+    pub amqp_url: Option<String>,
+    /// Postgres server to use instead of the shared one: any URL of it (the
+    /// database name is replaced).
+    pub database_server: Option<String>,
+    /// Start the proxy with the environment (and wait until it is ready).
+    pub start_proxy: bool,
 }
 
 /// The proxy's security defaults, but room for many connections: every
@@ -57,6 +64,9 @@ impl Default for TestEnvOptions {
             recording: session_proxy::RecordingPolicy::default(),
             security: test_security(),
             session_idle_timeout: Duration::from_secs(1800),
+            amqp_url: None,
+            database_server: None,
+            start_proxy: true,
         }
     }
 }
@@ -85,6 +95,8 @@ pub struct TestEnv {
     pub amqp_url: String,
     pub db_name: String,
     pub db_url: String,
+    /// Any URL of the Postgres server (to create and drop the database).
+    server_url: String,
     pub sshd: Sshd,
     /// Base URL of the in-process proxy, e.g. `http://127.0.0.1:41234`.
     pub base: String,
@@ -176,19 +188,24 @@ impl TestEnv {
             now_secs(),
             hex::encode(rand::random::<[u8; 4]>())
         );
-        let base_url = base_database_url();
+        let base_url = opts
+            .database_server
+            .clone()
+            .unwrap_or_else(base_database_url);
         if let Ok(mut conn) = PgConnection::connect(&base_url).await {
             drop_stale_databases(&mut conn).await;
         }
         let db_url = with_database(&base_url, &db_name);
+        let amqp = opts.amqp_url.clone().unwrap_or_else(amqp_url);
         let sshd = Sshd::start().await;
 
         let mut env = Self {
             opts,
             prefix,
-            amqp_url: amqp_url(),
+            amqp_url: amqp,
             db_name,
             db_url,
+            server_url: base_url,
             sshd,
             base: String::new(),
             api: Api::new("", None),
@@ -197,7 +214,9 @@ impl TestEnv {
             extra_proxies: Vec::new(),
             runners: Vec::new(),
         };
-        env.start_proxy().await;
+        if env.opts.start_proxy {
+            env.start_proxy().await;
+        }
         for _ in 0..env.opts.runners {
             env.start_runner().await;
         }
@@ -243,6 +262,7 @@ impl TestEnv {
             connect_timeout: self.opts.connect_timeout,
             key_dir: self.key_dir(),
             durable: self.durable(),
+            ..ssh_runner::Config::default()
         }
     }
 
@@ -315,10 +335,15 @@ impl TestEnv {
     /// Starts one more in-process runner and returns its id.
     pub async fn start_runner(&mut self) -> String {
         let id = crate::unique("r");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(ssh_runner::run(self.runner_config(&id), shutdown.clone()));
-        self.runners.push(InProcess { shutdown, task });
+        self.start_runner_with(self.runner_config(&id));
         id
+    }
+
+    /// Starts an in-process runner with `config`.
+    pub fn start_runner_with(&mut self, config: ssh_runner::Config) {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(ssh_runner::run(config, shutdown.clone()));
+        self.runners.push(InProcess { shutdown, task });
     }
 
     /// Environment for the proxy and runner binaries run as processes.
@@ -432,15 +457,20 @@ impl TestEnv {
 
     /// Starts the proxy binary as a process on a free port; returns its base URL.
     pub async fn spawn_proxy_process(&self, proxy_id: &str) -> (Child, String) {
+        let (child, base) = self.proxy_command(proxy_id);
+        let child = { child }.spawn().expect("start proxy process");
+        self.wait_healthy(&base).await;
+        (child, base)
+    }
+
+    /// The proxy binary's command line on a free port, and its base URL.
+    pub fn proxy_command(&self, proxy_id: &str) -> (Command, String) {
         let port = free_port();
         let mut cmd = Command::new(test_binary("shellway-test-proxy"));
         self.process_env(&mut cmd);
         cmd.env("SHELLWAY_PROXY_ID", proxy_id)
             .env("SHELLWAY_LISTEN", format!("127.0.0.1:{port}"));
-        let child = cmd.spawn().expect("start proxy process");
-        let base = format!("http://127.0.0.1:{port}");
-        self.wait_healthy(&base).await;
-        (child, base)
+        (cmd, format!("http://127.0.0.1:{port}"))
     }
 
     /// Host JSON for the test sshd, authenticating with the accepted key and
@@ -553,7 +583,7 @@ impl TestEnv {
         if let Some(p) = self.proxy.take() {
             p.stop().await;
         }
-        if let Ok(mut conn) = PgConnection::connect(&base_database_url()).await {
+        if let Ok(mut conn) = PgConnection::connect(&self.server_url).await {
             let drop = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name);
             let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
                 .execute(&mut conn)

@@ -49,8 +49,33 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// A free port below the ephemeral range, for a server that goes down and
+/// comes back while clients retry: a client connecting to a port of the
+/// ephemeral range nobody listens on may be given that very port as its
+/// own and connect to itself, and the server then cannot bind it again.
+pub fn free_server_port() -> u16 {
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        let free = ["127.0.0.1", "0.0.0.0"]
+            .iter()
+            .all(|a| std::net::TcpListener::bind((*a, port)).is_ok());
+        if free {
+            return port;
+        }
+    }
+}
+
 impl Sshd {
     pub async fn start() -> Self {
+        Self::start_in(None).await
+    }
+
+    /// An sshd inside network namespace `netns` (on its own loopback).
+    pub async fn start_in_netns(netns: &str) -> Self {
+        Self::start_in(Some(netns)).await
+    }
+
+    async fn start_in(netns: Option<&str>) -> Self {
         let dir = crate::ScratchDir::new("shellway-sshd-").unwrap();
         // sshd refuses to start without its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").ok();
@@ -82,7 +107,15 @@ impl Sshd {
             ),
         )
         .unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+                cmd
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdout(Stdio::null())
@@ -105,7 +138,15 @@ impl Sshd {
             username: current_user(),
             child,
         };
-        sshd.wait_ready().await;
+        match netns {
+            None => sshd.wait_ready().await,
+            Some(_) => {
+                crate::eventually("sshd to listen", Duration::from_secs(10), || async {
+                    sshd.log().contains("Server listening").then_some(())
+                })
+                .await
+            }
+        }
         sshd
     }
 

@@ -46,7 +46,11 @@ pub(crate) struct Settings {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub db: PgPool,
+    /// Whether Postgres is known down (requests then fail fast).
+    pub db_health: crate::health::DbHealth,
     pub broker: Broker,
+    /// The recorder's own connection (for `/readyz`).
+    pub recorder_broker: Broker,
     pub fanout: Fanout,
     pub presence: crate::presence::Presence,
     pub inputs: crate::inputs::InputLog,
@@ -125,8 +129,12 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(library::update_script)
                 .delete(library::delete_script),
         )
-        .merge(crate::web::routes())
         .route("/ws/join/{token}", get(crate::ws::join))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::health::fail_fast,
+        ))
+        .merge(crate::web::routes())
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))
         .fallback(|| async { ApiError::not_found("route") })
@@ -172,6 +180,8 @@ mod tests {
         );
         router(AppState {
             db,
+            db_health: crate::health::DbHealth::default(),
+            recorder_broker: broker.clone(),
             broker,
             fanout,
             presence: crate::presence::Presence::new("p".into()),
@@ -282,14 +292,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unreachable_database_is_an_internal_error_without_detail() {
+    async fn an_unreachable_database_is_503_unavailable_without_detail() {
         let req = Request::get("/api/hosts")
             .header("authorization", "Bearer sw_x")
             .body(Body::empty())
             .unwrap_or_default();
         let (status, body) = call(req).await;
-        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(body["error"]["message"], "internal error");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "unavailable");
         assert!(!body.to_string().contains("127.0.0.1"), "{body}");
     }
 }

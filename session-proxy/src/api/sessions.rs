@@ -121,6 +121,10 @@ pub(crate) async fn open(
             _ => e,
         })?;
     let target = host.target()?;
+    if !st.broker.is_up() {
+        // Refused before anything is written: no session to clean up.
+        return Err(crate::broker::BrokerError::NotConnected.into());
+    }
     let id = Uuid::now_v7();
     let shell = body.shell.unwrap_or(true);
     sqlx::query(

@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use shellway_common::event::{ViewMode, Viewer as Attendee};
+use shellway_common::event::{LinkState, ViewMode, Viewer as Attendee};
 use shellway_common::{Control, ErrorKind, Event, SessionStatus, Stream as OutStream};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{mpsc, watch};
@@ -566,6 +566,13 @@ impl Viewer {
             }
             Event::Closed { .. } if self.status.is_live() => self.status = SessionStatus::Closed,
             Event::Error { run: None, .. } => self.error_sent = true,
+            // The live feed is back after a broker outage: what was
+            // published meanwhile (and what the runner publishes again) is
+            // caught up as when the session opened.
+            Event::Link {
+                state: LinkState::Restored,
+                ..
+            } if self.status.is_live() => self.needs_sync = true,
             _ => {}
         }
         self.send_event(sink, event).await
@@ -647,7 +654,8 @@ impl Viewer {
         sub: &mut Subscription,
     ) -> Result<(), Gone> {
         let Some(snap) = self.take_snapshot(sub, false).await else {
-            return Ok(());
+            // The runner is not answering (yet): what the recording has.
+            return self.replay(sink, None).await;
         };
         // What the feed already brought is in the outbox, in order.
         let next = self.last_sent + 1;

@@ -29,9 +29,7 @@ const NO_ACK: BasicConsumeOptions = BasicConsumeOptions {
 
 /// Sorted one-way publish → delivery times of `n` small messages.
 pub async fn round_trips(amqp_url: &str, n: usize, route: Route) -> anyhow::Result<Vec<Duration>> {
-    let conn =
-        shellway_common::amqp::connect(amqp_url, "bench broker hop", Duration::from_secs(10))
-            .await?;
+    let conn = shellway_common::amqp::connect_once(amqp_url, "bench broker hop").await?;
     let publish = conn.create_channel().await?;
     let consume = conn.create_channel().await?;
     let (key, mut consumer) = match route {
