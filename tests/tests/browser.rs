@@ -409,21 +409,24 @@ async fn a_saved_script_runs_under_its_name_until_its_text_is_edited() {
     )
     .await;
     b.click("#run-batch").await;
-    let info = "document.getElementById('run-info').textContent";
-    b.wait_js(
-        "the saved script to finish",
-        &format!("{info}.startsWith('Step 2 of 2: if true; then … — ok')"),
-    )
-    .await;
-    assert_eq!(b.text("#run-output").await, "first\nsecond");
+    let done = |n: usize| {
+        format!("document.querySelectorAll('#run-output .run[data-status=ok]').length === {n}")
+    };
+    b.wait_js("the saved script to finish", &done(1)).await;
+    let newest = "const r = document.querySelector('#run-output .run'); \
+                  return [r.querySelector('.run-command').textContent, r.querySelector('.runout').textContent];";
+    let shown = b.js(newest, json!([])).await;
+    assert_eq!(
+        shown,
+        json!(["script: deploy (2 steps)", "first\nsecond\n"])
+    );
     // Edited, it is a batch of its own.
     b.type_into("#script", "\necho third").await;
     b.click("#run-batch").await;
-    b.wait_js(
-        "the edited script to finish as a batch",
-        &format!("{info}.startsWith('Step 3 of 3: echo third — ok')"),
-    )
-    .await;
+    b.wait_js("the edited script to finish as a batch", &done(2))
+        .await;
+    let shown = b.js(newest, json!([])).await;
+    assert_eq!(shown, json!(["batch (3 steps)", "first\nsecond\nthird\n"]));
     // Logged under the script's name, then as a batch.
     let (_, sessions) = env.api.get("/api/sessions").await;
     let commands: Vec<&str> = sessions[0]["runs"]

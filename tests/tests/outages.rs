@@ -416,12 +416,17 @@ async fn a_viewer_never_freezes_while_postgres_is_down() {
     let stream = Streamer::new();
     viewer.type_text(&stream.command()).await;
     viewer.wait_output("line-50\r\n", WAIT).await;
+    // The same measure with the database up tells what this machine's own
+    // scheduling costs the stream (a busy CI machine adds tens of ms).
+    let normal = longest_gap(&mut viewer, Duration::from_secs(6)).await;
     pg.stop().await;
-    // Longer than the viewer's 10 s status poll.
+    // Longer than the status poll of a live feed (10 s).
     let gap = longest_gap(&mut viewer, Duration::from_secs(12)).await;
+    eprintln!("longest gap between output: {normal:?} with Postgres up, {gap:?} while down");
+    let allowed = Duration::from_millis(100).max(normal * 2);
     assert!(
-        gap < Duration::from_millis(100),
-        "the viewer froze for {gap:?}"
+        gap < allowed,
+        "the viewer froze for {gap:?} while Postgres was down ({normal:?} while it was up)"
     );
     pg.boot().await;
     stream.stop();
@@ -655,6 +660,8 @@ async fn a_runner_cut_off_from_the_broker_for_30_s_has_its_sessions_lost_and_the
     let sshd = shellway_tests::Sshd::start_in_netns(&ns.name).await;
     let mut runner = env.runner_command("cut-runner");
     runner.env("SHELLWAY_AMQP_URL", node.url_at(&ns.host_addr));
+    // The keys of the host in the namespace are in its own sshd's directory.
+    runner.env("SHELLWAY_RUNNER_KEY_DIR", sshd.dir.to_path_buf());
     let program = runner.as_std().get_program().to_owned();
     let mut inside = ns.command(std::path::Path::new(&program));
     for (k, v) in runner.as_std().get_envs() {
@@ -680,7 +687,8 @@ async fn a_runner_cut_off_from_the_broker_for_30_s_has_its_sessions_lost_and_the
         "bash -c 'while true; do echo tick; sleep 0.1; done' {marker}\r"
     ))
     .await;
-    ws.wait_output("tick", WAIT).await;
+    // A line of its own: the command's echo has "tick;" in it too.
+    ws.wait_output("tick\r\n", WAIT).await;
     let running = || async {
         let out = tokio::process::Command::new("pgrep")
             .args(["-f", &marker])
