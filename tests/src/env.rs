@@ -535,6 +535,30 @@ impl TestEnv {
         rows
     }
 
+    /// The recorded PTY text of a session, checking that its seqs run
+    /// 1..n with no gap or duplicate.
+    pub async fn recorded_pty(&self, session: Uuid) -> String {
+        let chunks = self.recording(session).await;
+        for (i, (seq, _, _)) in chunks.iter().enumerate() {
+            assert_eq!(*seq, i as i64 + 1, "recorded output has a gap or duplicate");
+        }
+        let bytes: Vec<u8> = chunks
+            .into_iter()
+            .filter(|(_, stream, _)| stream == "pty")
+            .flat_map(|(_, _, d)| d)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Waits until the recorded PTY text contains `marker`; returns it.
+    pub async fn wait_recorded(&self, session: Uuid, marker: &str) -> String {
+        crate::eventually("the recorder to have everything", WAIT, || async {
+            let text = self.recorded_pty(session).await;
+            text.contains(marker).then_some(text)
+        })
+        .await
+    }
+
     /// Process id of the proxy when it runs as a process.
     pub fn proxy_pid(&self) -> Option<u32> {
         self.proxy_child.as_ref().and_then(Child::id)

@@ -8,19 +8,6 @@ use shellway_tests::browser::Browser;
 use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
 use shellway_tests::TestEnv;
 
-const BADGE: &str =
-    "document.getElementById('badge') && document.getElementById('badge').textContent";
-
-/// Waits until the terminal's buffer shows `needle`.
-async fn screen_shows(b: &Browser, needle: &str) {
-    let expr = format!(
-        "window.shellwayScreen && window.shellwayScreen().includes({})",
-        json!(needle)
-    );
-    b.wait_js(&format!("the terminal to show {needle:?}"), &expr)
-        .await;
-}
-
 /// Column and buffer row of the last place the terminal shows `needle`.
 async fn find_on_screen(b: &Browser, needle: &str) -> (u64, u64) {
     let at = b
@@ -37,16 +24,6 @@ async fn find_on_screen(b: &Browser, needle: &str) -> (u64, u64) {
         .as_array()
         .unwrap_or_else(|| panic!("the terminal does not show {needle:?}"));
     (at[0].as_u64().unwrap(), at[1].as_u64().unwrap())
-}
-
-async fn badge_is(b: &Browser, text: &str) {
-    let expr = format!("{BADGE} === {}", json!(text));
-    b.wait_js(&format!("the badge to read {text}"), &expr).await;
-}
-
-/// Types into the terminal (xterm's hidden input), `\n` as Enter.
-async fn type_in_terminal(b: &Browser, text: &str) {
-    b.type_into(".xterm-helper-textarea", text).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,20 +94,19 @@ async fn the_console_works_in_a_real_browser() {
     // Connect and type.
     b.goto(&format!("{}/", env.base)).await;
     b.click("#connect").await;
-    badge_is(&b, "CONNECTED").await;
-    type_in_terminal(&b, "echo hel''lo\n").await;
-    screen_shows(&b, "hello").await;
+    b.badge_is("CONNECTED").await;
+    b.type_in_terminal("echo hel''lo\n").await;
+    b.screen_shows("hello").await;
 
     // UTF-8 both ways, and colours: typed text comes back through the PTY;
     // the output below is made of escapes that are not on the command line.
-    type_in_terminal(&b, "echo 'héllo ✓'\n").await;
-    screen_shows(&b, "héllo ✓").await;
-    type_in_terminal(
-        &b,
+    b.type_in_terminal("echo 'héllo ✓'\n").await;
+    b.screen_shows("héllo ✓").await;
+    b.type_in_terminal(
         "printf 'caf\\303\\251 \\342\\234\\223 \\033[31mred-%s\\033[0m\\n' $((1+1))\n",
     )
     .await;
-    screen_shows(&b, "café ✓ red-2").await;
+    b.screen_shows("café ✓ red-2").await;
     let (x, y) = find_on_screen(&b, "red-2").await;
     let red = b
         .js(
@@ -143,8 +119,8 @@ async fn the_console_works_in_a_real_browser() {
 
     // Copy and paste: select what the shell printed, Ctrl+Shift+C, then
     // Ctrl+Shift+V pastes it back as input.
-    type_in_terminal(&b, "echo copy-$((6*7))-me\n").await;
-    screen_shows(&b, "copy-42-me").await;
+    b.type_in_terminal("echo copy-$((6*7))-me\n").await;
+    b.screen_shows("copy-42-me").await;
     let (x, y) = find_on_screen(&b, "copy-42-me").await;
     let selected = b
         .js(
@@ -154,11 +130,11 @@ async fn the_console_works_in_a_real_browser() {
         )
         .await;
     assert_eq!(selected, json!("copy-42-me"));
-    type_in_terminal(&b, "\u{E009}\u{E008}c\u{E000}").await;
-    type_in_terminal(&b, "echo pasted-$((1+1)):").await;
-    type_in_terminal(&b, "\u{E009}\u{E008}v\u{E000}").await;
-    type_in_terminal(&b, "\n").await;
-    screen_shows(&b, "pasted-2:copy-42-me").await;
+    b.type_in_terminal("\u{E009}\u{E008}c\u{E000}").await;
+    b.type_in_terminal("echo pasted-$((1+1)):").await;
+    b.type_in_terminal("\u{E009}\u{E008}v\u{E000}").await;
+    b.type_in_terminal("\n").await;
+    b.screen_shows("pasted-2:copy-42-me").await;
 
     // Resizing the window resizes the PTY.
     let before = b.js("return window.shellwayTerm.cols", json!([])).await;
@@ -170,8 +146,8 @@ async fn the_console_works_in_a_real_browser() {
     .await;
     let cols = b.js("return window.shellwayTerm.cols", json!([])).await;
     let rows = b.js("return window.shellwayTerm.rows", json!([])).await;
-    type_in_terminal(&b, "stty size\n").await;
-    screen_shows(&b, &format!("{rows} {cols}")).await;
+    b.type_in_terminal("stty size\n").await;
+    b.screen_shows(&format!("{rows} {cols}")).await;
     b.set_window(1280, 800).await;
 
     // A batch that fails at step 2 of 3.
@@ -198,11 +174,12 @@ async fn the_console_works_in_a_real_browser() {
     // Cancel a long command.
     b.type_into("#command", "sleep 600").await;
     b.click("#run").await;
-    badge_is(&b, "RUNNING").await;
+    b.badge_is("RUNNING").await;
     b.click("#cancel").await;
-    badge_is(&b, "CANCELED").await;
-    type_in_terminal(&b, "printf 'colours: \\033[31mred\\033[0m ok\\n'\n").await;
-    screen_shows(&b, "colours: red ok").await;
+    b.badge_is("CANCELED").await;
+    b.type_in_terminal("printf 'colours: \\033[31mred\\033[0m ok\\n'\n")
+        .await;
+    b.screen_shows("colours: red ok").await;
     b.screenshot("docs/screenshots/console.png").await;
 
     // A dropped connection resumes where it was: nothing lost or repeated.
@@ -216,8 +193,8 @@ async fn the_console_works_in_a_real_browser() {
         "window.shellwaySession.ws !== window.firstSocket && window.shellwaySession.ws.readyState === 1",
     )
     .await;
-    type_in_terminal(&b, "echo after-drop-$((1+1))\n").await;
-    screen_shows(&b, "after-drop-2").await;
+    b.type_in_terminal("echo after-drop-$((1+1))\n").await;
+    b.screen_shows("after-drop-2").await;
     let hellos = b
         .js(
             "return window.shellwayScreen().split('\\n').filter(l => l === 'hello').length",
@@ -227,14 +204,14 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(hellos, 1, "output repeated after the reconnect");
 
     // Full-screen programs draw in the browser terminal.
-    type_in_terminal(&b, "printf 'in-vim-%s\\n' $((6*7)) > /tmp/shellway-browser-vi.txt; vi -n -u NONE /tmp/shellway-browser-vi.txt\n").await;
-    screen_shows(&b, "in-vim-42").await;
+    b.type_in_terminal("printf 'in-vim-%s\\n' $((6*7)) > /tmp/shellway-browser-vi.txt; vi -n -u NONE /tmp/shellway-browser-vi.txt\n").await;
+    b.screen_shows("in-vim-42").await;
     b.wait_js(
         "vim's empty-line markers",
         "window.shellwayScreen().includes('\\n~')",
     )
     .await;
-    type_in_terminal(&b, ":q!\n").await;
+    b.type_in_terminal(":q!\n").await;
     // Typed before vim has left, the next line would partly go to vim.
     b.wait_js(
         "vim gone and the prompt back",
@@ -242,12 +219,9 @@ async fn the_console_works_in_a_real_browser() {
          && window.shellwayScreen().split('\\n').filter(l => l.trim()).pop().match(/[#$] *$/)",
     )
     .await;
-    type_in_terminal(
-        &b,
-        "rm -f /tmp/shellway-browser-vi.txt; echo vim-done-$((1+2))\n",
-    )
-    .await;
-    screen_shows(&b, "vim-done-3").await;
+    b.type_in_terminal("rm -f /tmp/shellway-browser-vi.txt; echo vim-done-$((1+2))\n")
+        .await;
+    b.screen_shows("vim-done-3").await;
 
     // Logs list the session and its runs; its page replays it.
     b.goto(&format!("{}/logs", env.base)).await;
@@ -263,7 +237,7 @@ async fn the_console_works_in_a_real_browser() {
     b.click("#logs-table a").await;
     b.wait_js("the replay page", "location.pathname.startsWith('/logs/')")
         .await;
-    screen_shows(&b, "hello").await;
+    b.screen_shows("hello").await;
     let download = b
         .js(
             "return document.getElementById('replay-download').getAttribute('href')",
@@ -292,29 +266,17 @@ async fn the_console_works_in_a_real_browser() {
     env.finish().await;
 }
 
-async fn login(b: &Browser, base: &str, user: &str, password: &str) {
-    b.goto(&format!("{base}/login")).await;
-    b.type_into("#username", user).await;
-    b.type_into("#password", password).await;
-    b.click("button[type=submit]").await;
-    b.wait_js(
-        "the console",
-        "location.pathname === '/' && document.getElementById('view')",
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharing_watching_and_ending_a_session_in_the_browser() {
     let env = TestEnv::start().await;
     env.add_host().await;
     env.add_user("bob").await;
     let owner = Browser::start().await;
-    login(&owner, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    owner.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     owner.click("#connect").await;
-    badge_is(&owner, "CONNECTED").await;
-    type_in_terminal(&owner, "echo shared-$((4*4))\n").await;
-    screen_shows(&owner, "shared-16").await;
+    owner.badge_is("CONNECTED").await;
+    owner.type_in_terminal("echo shared-$((4*4))\n").await;
+    owner.screen_shows("shared-16").await;
 
     // The Share dialog makes a link with a copy button and lists it.
     owner.click("#share").await;
@@ -344,9 +306,9 @@ async fn sharing_watching_and_ending_a_session_in_the_browser() {
 
     // Bob opens it: he sees the screen, is listed, and cannot type.
     let bob = Browser::start().await;
-    login(&bob, &env.base, "bob", "bob-password").await;
+    bob.login(&env.base, "bob", "bob-password").await;
     bob.goto(&url).await;
-    screen_shows(&bob, "shared-16").await;
+    bob.screen_shows("shared-16").await;
     owner
         .wait_js(
             "bob in the presence list",
@@ -360,7 +322,7 @@ async fn sharing_watching_and_ending_a_session_in_the_browser() {
 
     // The admin's live monitor lists it with its viewers and ends it.
     let admin = Browser::start().await;
-    login(&admin, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    admin.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     admin.goto(&format!("{}/monitor", env.base)).await;
     admin
         .wait_js(
@@ -399,9 +361,9 @@ async fn a_saved_script_runs_under_its_name_until_its_text_is_edited() {
         .await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{script}");
     let b = Browser::start().await;
-    login(&b, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     b.click("#connect").await;
-    badge_is(&b, "CONNECTED").await;
+    b.badge_is("CONNECTED").await;
     b.js(
         "const s = document.getElementById('saved-script'); s.value = arguments[0]; \
          s.dispatchEvent(new Event('change'));",

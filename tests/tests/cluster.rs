@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use shellway_tests::{eventually, TestEnv, TestEnvOptions, WAIT};
-use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runners_both_take_sessions() {
@@ -121,28 +120,6 @@ fn expected_lines() -> String {
     (1..=COUNT).map(|i| format!("line-{i:05}\r\n")).collect()
 }
 
-/// The recorded PTY bytes, checking the sequence has no gap.
-async fn recorded_pty(env: &TestEnv, session: Uuid) -> String {
-    let chunks = env.recording(session).await;
-    for (i, (seq, _, _)) in chunks.iter().enumerate() {
-        assert_eq!(*seq, i as i64 + 1, "recorded output has a gap or duplicate");
-    }
-    let bytes: Vec<u8> = chunks
-        .into_iter()
-        .filter(|(_, stream, _)| stream == "pty")
-        .flat_map(|(_, _, d)| d)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-async fn wait_recorded(env: &TestEnv, session: Uuid, marker: &str) -> String {
-    eventually("the recorder to have everything", WAIT, || async {
-        let text = recorded_pty(env, session).await;
-        text.contains(marker).then_some(text)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_produced_with_no_viewer_is_recorded_complete_and_in_order() {
     let env = TestEnv::start().await;
@@ -152,7 +129,7 @@ async fn output_produced_with_no_viewer_is_recorded_complete_and_in_order() {
     ws.type_text(&format!("stty -echo; sleep 1; for i in $(seq 1 {COUNT}); do printf 'line-%05d\\n' $i; done; echo DONE-''MARK\r")).await;
     ws.wait_output("stty -echo; sleep 1", WAIT).await;
     drop(ws);
-    let text = wait_recorded(&env, id, "DONE-MARK").await;
+    let text = env.wait_recorded(id, "DONE-MARK").await;
     assert!(
         text.contains(&expected_lines()),
         "recording misses or reorders lines"
@@ -174,7 +151,7 @@ async fn a_proxy_restart_mid_session_loses_no_recorded_output() {
     // Kill the proxy hard while the loop runs, then bring it back.
     env.kill_proxy_process().await;
     env.start_proxy().await;
-    let text = wait_recorded(&env, id, "DONE-MARK").await;
+    let text = env.wait_recorded(id, "DONE-MARK").await;
     assert!(
         text.contains(&expected_lines()),
         "recording lost output across the restart"
@@ -208,7 +185,7 @@ async fn a_reconnecting_viewer_gets_exactly_what_it_missed() {
     // recording itself.
     let mut all = before;
     all.extend_from_slice(&resumed.screen);
-    let recorded = wait_recorded(&env, id, "second\r\n").await;
+    let recorded = env.wait_recorded(id, "second\r\n").await;
     assert!(
         recorded.as_bytes().starts_with(&all),
         "resumed stream differs from the recording"
@@ -271,7 +248,7 @@ async fn recorded_terminal_text_is_stored_lz4_compressed() {
     ws.type_text("yes 'shellway records terminal text' | head -c 300000; echo; echo END-''MARK\r")
         .await;
     ws.wait_output("END-MARK", WAIT).await;
-    wait_recorded(&env, id, "END-MARK").await;
+    env.wait_recorded(id, "END-MARK").await;
     let pool = env.db().await;
     let methods: Vec<(Option<String>,)> = sqlx::query_as(
         "SELECT pg_column_compression(data) FROM output_chunks \

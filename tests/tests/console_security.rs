@@ -23,27 +23,6 @@ async fn violations(b: &Browser) -> Vec<Value> {
         .unwrap_or_else(|| panic!("the CSP watcher is not in this page: {v}"))
 }
 
-async fn sign_in(b: &Browser, base: &str, user: &str, password: &str) {
-    b.goto(&format!("{base}/login")).await;
-    b.type_into("#username", user).await;
-    b.type_into("#password", password).await;
-    b.click("button[type=submit]").await;
-    b.wait_js(
-        "the console",
-        "location.pathname === '/' && document.getElementById('view')",
-    )
-    .await;
-}
-
-async fn screen_shows(b: &Browser, needle: &str) {
-    let expr = format!(
-        "window.shellwayScreen && window.shellwayScreen().includes({})",
-        json!(needle)
-    );
-    b.wait_js(&format!("the terminal to show {needle:?}"), &expr)
-        .await;
-}
-
 /// Follows an in-app link (same document: the watcher stays).
 async fn open_view(b: &Browser, nav: &str, ready: &str) {
     b.click(&format!("[data-nav={nav}]")).await;
@@ -76,7 +55,7 @@ async fn the_console_works_under_its_content_security_policy_without_a_violation
         "{seen:?}"
     );
 
-    sign_in(&b, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     // Connect (the WebSocket is same-origin `ws:`), type, colour, resize.
     b.click("#connect").await;
     b.wait_js(
@@ -86,13 +65,13 @@ async fn the_console_works_under_its_content_security_policy_without_a_violation
     .await;
     b.type_into(".xterm-helper-textarea", "echo csp-$((20+22))\n")
         .await;
-    screen_shows(&b, "csp-42").await;
+    b.screen_shows("csp-42").await;
     b.type_into(
         ".xterm-helper-textarea",
         "printf '\\033[38;2;255;100;0mtrue-%s\\033[0m \\033[1;4;31mbold\\033[0m\\n' colour\n",
     )
     .await;
-    screen_shows(&b, "true-colour bold").await;
+    b.screen_shows("true-colour bold").await;
     let before = b.js("return window.shellwayTerm.cols", json!([])).await;
     b.set_window(900, 600).await;
     b.wait_js(
@@ -102,7 +81,7 @@ async fn the_console_works_under_its_content_security_policy_without_a_violation
     .await;
     let cols = b.js("return window.shellwayTerm.cols", json!([])).await;
     b.type_into(".xterm-helper-textarea", "stty size\n").await;
-    screen_shows(&b, &format!(" {cols}")).await;
+    b.screen_shows(&format!(" {cols}")).await;
     b.set_window(1280, 800).await;
     assert_eq!(violations(&b).await, Vec::<Value>::new(), "on the console");
 
@@ -117,7 +96,7 @@ async fn the_console_works_under_its_content_security_policy_without_a_violation
     .await;
     open_view(&b, "logs", "document.querySelector('#logs-table a')").await;
     b.click("#logs-table a").await;
-    screen_shows(&b, "csp-42").await;
+    b.screen_shows("csp-42").await;
     b.click("#me").await;
     b.wait_js(
         "the account view",
@@ -192,7 +171,7 @@ async fn user_row(b: &Browser, name: &str) -> Option<String> {
 async fn admins_manage_users_and_sign_in_protection_in_the_console() {
     let env = TestEnv::start().await;
     let b = Browser::start().await;
-    sign_in(&b, &env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     for _ in 0..5 {
         let r = try_login(&env.base, "mallory", "guess", &[]).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
@@ -279,7 +258,7 @@ async fn people_change_their_password_and_manage_their_tokens_in_the_console() {
     let env = TestEnv::start().await;
     env.add_user("bob").await;
     let b = Browser::start().await;
-    sign_in(&b, &env.base, "bob", "bob-password").await;
+    b.login(&env.base, "bob", "bob-password").await;
     let hidden = b
         .js(
             "return document.getElementById('nav-users').hidden",

@@ -12,18 +12,9 @@ use shellway_tests::interrupt::ctrl_c_during_yes;
 use shellway_tests::{Frame, TestEnv, TestEnvOptions, WsClient, WAIT};
 
 async fn login_and_connect(b: &Browser, env: &TestEnv) {
-    b.goto(&format!("{}/login", env.base)).await;
-    b.type_into("#username", ADMIN).await;
-    b.type_into("#password", ADMIN_PASSWORD).await;
-    b.click("button[type=submit]").await;
-    b.wait_js("the console", "document.getElementById('connect')")
-        .await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     b.click("#connect").await;
-    b.wait_js(
-        "the badge to read CONNECTED",
-        "document.getElementById('badge').textContent === 'CONNECTED'",
-    )
-    .await;
+    b.badge_is("CONNECTED").await;
 }
 
 /// Before flow control, Ctrl-C reached the proxy 86 s after the key press

@@ -91,29 +91,6 @@ fn assert_all_lines(what: &str, printed: &[u64], got: &[u64]) {
     }
 }
 
-/// The session's recording: seqs 1..n with no gap or duplicate, and its
-/// PTY text.
-async fn recording(env: &TestEnv, session: Uuid) -> String {
-    let chunks = env.recording(session).await;
-    for (i, (seq, _, _)) in chunks.iter().enumerate() {
-        assert_eq!(*seq, i as i64 + 1, "recorded output has a gap or duplicate");
-    }
-    let bytes: Vec<u8> = chunks
-        .into_iter()
-        .filter(|(_, stream, _)| stream == "pty")
-        .flat_map(|(_, _, d)| d)
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-async fn recorded_until(env: &TestEnv, session: Uuid, marker: &str) -> String {
-    eventually("the recording to be complete", WAIT, || async {
-        let text = recording(env, session).await;
-        text.contains(marker).then_some(text)
-    })
-    .await
-}
-
 /// Waits until `url` answers 200; returns how long that took.
 async fn ready_within(url: &str, limit: Duration) -> Duration {
     let http = reqwest::Client::new();
@@ -263,7 +240,7 @@ async fn a_broker_outage_ends_no_session(how: Outage, down: Duration) {
     viewer.wait_output("DONE-MARK", WAIT).await;
 
     let printed = stream.printed();
-    let recorded = recorded_until(&env, streaming, "DONE-MARK").await;
+    let recorded = env.wait_recorded(streaming, "DONE-MARK").await;
     assert_all_lines("the recording", &printed, &numbers(&recorded));
     let seen = String::from_utf8_lossy(&viewer.screen).into_owned();
     assert_all_lines("the viewer", &printed, &numbers(&seen));
@@ -392,7 +369,7 @@ async fn a_postgres_outage_leaves_sessions_alone_and_the_api_answers_unavailable
     stream.stop();
     viewer.wait_output("DONE-MARK", WAIT).await;
     let printed = stream.printed();
-    let recorded = recorded_until(&env, id, "DONE-MARK").await;
+    let recorded = env.wait_recorded(id, "DONE-MARK").await;
     assert_all_lines("the recording", &printed, &numbers(&recorded));
     let seen = String::from_utf8_lossy(&viewer.screen).into_owned();
     assert_all_lines("the viewer", &printed, &numbers(&seen));

@@ -155,6 +155,8 @@ async fn a_late_joiner_during_vim_gets_a_snapshot_of_the_screen() {
     // Live output continues right after the snapshot.
     let after = snapshot["seq"].as_u64().unwrap();
     owner.type_text(":q!\r").await;
+    // Typed before vim has left the alternate screen, it would be vim's.
+    owner.wait_output("\x1b[?1049l", WAIT).await;
     owner
         .type_text(&format!("rm -f {file}; echo gone-$((3+4))\r"))
         .await;
