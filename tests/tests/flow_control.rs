@@ -180,3 +180,58 @@ async fn ctrl_c_reaches_the_host_while_the_viewer_reads_nothing() {
     drop(stuck);
     env.finish().await;
 }
+
+/// Ctrl-C during a flood: what waits for a viewer far behind is dropped at
+/// once and the viewer is shown the screen as it is (here the skip
+/// threshold is so high that nothing else would skip it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_skips_a_flow_controlled_viewer_to_the_present_at_once() {
+    let env = TestEnv::start_with(TestEnvOptions {
+        sharing: session_proxy::Sharing {
+            window: 64 * 1024,
+            skip: 256 * 1024 * 1024,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let host = env.add_host().await;
+    let id = env.api.open_session(host).await;
+    let mut ws = WsClient::connect(
+        &env.base,
+        &format!("/ws/sessions/{id}?flow=true"),
+        env.token(),
+    )
+    .await;
+    ws.wait_open().await;
+    ws.type_text("PS1='P-$((5*5))$ '\r").await;
+    ws.wait_output("P-25$ ", WAIT).await;
+    ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
+    ws.type_text("yes flood\r").await;
+    // The window's worth arrives; nothing is acknowledged, so output piles
+    // up for this viewer while `yes` runs.
+    let mut shown = Shown::default();
+    while shown.next(&mut ws, false, Duration::from_secs(1)).await {}
+    assert_eq!(shown.snapshots, 0, "skipped before any interrupt");
+    ws.type_text("\u{3}").await;
+    let snap = ws
+        .wait_event("a snapshot after Ctrl-C", WAIT, |e| {
+            e["event"] == "snapshot"
+        })
+        .await;
+    assert!(snap["data"].as_str().unwrap_or_default().contains("flood"));
+    // From there on, drawing what comes brings the prompt back.
+    let mut shown = Shown {
+        screen: snap["data"].as_str().unwrap_or_default().to_owned(),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !shown.screen.contains("^C") || !shown.screen.contains("P-25$ ") {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(
+            shown.next(&mut ws, true, left).await,
+            "no prompt after Ctrl-C"
+        );
+    }
+    env.finish().await;
+}

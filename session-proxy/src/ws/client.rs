@@ -36,7 +36,13 @@ pub(super) enum FromClient {
     Event(Event),
     /// The viewer leaves (a link viewer's `close`).
     Leave { reason: String, by: String },
+    /// The viewer typed an interrupt (Ctrl-C, Ctrl-Z, Ctrl-\\): output
+    /// still waiting for it is of no interest any more.
+    Interrupted,
 }
+
+/// Keys that interrupt what the terminal is doing.
+const INTERRUPTS: [u8; 3] = [0x03, 0x1a, 0x1c];
 
 /// The reading side of one viewer.
 pub(super) struct ClientSide {
@@ -127,6 +133,11 @@ impl ClientSide {
                 st.broker
                     .publish_input(id, data.as_bytes(), &self.user.username)
                     .await?;
+                if data.bytes().any(|b| INTERRUPTS.contains(&b)) {
+                    // Best effort: a full channel means the output side is
+                    // busy with this viewer's messages anyway.
+                    let _ = self.out.try_send(FromClient::Interrupted);
+                }
                 let typed = Typed {
                     session: id,
                     user: (!self.user.id.is_nil()).then_some(self.user.id),

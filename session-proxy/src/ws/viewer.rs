@@ -57,6 +57,9 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 const DRAIN_BATCH: usize = 64;
 /// Messages the client reader may have waiting for this side.
 const FROM_CLIENT: usize = 32;
+/// Output waiting for a flow-controlled viewer when it types Ctrl-C beyond
+/// which it skips to the present at once.
+const INTERRUPT_SKIP: usize = 64 * 1024;
 /// A flow-controlled viewer missing more live messages than this catches
 /// up by snapshot rather than from the recording.
 const GAP_FOR_SNAPSHOT: u64 = 64;
@@ -275,6 +278,14 @@ impl Viewer {
                 Step::Client(Some(FromClient::Event(event))) => {
                     self.send_event(sink, &event).await?
                 }
+                Step::Client(Some(FromClient::Interrupted)) => {
+                    // Ctrl-C during a flood: skip what waits rather than
+                    // draw it, and show the screen as it is now.
+                    let waiting = self.outbox.output_bytes();
+                    if self.window.is_flow_controlled() && waiting >= INTERRUPT_SKIP {
+                        self.lagged = true;
+                    }
+                }
                 Step::Client(Some(FromClient::Leave { reason, by })) => {
                     self.ended = Some((reason, Some(by)))
                 }
@@ -291,7 +302,15 @@ impl Viewer {
                 Step::Send => self.send_next(sink, &mut sub).await?,
             }
             if self.lagged || self.too_far_behind() {
-                self.resync(sink, &mut sub).await?;
+                if self.window.is_flow_controlled() && self.window.room() == 0 {
+                    // Still drawing what it was sent: what waits is
+                    // dropped, and the present is painted once it can be
+                    // taken (snapshots never come faster than it draws).
+                    self.outbox.drop_output();
+                    self.lagged = true;
+                } else {
+                    self.resync(sink, &mut sub).await?;
+                }
             }
             if std::mem::take(&mut self.needs_sync) {
                 self.sync(sink, &mut sub).await?;
@@ -441,22 +460,28 @@ impl Viewer {
     ) -> Result<(), Gone> {
         self.lagged = false;
         self.outbox.drop_output();
-        if self.window.is_flow_controlled() {
-            let Some(snap) = self.take_snapshot(sub, true).await else {
-                return self.replay(sink, None).await;
-            };
-            if snap.seq > self.last_sent {
+        if !self.window.is_flow_controlled() {
+            return self.replay(sink, None).await;
+        }
+        match self.take_snapshot(sub, true).await {
+            Some(snap) if snap.seq <= self.last_sent => Ok(()),
+            // No screen (exec runs only): nothing to paint; the skipped
+            // output stays in the recording.
+            Some(snap) if snap.cols == 0 => {
+                self.last_sent = snap.seq;
+                Ok(())
+            }
+            Some(snap) => {
                 tracing::debug!(from = self.last_sent, to = snap.seq, "viewer skipped ahead");
-                if snap.cols == 0 {
-                    // No screen (exec runs only): nothing to paint, the
-                    // skipped output stays in the recording.
-                    self.last_sent = snap.seq;
-                    return Ok(());
-                }
-                return self.send_snapshot(sink, &snap).await;
+                self.send_snapshot(sink, &snap).await
+            }
+            None => {
+                // No snapshot in time: the end of the recording, no more
+                // than a newcomer is shown.
+                self.last_sent = self.last_sent.max(self.replay_start().await);
+                self.replay(sink, None).await
             }
         }
-        self.replay(sink, None).await
     }
 
     // ---- sending ------------------------------------------------------------
