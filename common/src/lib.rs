@@ -5,6 +5,7 @@
 //! `docs/protocol.md` describes the same contract for people.
 
 pub mod amqp;
+pub mod api;
 pub mod control;
 pub mod event;
 pub mod output;

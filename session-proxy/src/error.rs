@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use shellway_common::api::{self, errors::ErrorBody, errors::ErrorDetail};
 
 use crate::broker::BrokerError;
 
@@ -134,8 +134,34 @@ impl From<sqlx::Error> for ApiError {
             tracing::warn!(error = %err, "database unavailable");
             return Self::database_unavailable();
         }
+        if let Some(refused) = refused_value(&err) {
+            return refused;
+        }
         Self::internal(&err)
     }
+}
+
+/// A value the client sent that Postgres cannot store or compare (a NUL
+/// byte in a text, a date beyond its range): the client's error, said
+/// without the database's words.
+fn refused_value(err: &sqlx::Error) -> Option<ApiError> {
+    let code = match err {
+        sqlx::Error::Database(e) => e.code()?,
+        _ => return None,
+    };
+    let message = match code.as_ref() {
+        // character_not_in_repertoire, untranslatable_character
+        "22021" | "22P05" => "the request contains a NUL byte or a character that cannot be stored",
+        // datetime_field_overflow, numeric_value_out_of_range
+        "22008" | "22003" => "the request contains a date or number out of range",
+        _ => return None,
+    };
+    tracing::info!(error = %err, "request refused by the database");
+    Some(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+        message,
+    ))
 }
 
 /// Marks a response that met a database outage (see `health::fail_fast`).
@@ -171,22 +197,31 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+impl ApiError {
+    /// What the client is told.
+    pub(crate) fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                field: self.field.as_ref().map(|f| f.clone().into_owned()),
+                fields: self
+                    .fields
+                    .iter()
+                    .map(|f| api::errors::FieldError {
+                        field: f.field.clone().into_owned(),
+                        message: f.message.clone(),
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(field) = self.field {
-            error["field"] = json!(field);
-        }
-        if !self.fields.is_empty() {
-            let fields: Vec<_> = self
-                .fields
-                .iter()
-                .map(|f| json!({"field": f.field, "message": f.message}))
-                .collect();
-            error["fields"] = json!(fields);
-        }
         let unavailable = self.code == "unavailable";
-        let mut resp = (self.status, axum::Json(json!({ "error": error }))).into_response();
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());

@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use shellway_common::api::health::Readiness;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -55,37 +55,37 @@ impl DbHealth {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The process is serving", content_type = "text/plain", body = String)))]
 pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-pub(crate) async fn readyz(
-    State(st): State<AppState>,
-) -> (StatusCode, axum::Json<serde_json::Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "Ready", body = Readiness), (status = 503, description = "Something it needs is down", body = Readiness)))]
+pub(crate) async fn readyz(State(st): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
     let db = !st.db_health.is_down();
     let broker = st.broker.is_up();
     let recorder = st.recorder_broker.is_up();
-    let word = |up: bool| if up { "up" } else { "down" };
-    let down: Vec<&str> = [
+    let word = |up: bool| if up { "up" } else { "down" }.to_owned();
+    let down: Vec<String> = [
         ("database", db),
         ("broker", broker),
         ("recorder_broker", recorder),
     ]
     .into_iter()
     .filter(|(_, up)| !up)
-    .map(|(name, _)| name)
+    .map(|(name, _)| name.to_owned())
     .collect();
     let status = if down.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "database": word(db),
-        "broker": word(broker),
-        "recorder_broker": word(recorder),
-        "down": down,
-    });
+    let body = Readiness {
+        database: word(db),
+        broker: word(broker),
+        recorder_broker: word(recorder),
+        down,
+    };
     (status, axum::Json(body))
 }
 

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use shellway_common::api::throttles::Throttle;
 use tokio_util::sync::CancellationToken;
 
 /// Failures (within [`WINDOW`]) before a key is blocked.
@@ -193,19 +194,12 @@ pub(crate) async fn succeeded(db: &sqlx::PgPool, keys: &[Key]) -> sqlx::Result<(
     Ok(())
 }
 
-/// A throttled key, for the admins' list.
-#[derive(Debug, sqlx::FromRow, serde::Serialize)]
-pub(crate) struct Throttle {
-    pub kind: String,
-    pub key: String,
-    pub failures: i32,
-    pub last_failure_at: DateTime<Utc>,
-    pub blocked_until: Option<DateTime<Utc>>,
-}
+/// Kind, key, failures, last failure, blocked until.
+type ThrottleRow = (String, String, i32, DateTime<Utc>, Option<DateTime<Utc>>);
 
 /// Keys at or over the threshold within the window, most recent first.
 pub(crate) async fn list(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<Throttle>> {
-    sqlx::query_as(
+    let rows: Vec<ThrottleRow> = sqlx::query_as(
         "SELECT kind, key, failures, last_failure_at, blocked_until FROM login_throttles \
          WHERE failures >= $1 AND last_failure_at > now() - make_interval(secs => $2) \
          ORDER BY last_failure_at DESC LIMIT $3",
@@ -214,7 +208,15 @@ pub(crate) async fn list(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<Thro
     .bind(WINDOW.as_secs_f64())
     .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    let throttle = |(kind, key, failures, last_failure_at, blocked_until)| Throttle {
+        kind,
+        key,
+        failures,
+        last_failure_at,
+        blocked_until,
+    };
+    Ok(rows.into_iter().map(throttle).collect())
 }
 
 /// Forgets a key; whether it was there.

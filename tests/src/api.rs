@@ -2,7 +2,10 @@
 //! token (or not at all).
 
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
+use shellway_common::api::login::{LoginRequest, LoginResponse};
+use shellway_common::api::sessions::{OpenSession, OpenedSession};
+use shellway_common::api::tokens::{CreatedToken, NewToken};
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -29,7 +32,10 @@ impl Api {
         let http = reqwest::Client::new();
         let resp = http
             .post(format!("{base}/api/login"))
-            .json(&json!({"username": username, "password": password}))
+            .json(&LoginRequest {
+                username: username.to_owned(),
+                password: password.to_owned(),
+            })
             .send()
             .await
             .expect("login request");
@@ -43,13 +49,13 @@ impl Api {
             .and_then(|c| c.split(';').next())
             .expect("login sets the session cookie")
             .to_owned();
-        let body: Value = resp.json().await.expect("login json");
-        let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+        let body: LoginResponse = resp.json().await.expect("login json");
+        let csrf = body.csrf_token;
         let resp = http
             .post(format!("{base}/api/tokens"))
             .header("cookie", cookie)
             .header("x-csrf-token", csrf)
-            .json(&json!({}))
+            .json(&NewToken::default())
             .send()
             .await
             .expect("token request");
@@ -58,9 +64,8 @@ impl Api {
             "token mint failed: {}",
             resp.status()
         );
-        let body: Value = resp.json().await.expect("token json");
-        let token = body["token"].as_str().expect("token").to_owned();
-        Self::new(base, Some(token))
+        let body: CreatedToken = resp.json().await.expect("token json");
+        Self::new(base, Some(body.token))
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
@@ -102,14 +107,17 @@ impl Api {
 
     /// Opens a session and returns its id.
     pub async fn open_session(&self, host: Uuid) -> Uuid {
-        let (status, body) = self
-            .post(
-                "/api/sessions",
-                json!({"host_id": host, "cols": 80, "rows": 24}),
-            )
-            .await;
+        let open = OpenSession {
+            host_id: host,
+            cols: Some(80),
+            rows: Some(24),
+            shell: None,
+        };
+        let body = serde_json::to_value(open).unwrap_or_default();
+        let (status, body) = self.post("/api/sessions", body).await;
         assert_eq!(status, StatusCode::CREATED, "open session: {body}");
-        id_of(&body)
+        let opened: OpenedSession = serde_json::from_value(body).expect("an opened session");
+        opened.id
     }
 
     pub async fn session(&self, id: Uuid) -> Value {

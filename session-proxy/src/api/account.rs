@@ -2,8 +2,8 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
+use shellway_common::api::account::PasswordChange;
 
 use super::login::{hashing_error, too_many_attempts};
 use super::{AppState, Json};
@@ -14,16 +14,10 @@ use crate::error::ApiError;
 use crate::passwords;
 use crate::throttle::{self, Attempt};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PasswordChange {
-    current_password: String,
-    new_password: String,
-}
-
 /// `POST /api/me/password`: the current password proves it is you (a
 /// wrong one counts as a failed sign-in); every other cookie session of
 /// yours ends, so a stolen cookie dies with the old password.
+#[utoipa::path(post, operation_id = "change_password", path = "/api/me/password", tag = "account", request_body = PasswordChange, responses((status = 204, description = "Changed; the caller's other cookie sessions end")))]
 pub(crate) async fn change_password(
     State(st): State<AppState>,
     user: AuthUser,

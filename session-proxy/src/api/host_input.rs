@@ -1,7 +1,8 @@
 //! Validation of a host as a client sends it. Every refusal names the field
 //! at fault; nothing that reaches a runner is taken on trust.
 
-use serde_json::{Map, Value};
+use shellway_common::api::hosts::HostSpec;
+use shellway_common::api::Sent;
 use shellway_common::HostKeyPolicy;
 
 use crate::error::ApiError;
@@ -46,19 +47,19 @@ const KEY_ALGORITHMS: [&str; 8] = [
     "sk-ssh-ed25519@openssh.com",
 ];
 
-fn string(obj: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
-    match obj.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::invalid(
+fn string(v: Sent<String>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match v {
+        Sent::Missing => Ok(None),
+        Sent::Value(s) => Ok(Some(s)),
+        Sent::WrongType => Err(ApiError::invalid(
             field,
             format!("{field} must be a string"),
         )),
     }
 }
 
-fn required(obj: &Map<String, Value>, field: &'static str) -> Result<String, ApiError> {
-    string(obj, field)?.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
+fn required(v: Sent<String>, field: &'static str) -> Result<String, ApiError> {
+    string(v, field)?.ok_or_else(|| ApiError::invalid(field, format!("{field} is required")))
 }
 
 /// Validation errors gathered so every field at fault is reported at once.
@@ -71,22 +72,19 @@ impl Errors {
     }
 }
 
-pub(crate) fn parse(body: &Value) -> Result<HostInput, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "a host must be a JSON object"))?;
-
+/// Validates every field, naming each one at fault.
+pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
     let mut errs = Errors::default();
-    let name = errs.take(required(obj, "name").and_then(|n| check_name(&n).map(|()| n)));
+    let name = errs.take(required(spec.name, "name").and_then(|n| check_name(&n).map(|()| n)));
     let hostname =
-        errs.take(required(obj, "hostname").and_then(|h| check_hostname(&h).map(|()| h)));
-    let port = errs.take(parse_port(obj.get("port")));
+        errs.take(required(spec.hostname, "hostname").and_then(|h| check_hostname(&h).map(|()| h)));
+    let port = errs.take(parse_port(&spec.port));
     let username =
-        errs.take(required(obj, "username").and_then(|u| check_username(&u).map(|()| u)));
-    let auth_method = errs.take(parse_auth_method(obj));
-    let key_path = errs.take(parse_key_path(obj, auth_method));
-    let host_key_policy = errs.take(parse_policy(obj));
-    let host_keys = errs.take(parse_host_keys(obj.get("host_keys")));
+        errs.take(required(spec.username, "username").and_then(|u| check_username(&u).map(|()| u)));
+    let auth_method = errs.take(parse_auth_method(spec.auth_method));
+    let key_path = errs.take(parse_key_path(spec.key_path, auth_method));
+    let host_key_policy = errs.take(parse_policy(spec.host_key_policy));
+    let host_keys = errs.take(parse_host_keys(spec.host_keys));
     if host_key_policy == Some(HostKeyPolicy::Strict)
         && host_keys.as_ref().is_some_and(Vec::is_empty)
     {
@@ -134,8 +132,8 @@ pub(crate) fn parse(body: &Value) -> Result<HostInput, ApiError> {
     })
 }
 
-fn parse_auth_method(obj: &Map<String, Value>) -> Result<AuthKind, ApiError> {
-    match required(obj, "auth_method")?.as_str() {
+fn parse_auth_method(v: Sent<String>) -> Result<AuthKind, ApiError> {
+    match required(v, "auth_method")?.as_str() {
         "key_path" => Ok(AuthKind::KeyPath),
         "agent" => Ok(AuthKind::Agent),
         "stored_key" | "password" => Err(ApiError::not_supported(
@@ -152,10 +150,10 @@ fn parse_auth_method(obj: &Map<String, Value>) -> Result<AuthKind, ApiError> {
 /// The key file, required with `key_path` authentication (not checked
 /// when the method itself is invalid).
 fn parse_key_path(
-    obj: &Map<String, Value>,
+    v: Sent<String>,
     auth_method: Option<AuthKind>,
 ) -> Result<Option<String>, ApiError> {
-    let key_path = string(obj, "key_path")?;
+    let key_path = string(v, "key_path")?;
     match auth_method {
         Some(AuthKind::KeyPath) => {
             let path = key_path.ok_or_else(|| {
@@ -168,8 +166,8 @@ fn parse_key_path(
     }
 }
 
-fn parse_policy(obj: &Map<String, Value>) -> Result<HostKeyPolicy, ApiError> {
-    match string(obj, "host_key_policy")? {
+fn parse_policy(v: Sent<String>) -> Result<HostKeyPolicy, ApiError> {
+    match string(v, "host_key_policy")? {
         None => Ok(HostKeyPolicy::Strict),
         Some(p) => p
             .parse::<HostKeyPolicy>()
@@ -204,16 +202,13 @@ pub(crate) fn check_hostname(host: &str) -> Result<(), ApiError> {
     })
 }
 
-pub(crate) fn parse_port(v: Option<&Value>) -> Result<u16, ApiError> {
-    let msg = "port must be between 1 and 65535";
+pub(crate) fn parse_port(v: &Sent<u64>) -> Result<u16, ApiError> {
     match v {
-        None | Some(Value::Null) => Ok(22),
-        Some(v) => v
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .ok_or_else(|| ApiError::invalid("port", msg)),
+        Sent::Missing => Some(22),
+        Sent::Value(p) => u16::try_from(*p).ok().filter(|p| *p > 0),
+        Sent::WrongType => None,
     }
+    .ok_or_else(|| ApiError::invalid("port", "port must be between 1 and 65535"))
 }
 
 fn check_username(user: &str) -> Result<(), ApiError> {
@@ -256,11 +251,11 @@ fn check_key_path(path: &str) -> Result<(), ApiError> {
     }
 }
 
-fn parse_host_keys(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+fn parse_host_keys(v: Sent<Vec<Sent<String>>>) -> Result<Vec<String>, ApiError> {
     let items = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => {
+        Sent::Missing => return Ok(Vec::new()),
+        Sent::Value(items) => items,
+        Sent::WrongType => {
             return Err(ApiError::invalid(
                 "host_keys",
                 "host_keys must be a list of strings",
@@ -271,9 +266,13 @@ fn parse_host_keys(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
         return Err(ApiError::invalid("host_keys", "at most 16 host keys"));
     }
     items
-        .iter()
+        .into_iter()
         .map(|item| {
-            item.as_str().and_then(normalize_host_key).ok_or_else(|| {
+            let key = match item {
+                Sent::Value(key) => normalize_host_key(&key),
+                Sent::Missing | Sent::WrongType => None,
+            };
+            key.ok_or_else(|| {
                 ApiError::invalid(
                     "host_keys",
                     "each host key must look like \"ssh-ed25519 AAAA… [comment]\"",
@@ -307,7 +306,13 @@ fn is_base64(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
+
+    fn parse(body: &Value) -> Result<HostInput, ApiError> {
+        let spec: HostSpec =
+            serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
+        super::parse(spec)
+    }
 
     const KEY: &str =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";

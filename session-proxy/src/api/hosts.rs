@@ -4,6 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use shellway_common::api::hosts::{Host, HostSpec, ScanRequest, ScanResult};
+use shellway_common::api::Sent;
 use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use uuid::Uuid;
 
@@ -31,22 +33,24 @@ const COLUMNS: &str = "id, name, hostname, port, username, auth_method, key_path
                        host_key_policy, host_keys, created_at";
 
 impl HostRow {
-    fn to_json(&self) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "name": self.name,
-            "hostname": self.hostname,
-            "port": self.port,
-            "username": self.username,
-            "auth_method": self.auth_method,
-            "host_key_policy": self.host_key_policy,
-            "host_keys": self.host_keys,
-            "created_at": self.created_at,
-        });
-        if let Some(path) = &self.key_path {
-            v["key_path"] = json!(path);
+    fn to_dto(&self) -> Host {
+        Host {
+            id: self.id,
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            port: self.port,
+            username: self.username.clone(),
+            auth_method: self.auth_method.clone(),
+            host_key_policy: self.host_key_policy.clone(),
+            host_keys: self.host_keys.clone(),
+            created_at: self.created_at,
+            key_path: self.key_path.clone(),
         }
-        v
+    }
+
+    /// The host as the audit log keeps it.
+    fn to_json(&self) -> Value {
+        serde_json::to_value(self.to_dto()).unwrap_or_default()
     }
 
     /// What a runner needs to reach this host, or why it cannot.
@@ -87,26 +91,26 @@ pub(crate) async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<HostRow, ApiErr
     .ok_or_else(|| ApiError::not_found("host"))
 }
 
+#[utoipa::path(get, operation_id = "list_hosts", path = "/api/hosts", tag = "hosts", responses((status = 200, description = "Every host, by name", body = Vec<Host>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     _user: AuthUser,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<Host>>, ApiError> {
     let rows: Vec<HostRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM hosts ORDER BY name"
     )))
     .fetch_all(&st.db)
     .await?;
-    Ok(axum::Json(Value::Array(
-        rows.iter().map(HostRow::to_json).collect(),
-    )))
+    Ok(axum::Json(rows.iter().map(HostRow::to_dto).collect()))
 }
 
+#[utoipa::path(get, operation_id = "get_host", path = "/api/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)), responses((status = 200, description = "The host", body = Host)))]
 pub(crate) async fn get_one(
     State(st): State<AppState>,
     _user: AuthUser,
     Path(id): Path<Uuid>,
-) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(fetch(&st.db, id).await?.to_json()))
+) -> Result<axum::Json<Host>, ApiError> {
+    Ok(axum::Json(fetch(&st.db, id).await?.to_dto()))
 }
 
 fn duplicate_name(err: sqlx::Error) -> ApiError {
@@ -118,13 +122,14 @@ fn duplicate_name(err: sqlx::Error) -> ApiError {
     }
 }
 
+#[utoipa::path(post, operation_id = "create_host", path = "/api/hosts", tag = "hosts", request_body = HostSpec, responses((status = 201, description = "Created (administrators)", body = Host)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
-    Json(body): Json<Value>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    Json(body): Json<HostSpec>,
+) -> Result<(StatusCode, axum::Json<Host>), ApiError> {
     user.require_admin()?;
-    let h = host_input::parse(&body)?;
+    let h = host_input::parse(body)?;
     let row: HostRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "INSERT INTO hosts (id, name, hostname, port, username, auth_method, key_path, host_key_policy, host_keys) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
@@ -149,17 +154,18 @@ pub(crate) async fn create(
         row.to_json(),
     )
     .await;
-    Ok((StatusCode::CREATED, axum::Json(row.to_json())))
+    Ok((StatusCode::CREATED, axum::Json(row.to_dto())))
 }
 
+#[utoipa::path(put, operation_id = "update_host", path = "/api/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)), request_body = HostSpec, responses((status = 200, description = "Replaced (administrators)", body = Host)))]
 pub(crate) async fn update(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
-    Json(body): Json<Value>,
-) -> Result<axum::Json<Value>, ApiError> {
+    Json(body): Json<HostSpec>,
+) -> Result<axum::Json<Host>, ApiError> {
     user.require_admin()?;
-    let h = host_input::parse(&body)?;
+    let h = host_input::parse(body)?;
     let row: HostRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE hosts SET name = $2, hostname = $3, port = $4, username = $5, auth_method = $6, \
          key_path = $7, host_key_policy = $8, host_keys = $9, updated_at = now() \
@@ -186,9 +192,10 @@ pub(crate) async fn update(
         row.to_json(),
     )
     .await;
-    Ok(axum::Json(row.to_json()))
+    Ok(axum::Json(row.to_dto()))
 }
 
+#[utoipa::path(delete, operation_id = "delete_host", path = "/api/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted (administrators)")))]
 pub(crate) async fn remove(
     State(st): State<AppState>,
     user: AuthUser,
@@ -221,17 +228,16 @@ const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// proxy connects itself (no authentication happens). Whatever stops a peer
 /// that does not speak SSH gets one message, so the scan maps no ports;
 /// every scan is audited.
+#[utoipa::path(post, operation_id = "scan_host_key", path = "/api/hosts/scan", tag = "hosts", request_body = ScanRequest, responses((status = 200, description = "The key the host presented (administrators)", body = ScanResult)))]
 pub(crate) async fn scan(
     State(st): State<AppState>,
     user: AuthUser,
-    Json(body): Json<serde_json::Value>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let hostname = body
-        .get("hostname")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
+    Json(body): Json<ScanRequest>,
+) -> Result<axum::Json<ScanResult>, ApiError> {
+    let hostname = match &body.hostname {
+        Sent::Value(h) => h.trim().to_owned(),
+        Sent::Missing | Sent::WrongType => String::new(),
+    };
     if let Err(err) = user.require_admin() {
         let target: String = hostname
             .chars()
@@ -243,7 +249,7 @@ pub(crate) async fn scan(
         return Err(err);
     }
     super::host_input::check_hostname(&hostname)?;
-    let port = super::host_input::parse_port(body.get("port"))?;
+    let port = super::host_input::parse_port(&body.port)?;
     let result = ssh_runner::fetch_host_key(&hostname, port, SCAN_TIMEOUT).await;
     let detail = match &result {
         Ok((_, fingerprint)) => json!({"outcome": "key", "fingerprint": fingerprint}),
@@ -255,7 +261,7 @@ pub(crate) async fn scan(
     let target = format!("{hostname}:{port}");
     db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
     match result {
-        Ok((key, fingerprint)) => Ok(axum::Json(json!({"key": key, "fingerprint": fingerprint}))),
+        Ok((key, fingerprint)) => Ok(axum::Json(ScanResult { key, fingerprint })),
         Err(err) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "ssh",

@@ -4,8 +4,8 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::library::{Saved as SavedItem, Script, ScriptBody, Task, TaskBody};
 use shellway_common::script;
 use uuid::Uuid;
 
@@ -16,26 +16,6 @@ use crate::error::ApiError;
 
 const MAX_NAME: usize = 100;
 const MAX_TEXT: usize = 64 * 1024;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TaskBody {
-    name: String,
-    #[serde(default)]
-    label: String,
-    command: String,
-    #[serde(default)]
-    description: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ScriptBody {
-    name: String,
-    #[serde(default)]
-    description: String,
-    body: String,
-}
 
 fn check_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
@@ -83,34 +63,40 @@ fn duplicate(e: sqlx::Error, what: &str, name: &str) -> ApiError {
 
 type TaskRow = (Uuid, String, String, String, String);
 
-fn task_json((id, name, label, command, description): TaskRow) -> Value {
-    json!({"id": id, "name": name, "label": label, "command": command, "description": description})
+fn task_dto((id, name, label, command, description): TaskRow) -> Task {
+    Task {
+        id,
+        name,
+        label,
+        command,
+        description,
+    }
 }
 
+#[utoipa::path(get, path = "/api/tasks", tag = "library", responses((status = 200, description = "Saved tasks, by name", body = Vec<Task>)))]
 pub(crate) async fn list_tasks(
     State(st): State<AppState>,
     _user: AuthUser,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<Task>>, ApiError> {
     let rows: Vec<TaskRow> =
         sqlx::query_as("SELECT id, name, label, command, description FROM tasks ORDER BY name")
             .fetch_all(&st.db)
             .await?;
-    Ok(axum::Json(Value::Array(
-        rows.into_iter().map(task_json).collect(),
-    )))
+    Ok(axum::Json(rows.into_iter().map(task_dto).collect()))
 }
 
+#[utoipa::path(get, path = "/api/tasks/{id}", tag = "library", params(("id" = Uuid, Path)), responses((status = 200, description = "The task", body = Task)))]
 pub(crate) async fn get_task(
     State(st): State<AppState>,
     _user: AuthUser,
     Path(id): Path<Uuid>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Task>, ApiError> {
     let row: Option<TaskRow> =
         sqlx::query_as("SELECT id, name, label, command, description FROM tasks WHERE id = $1")
             .bind(id)
             .fetch_optional(&st.db)
             .await?;
-    row.map(|r| axum::Json(task_json(r)))
+    row.map(|r| axum::Json(task_dto(r)))
         .ok_or_else(|| ApiError::not_found("task"))
 }
 
@@ -119,7 +105,7 @@ pub(crate) async fn save_task(
     user: &AuthUser,
     id: Option<Uuid>,
     body: TaskBody,
-) -> Result<Value, ApiError> {
+) -> Result<SavedItem, ApiError> {
     user.require_admin()?;
     let name = both(check_name(&body.name), check_text("command", &body.command))?;
     let id = id.unwrap_or_else(Uuid::now_v7);
@@ -145,28 +131,31 @@ pub(crate) async fn save_task(
         json!({"name": name}),
     )
     .await;
-    Ok(json!({"id": id, "name": name}))
+    Ok(SavedItem { id, name })
 }
 
+#[utoipa::path(post, path = "/api/tasks", tag = "library", request_body = TaskBody, responses((status = 201, description = "Saved (administrators)", body = SavedItem)))]
 pub(crate) async fn create_task(
     State(st): State<AppState>,
     user: AuthUser,
     Json(body): Json<TaskBody>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<SavedItem>), ApiError> {
     let saved = save_task(&st, &user, None, body).await?;
     Ok((StatusCode::CREATED, axum::Json(saved)))
 }
 
+#[utoipa::path(put, path = "/api/tasks/{id}", tag = "library", params(("id" = Uuid, Path)), request_body = TaskBody, responses((status = 200, description = "Saved (administrators)", body = SavedItem)))]
 pub(crate) async fn update_task(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
     Json(body): Json<TaskBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<SavedItem>, ApiError> {
     exists(&st, "tasks", id, "task").await?;
     Ok(axum::Json(save_task(&st, &user, Some(id), body).await?))
 }
 
+#[utoipa::path(delete, path = "/api/tasks/{id}", tag = "library", params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted (administrators)")))]
 pub(crate) async fn delete_task(
     State(st): State<AppState>,
     user: AuthUser,
@@ -177,35 +166,41 @@ pub(crate) async fn delete_task(
 
 type ScriptRow = (Uuid, String, String, String);
 
-fn script_json((id, name, description, body): ScriptRow) -> Value {
+fn script_dto((id, name, description, body): ScriptRow) -> Script {
     let steps = script::parse_script(&body).map(|s| s.len()).unwrap_or(0);
-    json!({"id": id, "name": name, "description": description, "body": body, "steps": steps})
+    Script {
+        id,
+        name,
+        description,
+        body,
+        steps,
+    }
 }
 
+#[utoipa::path(get, path = "/api/scripts", tag = "library", responses((status = 200, description = "Saved scripts, by name", body = Vec<Script>)))]
 pub(crate) async fn list_scripts(
     State(st): State<AppState>,
     _user: AuthUser,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<Script>>, ApiError> {
     let rows: Vec<ScriptRow> =
         sqlx::query_as("SELECT id, name, description, body FROM scripts ORDER BY name")
             .fetch_all(&st.db)
             .await?;
-    Ok(axum::Json(Value::Array(
-        rows.into_iter().map(script_json).collect(),
-    )))
+    Ok(axum::Json(rows.into_iter().map(script_dto).collect()))
 }
 
+#[utoipa::path(get, path = "/api/scripts/{id}", tag = "library", params(("id" = Uuid, Path)), responses((status = 200, description = "The script", body = Script)))]
 pub(crate) async fn get_script(
     State(st): State<AppState>,
     _user: AuthUser,
     Path(id): Path<Uuid>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Script>, ApiError> {
     let row: Option<ScriptRow> =
         sqlx::query_as("SELECT id, name, description, body FROM scripts WHERE id = $1")
             .bind(id)
             .fetch_optional(&st.db)
             .await?;
-    row.map(|r| axum::Json(script_json(r)))
+    row.map(|r| axum::Json(script_dto(r)))
         .ok_or_else(|| ApiError::not_found("script"))
 }
 
@@ -214,7 +209,7 @@ async fn save_script(
     user: &AuthUser,
     id: Option<Uuid>,
     body: ScriptBody,
-) -> Result<Value, ApiError> {
+) -> Result<SavedItem, ApiError> {
     user.require_admin()?;
     let text = check_text("body", &body.body).and_then(|()| {
         script::parse_script(&body.body)
@@ -243,28 +238,31 @@ async fn save_script(
         json!({"name": name}),
     )
     .await;
-    Ok(json!({"id": id, "name": name}))
+    Ok(SavedItem { id, name })
 }
 
+#[utoipa::path(post, path = "/api/scripts", tag = "library", request_body = ScriptBody, responses((status = 201, description = "Saved (administrators)", body = SavedItem)))]
 pub(crate) async fn create_script(
     State(st): State<AppState>,
     user: AuthUser,
     Json(body): Json<ScriptBody>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<SavedItem>), ApiError> {
     let saved = save_script(&st, &user, None, body).await?;
     Ok((StatusCode::CREATED, axum::Json(saved)))
 }
 
+#[utoipa::path(put, path = "/api/scripts/{id}", tag = "library", params(("id" = Uuid, Path)), request_body = ScriptBody, responses((status = 200, description = "Saved (administrators)", body = SavedItem)))]
 pub(crate) async fn update_script(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
     Json(body): Json<ScriptBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<SavedItem>, ApiError> {
     exists(&st, "scripts", id, "script").await?;
     Ok(axum::Json(save_script(&st, &user, Some(id), body).await?))
 }
 
+#[utoipa::path(delete, path = "/api/scripts/{id}", tag = "library", params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted (administrators)")))]
 pub(crate) async fn delete_script(
     State(st): State<AppState>,
     user: AuthUser,

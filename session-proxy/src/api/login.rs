@@ -8,8 +8,8 @@ use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::login::{LoginRequest, LoginResponse, Me, UserSummary};
 use uuid::Uuid;
 
 use super::AppState;
@@ -25,18 +25,16 @@ const LOGIN_BODY_MAX: usize = 8 * 1024;
 /// How long a client may take to send it.
 const LOGIN_BODY_TIME: Duration = Duration::from_secs(10);
 
-#[derive(Deserialize)]
-pub(crate) struct Login {
-    username: String,
-    password: String,
-}
-
-pub(crate) fn user_json(id: Uuid, username: &str, is_admin: bool) -> Value {
-    json!({"id": id, "username": username, "is_admin": is_admin})
+fn user_summary(id: Uuid, username: &str, is_admin: bool) -> UserSummary {
+    UserSummary {
+        id,
+        username: username.to_owned(),
+        is_admin,
+    }
 }
 
 /// The sign-in body, bounded in size and in time.
-async fn read_login(body: Body) -> Result<Login, ApiError> {
+async fn read_login(body: Body) -> Result<LoginRequest, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -57,7 +55,7 @@ async fn read_login(body: Body) -> Result<Login, ApiError> {
             )
         })?
         .map_err(|_| too_large())?;
-    Ok(axum::Json::<Login>::from_bytes(&bytes)?.0)
+    Ok(axum::Json::<LoginRequest>::from_bytes(&bytes)?.0)
 }
 
 pub(crate) fn too_many_attempts(secs: u64) -> ApiError {
@@ -92,6 +90,7 @@ fn invalid_credentials() -> ApiError {
 
 type LoginRow = (Uuid, String, String, bool, Option<DateTime<Utc>>);
 
+#[utoipa::path(post, operation_id = "login", path = "/api/login", tag = "account", security(()), request_body = LoginRequest, responses((status = 200, description = "Signed in; sets the `shellway_session` cookie", body = LoginResponse)))]
 pub(crate) async fn login(
     State(st): State<AppState>,
     ClientAddr(addr): ClientAddr,
@@ -169,11 +168,15 @@ pub(crate) async fn login(
         json!({"address": address}),
     )
     .await;
-    let body = json!({"user": user_json(id, &username, is_admin), "csrf_token": csrf});
+    let body = LoginResponse {
+        user: user_summary(id, &username, is_admin),
+        csrf_token: csrf,
+    };
     let cookie = auth::login_cookie(&token, st.settings.cookie_secure);
     Ok(([(SET_COOKIE, cookie)], axum::Json(body)).into_response())
 }
 
+#[utoipa::path(post, operation_id = "logout", path = "/api/logout", tag = "account", responses((status = 204, description = "Signed out; the cookie is cleared")))]
 pub(crate) async fn logout(
     State(st): State<AppState>,
     user: AuthUser,
@@ -190,12 +193,16 @@ pub(crate) async fn logout(
     Ok(([(SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response())
 }
 
-pub(crate) async fn me(user: AuthUser) -> axum::Json<Value> {
-    let mut body = json!({"user": user_json(user.id, &user.username, user.is_admin)});
-    if let Credential::Cookie { csrf_token } = &user.credential {
-        body["csrf_token"] = json!(csrf_token);
-    }
-    axum::Json(body)
+#[utoipa::path(get, operation_id = "me", path = "/api/me", tag = "account", responses((status = 200, description = "Who is calling", body = Me)))]
+pub(crate) async fn me(user: AuthUser) -> axum::Json<Me> {
+    let csrf_token = match user.credential {
+        Credential::Cookie { csrf_token } => Some(csrf_token),
+        _ => None,
+    };
+    axum::Json(Me {
+        user: user_summary(user.id, &user.username, user.is_admin),
+        csrf_token,
+    })
 }
 
 /// Creates `username` as an administrator unless the user exists already

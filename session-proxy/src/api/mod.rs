@@ -6,6 +6,7 @@ mod host_input;
 mod hosts;
 mod library;
 pub(crate) mod login;
+mod openapi;
 mod recording;
 pub(crate) mod runs;
 pub(crate) mod sessions;
@@ -135,6 +136,7 @@ pub(crate) fn router(state: AppState) -> Router {
             crate::health::fail_fast,
         ))
         .merge(crate::web::routes())
+        .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))
         .fallback(|| async { ApiError::not_found("route") })

@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use shellway_common::api::recording::{self as dto, EventsPage, PageQuery};
 use shellway_common::Stream;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,7 @@ fn header_of(s: &SessionRow) -> Value {
 }
 
 /// `GET /api/sessions/{id}/recording`: the asciicast file.
+#[utoipa::path(get, operation_id = "download_recording", path = "/api/sessions/{id}/recording", tag = "recordings", params(("id" = Uuid, Path)), responses((status = 200, description = "The asciicast v2 file", content_type = "application/x-asciicast", body = String)))]
 pub(crate) async fn asciicast(
     State(st): State<AppState>,
     user: AuthUser,
@@ -143,20 +144,15 @@ impl Download {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct PageQuery {
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
 /// `GET /api/sessions/{id}/recording/events?after=<cursor>&limit=<n>`:
 /// `{width, height, events: [[t, code, data]…], next, done}`.
+#[utoipa::path(get, operation_id = "recording_events", path = "/api/sessions/{id}/recording/events", tag = "recordings", params(("id" = Uuid, Path), PageQuery), responses((status = 200, description = "One page of the recording", body = EventsPage)))]
 pub(crate) async fn events(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
     query: Result<Query<PageQuery>, QueryRejection>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<EventsPage>, ApiError> {
     let Query(q) = query?;
     let after = match q.after.as_deref() {
         None | Some("") => Cursor::default(),
@@ -188,13 +184,16 @@ pub(crate) async fn events(
     if page.done {
         events.extend(writer.finish());
     }
-    Ok(axum::Json(json!({
-        "width": session.cols,
-        "height": session.rows,
-        "events": events,
-        "next": page.next.to_string(),
-        "done": page.done,
-    })))
+    Ok(axum::Json(EventsPage {
+        width: session.cols,
+        height: session.rows,
+        events: events
+            .into_iter()
+            .map(|e| dto::CastEvent(e.time, e.code.to_owned(), e.data))
+            .collect(),
+        next: page.next.to_string(),
+        done: page.done,
+    }))
 }
 
 /// The last bytes of terminal output up to `seq` (looking a few chunks

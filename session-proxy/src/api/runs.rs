@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+pub(crate) use shellway_common::api::runs::RunRequest;
+use shellway_common::api::runs::{Run, RunCreated};
 use shellway_common::control::{RunKind, RunSpec};
 use shellway_common::{script, Control};
 use uuid::Uuid;
@@ -19,16 +20,6 @@ use crate::error::ApiError;
 
 /// Longest single command accepted.
 const MAX_COMMAND: usize = 64 * 1024;
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RunRequest {
-    pub command: Option<String>,
-    pub script: Option<String>,
-    pub task: Option<String>,
-    pub task_id: Option<Uuid>,
-    pub script_id: Option<Uuid>,
-}
 
 /// What to run, from the request or the library: kind, label and steps.
 async fn resolve(
@@ -165,12 +156,13 @@ pub(crate) async fn start_run(
     Ok(run)
 }
 
+#[utoipa::path(post, operation_id = "start_run", path = "/api/sessions/{id}/runs", tag = "sessions", params(("id" = Uuid, Path)), request_body = RunRequest, responses((status = 201, description = "Queued", body = RunCreated)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
     Json(req): Json<RunRequest>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<RunCreated>), ApiError> {
     let session = sessions::load(&st.db, id, &user).await?;
     if !session.status().is_live() {
         return Err(ApiError::conflict(
@@ -179,7 +171,7 @@ pub(crate) async fn create(
         ));
     }
     let run = start_run(&st, id, &user, &req, false).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"id": run}))))
+    Ok((StatusCode::CREATED, axum::Json(RunCreated { id: run })))
 }
 
 #[derive(sqlx::FromRow)]
@@ -202,7 +194,7 @@ struct RunRow {
 pub(crate) async fn of_sessions(
     db: &sqlx::PgPool,
     sessions: &[Uuid],
-) -> Result<HashMap<Uuid, Vec<Value>>, ApiError> {
+) -> Result<HashMap<Uuid, Vec<Run>>, ApiError> {
     let rows: Vec<RunRow> = sqlx::query_as(
         "SELECT id, session_id, kind, command, status, exit_code, exit_signal, failed_step, \
          started_at, ended_at, duration_ms, output_tail FROM runs \
@@ -211,21 +203,21 @@ pub(crate) async fn of_sessions(
     .bind(sessions)
     .fetch_all(db)
     .await?;
-    let mut map: HashMap<Uuid, Vec<Value>> = HashMap::new();
+    let mut map: HashMap<Uuid, Vec<Run>> = HashMap::new();
     for r in rows {
-        map.entry(r.session_id).or_default().push(json!({
-            "id": r.id,
-            "kind": r.kind,
-            "command": r.command,
-            "status": r.status,
-            "exit_code": r.exit_code,
-            "exit_signal": r.exit_signal,
-            "failed_step": r.failed_step,
-            "started_at": r.started_at,
-            "ended_at": r.ended_at,
-            "duration_ms": r.duration_ms,
-            "output_tail": r.output_tail,
-        }));
+        map.entry(r.session_id).or_default().push(Run {
+            id: r.id,
+            kind: r.kind,
+            command: r.command,
+            status: r.status,
+            exit_code: r.exit_code,
+            exit_signal: r.exit_signal,
+            failed_step: r.failed_step,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            duration_ms: r.duration_ms,
+            output_tail: r.output_tail,
+        });
     }
     Ok(map)
 }

@@ -3,8 +3,11 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::runs::Run;
+use shellway_common::api::sessions::{
+    EndingSession, OpenSession, OpenedSession, Session, SessionFilter, ViewerInfo,
+};
 use shellway_common::{Control, Event, PtySize, SessionRequest, SessionStatus};
 use uuid::Uuid;
 
@@ -31,7 +34,7 @@ pub(crate) struct SessionRow {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
-    pub viewers: sqlx::types::Json<Value>,
+    pub viewers: sqlx::types::Json<Vec<ViewerInfo>>,
 }
 
 const SELECT: &str =
@@ -45,24 +48,24 @@ impl SessionRow {
         SessionStatus::parse(&self.status).unwrap_or(SessionStatus::Failed)
     }
 
-    fn to_json(&self, runs: Vec<Value>) -> Value {
-        json!({
-            "id": self.id,
-            "host_id": self.host_id,
-            "host_name": self.host_name,
-            "owner": self.owner,
-            "status": self.status,
-            "runner": self.runner,
-            "cols": self.cols,
-            "rows": self.rows,
-            "error": self.error,
-            "error_type": self.error_kind,
-            "created_at": self.created_at,
-            "ended_at": self.ended_at,
-            "ws_path": ws_path(self.id),
-            "viewers": self.viewers.0,
-            "runs": runs,
-        })
+    fn to_dto(&self, runs: Vec<Run>) -> Session {
+        Session {
+            id: self.id,
+            host_id: self.host_id,
+            host_name: self.host_name.clone(),
+            owner: self.owner.clone(),
+            status: self.status.clone(),
+            runner: self.runner.clone(),
+            cols: self.cols,
+            rows: self.rows,
+            error: self.error.clone(),
+            error_type: self.error_kind.clone(),
+            created_at: self.created_at,
+            ended_at: self.ended_at,
+            ws_path: ws_path(self.id),
+            viewers: self.viewers.0.clone(),
+            runs,
+        }
     }
 }
 
@@ -85,14 +88,6 @@ pub(crate) async fn load(
         .ok_or_else(|| ApiError::not_found("session"))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct Open {
-    host_id: Uuid,
-    cols: Option<u16>,
-    rows: Option<u16>,
-    shell: Option<bool>,
-}
-
 fn pty_size(cols: Option<u16>, rows: Option<u16>) -> Result<PtySize, ApiError> {
     let d = PtySize::default();
     let size = PtySize {
@@ -108,11 +103,12 @@ fn pty_size(cols: Option<u16>, rows: Option<u16>) -> Result<PtySize, ApiError> {
     Ok(size)
 }
 
+#[utoipa::path(post, operation_id = "open_session", path = "/api/sessions", tag = "sessions", request_body = OpenSession, responses((status = 201, description = "Requested: attach a WebSocket to `ws_path`", body = OpenedSession)))]
 pub(crate) async fn open(
     State(st): State<AppState>,
     user: AuthUser,
-    Json(body): Json<Open>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+    Json(body): Json<OpenSession>,
+) -> Result<(StatusCode, axum::Json<OpenedSession>), ApiError> {
     let pty = pty_size(body.cols, body.rows)?;
     let host = hosts::fetch(&st.db, body.host_id)
         .await
@@ -176,7 +172,10 @@ pub(crate) async fn open(
     .await;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"id": id, "ws_path": ws_path(id)})),
+        axum::Json(OpenedSession {
+            id,
+            ws_path: ws_path(id),
+        }),
     ))
 }
 
@@ -185,26 +184,6 @@ const PAGE_DEFAULT: u32 = 50;
 const PAGE_MAX: u32 = 200;
 /// Longest search text.
 const MAX_SEARCH: usize = 200;
-
-/// `GET /api/sessions` filters; all optional, combined with AND.
-#[derive(Deserialize)]
-pub(crate) struct ListQuery {
-    /// `live`, `finished`, `all` or one status.
-    status: Option<String>,
-    /// Only the caller's own sessions (what an admin's console lists).
-    mine: Option<bool>,
-    host: Option<Uuid>,
-    /// Owner's username (admins; others only ever see their own).
-    owner: Option<String>,
-    /// Started at or after / before (RFC 3339).
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    /// Text searched in the commands of the session's runs.
-    q: Option<String>,
-    limit: Option<u32>,
-    /// The page after this session (the last one of the previous page).
-    before: Option<Uuid>,
-}
 
 fn bad_query(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
@@ -241,11 +220,12 @@ fn contains_pattern(text: &str) -> String {
     p
 }
 
+#[utoipa::path(get, operation_id = "list_sessions", path = "/api/sessions", tag = "sessions", params(SessionFilter), responses((status = 200, description = "Sessions the caller may see, newest first", body = Vec<Session>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
-    Query(q): Query<ListQuery>,
-) -> Result<axum::Json<Value>, ApiError> {
+    Query(q): Query<SessionFilter>,
+) -> Result<axum::Json<Vec<Session>>, ApiError> {
     let statuses = statuses(q.status.as_deref())?;
     let limit = q.limit.unwrap_or(PAGE_DEFAULT);
     if !(1..=PAGE_MAX).contains(&limit) {
@@ -288,28 +268,28 @@ pub(crate) async fn list(
     let mut runs = super::runs::of_sessions(&st.db, &ids).await?;
     let list = rows
         .iter()
-        .map(|r| r.to_json(runs.remove(&r.id).unwrap_or_default()))
+        .map(|r| r.to_dto(runs.remove(&r.id).unwrap_or_default()))
         .collect();
-    Ok(axum::Json(Value::Array(list)))
+    Ok(axum::Json(list))
 }
 
+#[utoipa::path(get, operation_id = "get_session", path = "/api/sessions/{id}", tag = "sessions", params(("id" = Uuid, Path)), responses((status = 200, description = "The session and its runs", body = Session)))]
 pub(crate) async fn detail(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Session>, ApiError> {
     let row = load(&st.db, id, &user).await?;
     let mut runs = super::runs::of_sessions(&st.db, &[id]).await?;
-    Ok(axum::Json(
-        row.to_json(runs.remove(&id).unwrap_or_default()),
-    ))
+    Ok(axum::Json(row.to_dto(runs.remove(&id).unwrap_or_default())))
 }
 
+#[utoipa::path(delete, operation_id = "end_session", path = "/api/sessions/{id}", tag = "sessions", params(("id" = Uuid, Path)), responses((status = 202, description = "The runner was told to end it", body = EndingSession)))]
 pub(crate) async fn end(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<EndingSession>), ApiError> {
     let row = load(&st.db, id, &user).await?;
     if !row.status().is_live() {
         return Err(ApiError::conflict(
@@ -318,7 +298,7 @@ pub(crate) async fn end(
         ));
     }
     end_session(&st, id, &user).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": id}))))
+    Ok((StatusCode::ACCEPTED, axum::Json(EndingSession { id })))
 }
 
 /// Ends a session on behalf of `user`: the runner is told to close it; a

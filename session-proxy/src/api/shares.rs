@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::shares::{CreateShare, CreatedShare, JoinInfo, ShareInfo};
 use shellway_common::event::ViewMode;
 use shellway_common::Event;
 use uuid::Uuid;
@@ -75,13 +75,6 @@ impl Sharing {
     }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct CreateShare {
-    mode: Option<String>,
-    /// Seconds.
-    expires_in: Option<u64>,
-}
-
 /// A link as people who joined through it are bound to it.
 #[derive(Debug, Clone)]
 pub(crate) struct Share {
@@ -114,12 +107,13 @@ pub(crate) fn join_path(token: &str) -> String {
     format!("/join/{token}")
 }
 
+#[utoipa::path(post, operation_id = "create_share", path = "/api/sessions/{id}/shares", tag = "shares", params(("id" = Uuid, Path)), request_body = CreateShare, responses((status = 201, description = "The link, its token shown once", body = CreatedShare)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
     Json(body): Json<CreateShare>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<CreatedShare>), ApiError> {
     let session = sessions::load(&st.db, id, &user).await?;
     if !session.status().is_live() {
         return Err(ApiError::conflict(
@@ -166,14 +160,14 @@ pub(crate) async fn create(
     .await;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "id": share,
-            "token": token,
-            "url": join_path(&token),
-            "ws_path": format!("/ws/join/{token}"),
-            "mode": mode_str(mode),
-            "expires_at": expires_at,
-        })),
+        axum::Json(CreatedShare {
+            id: share,
+            url: join_path(&token),
+            ws_path: format!("/ws/join/{token}"),
+            token,
+            mode: mode_str(mode).to_owned(),
+            expires_at,
+        }),
     ))
 }
 
@@ -186,11 +180,12 @@ type ShareListRow = (
     Option<DateTime<Utc>>,
 );
 
+#[utoipa::path(get, operation_id = "list_shares", path = "/api/sessions/{id}/shares", tag = "shares", params(("id" = Uuid, Path)), responses((status = 200, description = "The session's links, newest first", body = Vec<ShareInfo>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<ShareInfo>>, ApiError> {
     let session = sessions::load(&st.db, id, &user).await?;
     let rows: Vec<ShareListRow> = sqlx::query_as(
         "SELECT s.id, s.mode, u.username, s.created_at, s.expires_at, s.revoked_at \
@@ -202,21 +197,21 @@ pub(crate) async fn list(
     .await?;
     let now = Utc::now();
     let live = session.status().is_live();
-    let shares: Vec<Value> = rows
+    let shares = rows
         .into_iter()
-        .map(|(id, mode, by, created_at, expires_at, revoked_at)| {
-            json!({
-                "id": id,
-                "mode": mode,
-                "created_by": by,
-                "created_at": created_at,
-                "expires_at": expires_at,
-                "revoked_at": revoked_at,
-                "active": live && revoked_at.is_none() && expires_at > now,
-            })
-        })
+        .map(
+            |(id, mode, created_by, created_at, expires_at, revoked_at)| ShareInfo {
+                id,
+                mode,
+                created_by,
+                created_at,
+                expires_at,
+                revoked_at,
+                active: live && revoked_at.is_none() && expires_at > now,
+            },
+        )
         .collect();
-    Ok(axum::Json(Value::Array(shares)))
+    Ok(axum::Json(shares))
 }
 
 /// Share id, session id, creator, session owner, when revoked.
@@ -226,6 +221,7 @@ type ResolveRow = (Uuid, Uuid, String, DateTime<Utc>, bool, bool, String, i64);
 
 /// `DELETE /api/shares/{id or token}`: the session's owner, the link's
 /// creator or an admin revokes a link.
+#[utoipa::path(delete, operation_id = "revoke_share", path = "/api/shares/{key}", tag = "shares", params(("key" = String, Path, description = "The link's id or token")), responses((status = 204, description = "Revoked; its viewers are disconnected")))]
 pub(crate) async fn revoke(
     State(st): State<AppState>,
     user: AuthUser,
@@ -341,11 +337,12 @@ pub(crate) async fn resolve(db: &sqlx::PgPool, token: &str) -> Result<Share, Api
 }
 
 /// `GET /api/join/{token}`: what a link opens, for the join page.
+#[utoipa::path(get, operation_id = "describe_share", path = "/api/join/{token}", tag = "shares", security((), ("cookie" = []), ("bearer" = [])), params(("token" = String, Path)), responses((status = 200, description = "What the link opens", body = JoinInfo)))]
 pub(crate) async fn describe(
     State(st): State<AppState>,
     user: Result<AuthUser, ApiError>,
     Path(token): Path<String>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<JoinInfo>, ApiError> {
     let share = resolve(&st.db, &token).await?;
     if user.is_err() && !(share.mode == ViewMode::View && st.settings.sharing.anonymous_view) {
         return Err(ApiError::unauthenticated());
@@ -357,13 +354,13 @@ pub(crate) async fn describe(
     .bind(share.session)
     .fetch_one(&st.db)
     .await?;
-    Ok(axum::Json(json!({
-        "mode": mode_str(share.mode),
-        "host_name": host,
-        "owner": owner,
-        "expires_at": share.expires_at,
-        "ws_path": format!("/ws/join/{token}"),
-    })))
+    Ok(axum::Json(JoinInfo {
+        mode: mode_str(share.mode).to_owned(),
+        host_name: host,
+        owner,
+        expires_at: share.expires_at,
+        ws_path: format!("/ws/join/{token}"),
+    }))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::throttles::Throttle;
 
 use super::AppState;
 use crate::auth::AuthUser;
@@ -15,16 +16,18 @@ const MAX_LISTED: i64 = 200;
 
 /// `GET /api/login-throttles`: keys with at least the threshold of
 /// failures in the window, most recent first.
+#[utoipa::path(get, operation_id = "list_login_throttles", path = "/api/login-throttles", tag = "users", responses((status = 200, description = "Throttled keys, most recent first (administrators)", body = Vec<Throttle>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<Throttle>>, ApiError> {
     user.require_admin()?;
     let rows = throttle::list(&st.db, MAX_LISTED).await?;
-    Ok(axum::Json(json!(rows)))
+    Ok(axum::Json(rows))
 }
 
 /// `DELETE /api/login-throttles/{kind}/{key}`.
+#[utoipa::path(delete, operation_id = "clear_login_throttle", path = "/api/login-throttles/{kind}/{key}", tag = "users", params(("kind" = String, Path, description = "`username` or `address`"), ("key" = String, Path)), responses((status = 204, description = "Cleared (administrators)")))]
 pub(crate) async fn clear(
     State(st): State<AppState>,
     user: AuthUser,

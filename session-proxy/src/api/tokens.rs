@@ -10,8 +10,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::tokens::{CreatedToken, NewToken, TokenInfo};
 use uuid::Uuid;
 
 use super::AppState;
@@ -30,51 +30,39 @@ const MAX_PER_USER: i64 = 100;
 /// Expired tokens are listed for this long, then forgotten.
 const KEEP_EXPIRED_DAYS: i32 = 30;
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewToken {
-    #[serde(default)]
-    name: String,
-    /// Seconds.
-    expires_in: Option<u64>,
-    #[serde(default)]
-    scopes: Vec<String>,
+/// The body, which may be empty (every field has a default).
+fn parse(body: &Bytes) -> Result<NewToken, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(NewToken::default());
+    }
+    Ok(axum::Json::<NewToken>::from_bytes(body)?.0)
 }
 
-impl NewToken {
-    /// The body, which may be empty (every field has a default).
-    fn parse(body: &Bytes) -> Result<Self, ApiError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self::default());
-        }
-        Ok(axum::Json::<Self>::from_bytes(body)?.0)
+/// The token's lifetime, once its name and scopes are checked.
+fn validate(token: &NewToken, max: Duration) -> Result<Duration, ApiError> {
+    if token.name.chars().count() > MAX_NAME || token.name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            format!("name has at most {MAX_NAME} printable characters"),
+        ));
     }
-
-    fn validate(&self, max: Duration) -> Result<Duration, ApiError> {
-        if self.name.chars().count() > MAX_NAME || self.name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "name",
-                format!("name has at most {MAX_NAME} printable characters"),
-            ));
-        }
-        if let Some(bad) = self.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
-            return Err(ApiError::invalid(
-                "scopes",
-                format!("unknown scope {bad:?}; known: {}", SCOPES.join(", ")),
-            ));
-        }
-        let expiry = match self.expires_in {
-            None => DEFAULT_EXPIRY.min(max),
-            Some(secs) if secs >= 1 && secs <= max.as_secs() => Duration::from_secs(secs),
-            Some(_) => {
-                return Err(ApiError::invalid(
-                    "expires_in",
-                    format!("expires_in must be between 1 and {} seconds", max.as_secs()),
-                ))
-            }
-        };
-        Ok(expiry)
+    if let Some(bad) = token.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ApiError::invalid(
+            "scopes",
+            format!("unknown scope {bad:?}; known: {}", SCOPES.join(", ")),
+        ));
     }
+    let expiry = match token.expires_in {
+        None => DEFAULT_EXPIRY.min(max),
+        Some(secs) if secs >= 1 && secs <= max.as_secs() => Duration::from_secs(secs),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "expires_in",
+                format!("expires_in must be between 1 and {} seconds", max.as_secs()),
+            ))
+        }
+    };
+    Ok(expiry)
 }
 
 /// A token may mint tokens only with the `tokens` scope.
@@ -100,14 +88,15 @@ async fn may_mint(st: &AppState, user: &AuthUser, headers: &HeaderMap) -> Result
     }
 }
 
+#[utoipa::path(post, operation_id = "create_token", path = "/api/tokens", tag = "tokens", request_body(content = Option<NewToken>, description = "May be empty"), responses((status = 201, description = "The token, shown once", body = CreatedToken)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    let body = NewToken::parse(&body)?;
-    let expiry = body.validate(st.settings.token_max_expiry)?;
+) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
+    let body = parse(&body)?;
+    let expiry = validate(&body, st.settings.token_max_expiry)?;
     may_mint(&st, &user, &headers).await?;
     sqlx::query(
         "DELETE FROM api_tokens WHERE user_id = $1 \
@@ -153,13 +142,13 @@ pub(crate) async fn create(
     .await;
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({
-            "token": token,
-            "id": id,
-            "name": body.name,
-            "scopes": body.scopes,
-            "expires_at": expires_at,
-        })),
+        axum::Json(CreatedToken {
+            token,
+            id,
+            name: body.name,
+            scopes: body.scopes,
+            expires_at,
+        }),
     ))
 }
 
@@ -173,10 +162,11 @@ type TokenRow = (
 );
 
 /// The caller's tokens, newest first (never a secret or a hash).
+#[utoipa::path(get, operation_id = "list_tokens", path = "/api/tokens", tag = "tokens", responses((status = 200, description = "The caller's tokens, newest first", body = Vec<TokenInfo>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<TokenInfo>>, ApiError> {
     let rows: Vec<TokenRow> = sqlx::query_as(
         "SELECT id, name, scopes, created_at, last_used_at, expires_at FROM api_tokens \
          WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
@@ -188,22 +178,23 @@ pub(crate) async fn list(
     let now = Utc::now();
     let list = rows
         .into_iter()
-        .map(|(id, name, scopes, created_at, last_used_at, expires_at)| {
-            json!({
-                "id": id,
-                "name": name,
-                "scopes": scopes,
-                "created_at": created_at,
-                "last_used_at": last_used_at,
-                "expires_at": expires_at,
-                "expired": expires_at <= now,
-            })
-        })
+        .map(
+            |(id, name, scopes, created_at, last_used_at, expires_at)| TokenInfo {
+                id,
+                name,
+                scopes,
+                created_at,
+                last_used_at,
+                expires_at,
+                expired: expires_at <= now,
+            },
+        )
         .collect();
-    Ok(axum::Json(Value::Array(list)))
+    Ok(axum::Json(list))
 }
 
 /// Revokes a token: your own, or anyone's if you are an admin.
+#[utoipa::path(delete, operation_id = "revoke_token", path = "/api/tokens/{id}", tag = "tokens", params(("id" = Uuid, Path)), responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke(
     State(st): State<AppState>,
     user: AuthUser,
@@ -234,7 +225,7 @@ mod tests {
     use super::*;
 
     fn parse(s: &'static str) -> Result<NewToken, ApiError> {
-        NewToken::parse(&Bytes::from_static(s.as_bytes()))
+        super::parse(&Bytes::from_static(s.as_bytes()))
     }
 
     #[test]
@@ -242,12 +233,12 @@ mod tests {
         let max = Duration::from_secs(365 * 86_400);
         for body in ["", " \n", "{}"] {
             let t = parse(body).unwrap_or_else(|e| panic!("{body:?}: {e:?}"));
-            assert_eq!(t.validate(max).ok(), Some(DEFAULT_EXPIRY));
+            assert_eq!(validate(&t, max).ok(), Some(DEFAULT_EXPIRY));
         }
         // A maximum below the default lowers the default.
         let t = parse("{}").unwrap_or_default();
         assert_eq!(
-            t.validate(Duration::from_secs(60)).ok(),
+            validate(&t, Duration::from_secs(60)).ok(),
             Some(Duration::from_secs(60))
         );
     }
@@ -257,7 +248,7 @@ mod tests {
         let max = Duration::from_secs(3600);
         let field = |body| {
             parse(body)
-                .and_then(|t| t.validate(max))
+                .and_then(|t| validate(&t, max))
                 .err()
                 .and_then(|e| e.field.map(|f| f.into_owned()))
         };

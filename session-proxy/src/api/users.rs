@@ -10,8 +10,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
+use shellway_common::api::users::{CreatedUser, NewUser, User, UserChange};
 use uuid::Uuid;
 
 use super::login::hashing_error;
@@ -25,14 +25,6 @@ use crate::passwords;
 /// Most users listed.
 const MAX_LISTED: i64 = 10_000;
 
-#[derive(Deserialize)]
-pub(crate) struct NewUser {
-    username: String,
-    password: String,
-    #[serde(default)]
-    is_admin: bool,
-}
-
 fn valid_username(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
@@ -40,11 +32,12 @@ fn valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
+#[utoipa::path(post, operation_id = "create_user", path = "/api/users", tag = "users", request_body = NewUser, responses((status = 201, description = "Created (administrators)", body = CreatedUser)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
     Json(body): Json<NewUser>,
-) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
+) -> Result<(StatusCode, axum::Json<CreatedUser>), ApiError> {
     user.require_admin()?;
     if !valid_username(&body.username) {
         return Err(ApiError::invalid(
@@ -84,9 +77,12 @@ pub(crate) async fn create(
     .await;
     Ok((
         StatusCode::CREATED,
-        axum::Json(
-            json!({"id": id, "username": body.username, "is_admin": body.is_admin, "disabled": false}),
-        ),
+        axum::Json(CreatedUser {
+            id,
+            username: body.username,
+            is_admin: body.is_admin,
+            disabled: false,
+        }),
     ))
 }
 
@@ -100,25 +96,26 @@ struct UserRow {
 }
 
 impl UserRow {
-    fn to_json(&self) -> Value {
-        json!({
-            "id": self.id,
-            "username": self.username,
-            "is_admin": self.is_admin,
-            "created_at": self.created_at,
-            "disabled": self.disabled_at.is_some(),
-            "disabled_at": self.disabled_at,
-        })
+    fn to_dto(&self) -> User {
+        User {
+            id: self.id,
+            username: self.username.clone(),
+            is_admin: self.is_admin,
+            created_at: self.created_at,
+            disabled: self.disabled_at.is_some(),
+            disabled_at: self.disabled_at,
+        }
     }
 }
 
 const SELECT: &str =
     "SELECT id, username, is_admin, created_at, disabled_at FROM users WHERE deleted_at IS NULL";
 
+#[utoipa::path(get, operation_id = "list_users", path = "/api/users", tag = "users", responses((status = 200, description = "Every user, by name (administrators)", body = Vec<User>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Vec<User>>, ApiError> {
     user.require_admin()?;
     let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT} ORDER BY username LIMIT $1"
@@ -126,7 +123,7 @@ pub(crate) async fn list(
     .bind(MAX_LISTED)
     .fetch_all(&st.db)
     .await?;
-    Ok(axum::Json(rows.iter().map(UserRow::to_json).collect()))
+    Ok(axum::Json(rows.iter().map(UserRow::to_dto).collect()))
 }
 
 async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<UserRow, ApiError> {
@@ -137,15 +134,6 @@ async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<UserRow, ApiError> {
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Change {
-    disabled: Option<bool>,
-    is_admin: Option<bool>,
-    /// A new password set by the admin (the user's cookie sessions end).
-    password: Option<String>,
-}
-
 fn not_yourself() -> ApiError {
     ApiError::conflict(
         "yourself",
@@ -153,12 +141,13 @@ fn not_yourself() -> ApiError {
     )
 }
 
+#[utoipa::path(put, operation_id = "update_user", path = "/api/users/{id}", tag = "users", params(("id" = Uuid, Path)), request_body = UserChange, responses((status = 200, description = "Changed (administrators)", body = User)))]
 pub(crate) async fn update(
     State(st): State<AppState>,
     user: AuthUser,
     Path(id): Path<Uuid>,
-    Json(body): Json<Change>,
-) -> Result<axum::Json<Value>, ApiError> {
+    Json(body): Json<UserChange>,
+) -> Result<axum::Json<User>, ApiError> {
     user.require_admin()?;
     let target = fetch(&st.db, id).await?;
     if id == user.id && (body.disabled == Some(true) || body.is_admin == Some(false)) {
@@ -238,9 +227,10 @@ pub(crate) async fn update(
     if body.disabled == Some(true) {
         end_live_sessions(&st, id, &user).await?;
     }
-    Ok(axum::Json(fetch(&st.db, id).await?.to_json()))
+    Ok(axum::Json(fetch(&st.db, id).await?.to_dto()))
 }
 
+#[utoipa::path(delete, operation_id = "delete_user", path = "/api/users/{id}", tag = "users", params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted (administrators)")))]
 pub(crate) async fn remove(
     State(st): State<AppState>,
     user: AuthUser,

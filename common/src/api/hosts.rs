@@ -1,0 +1,75 @@
+//! SSH targets, and fetching a host's key.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Sent;
+
+/// A host as a client sends it (`POST /api/hosts`, `PUT /api/hosts/{id}`).
+/// Every field is validated by the proxy, which names each one at fault
+/// (422); the schema shows the types it accepts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct HostSpec {
+    /// 1-64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub name: Sent<String>,
+    /// A DNS name or an IP address.
+    #[schema(value_type = String, min_length = 1, max_length = 253)]
+    pub hostname: Sent<String>,
+    /// 22 when absent.
+    #[schema(value_type = Option<u16>, minimum = 1, maximum = 65535)]
+    pub port: Sent<u64>,
+    /// The login on the host.
+    #[schema(value_type = String, min_length = 1, max_length = 32)]
+    pub username: Sent<String>,
+    /// `key_path` or `agent` (`stored_key` and `password` are refused as
+    /// not supported yet).
+    #[schema(value_type = String)]
+    pub auth_method: Sent<String>,
+    /// An absolute path on the runner; required with `key_path`.
+    #[schema(value_type = Option<String>)]
+    pub key_path: Sent<String>,
+    /// `strict` (the default) or `tofu`.
+    #[schema(value_type = Option<String>)]
+    pub host_key_policy: Sent<String>,
+    /// Pinned keys, `"<algorithm> <base64> [comment]"`; at most 16.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub host_keys: Sent<Vec<Sent<String>>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: Uuid,
+    pub name: String,
+    pub hostname: String,
+    pub port: i32,
+    pub username: String,
+    pub auth_method: String,
+    pub host_key_policy: String,
+    pub host_keys: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    /// Only with `auth_method` `key_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_path: Option<String>,
+}
+
+/// `POST /api/hosts/scan`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ScanRequest {
+    #[schema(value_type = String, min_length = 1, max_length = 253)]
+    pub hostname: Sent<String>,
+    /// 22 when absent.
+    #[schema(value_type = Option<u16>, minimum = 1, maximum = 65535)]
+    pub port: Sent<u64>,
+}
+
+/// The key a host presented, to compare with the server's own and pin.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScanResult {
+    pub key: String,
+    pub fingerprint: String,
+}

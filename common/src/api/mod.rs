@@ -1,0 +1,20 @@
+//! The HTTP API's request and response bodies. The proxy serves exactly
+//! these shapes and the tests read them; the OpenAPI document
+//! (`docs/openapi.json`, `GET /api/openapi.json`) is generated from them.
+
+pub mod account;
+pub mod errors;
+pub mod health;
+pub mod hosts;
+pub mod library;
+pub mod login;
+pub mod recording;
+pub mod runs;
+pub mod sent;
+pub mod sessions;
+pub mod shares;
+pub mod throttles;
+pub mod tokens;
+pub mod users;
+
+pub use sent::Sent;
