@@ -141,6 +141,61 @@ async fn a_strict_host_without_a_pinned_key_is_refused_and_every_bad_field_is_li
     env.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_postgres_cannot_store_is_a_client_error_not_a_500() {
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let refused = |(status, body): (StatusCode, Value)| {
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_value", "{body}");
+    };
+    let login = r#"{"username": "ad\u0000min", "password": "whatever it is"}"#;
+    refused(raw(&env, "/api/login", "application/json", login).await);
+    for path in [
+        "/api/sessions?q=df%00",
+        "/api/sessions?owner=ad%00min",
+        "/api/sessions?from=-200000-01-01T00:00:00Z",
+    ] {
+        refused(env.api.get(path).await);
+    }
+    let task = json!({"name": "t", "command": "true", "label": "a\u{0}b"});
+    refused(env.api.post("/api/tasks", task).await);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_to_anyone_and_the_answers_are_its_types() {
+    use shellway_common::api::{hosts::Host, sessions::Session};
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let served: Value = reqwest::get(format!("{}/api/openapi.json", env.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+    assert_eq!(served, committed);
+    assert!(served["paths"]["/api/sessions/{id}"]["get"].is_object());
+
+    let host = env.add_host().await;
+    let (status, hosts) = env.api.get("/api/hosts").await;
+    assert_eq!(status, StatusCode::OK);
+    let hosts: Vec<Host> = serde_json::from_value(hosts).unwrap();
+    assert_eq!(hosts.iter().map(|h| h.id).collect::<Vec<_>>(), [host]);
+    let id = env.api.open_session(host).await;
+    let session: Session = serde_json::from_value(env.api.session(id).await).unwrap();
+    assert_eq!((session.id, session.host_id), (id, Some(host)));
+    assert_eq!(session.ws_path, format!("/ws/sessions/{id}"));
+    env.finish().await;
+}
+
 async fn open(api: &shellway_tests::Api, host: Uuid) -> Uuid {
     api.open_session(host).await
 }

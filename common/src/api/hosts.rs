@@ -11,31 +11,42 @@ use super::Sent;
 /// Every field is validated by the proxy, which names each one at fault
 /// (422); the schema shows the types it accepts.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
+#[schema(example = json!({
+    "name": "web-1", "hostname": "127.0.0.1", "port": 2222, "username": "deploy",
+    "auth_method": "agent", "host_key_policy": "tofu"
+}))]
 pub struct HostSpec {
     /// 1-64 characters of `A-Z a-z 0-9 . _ -`.
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: Sent<String>,
     /// A DNS name or an IP address.
-    #[schema(value_type = String, min_length = 1, max_length = 253)]
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._:\\[\\]%][A-Za-z0-9._:\\[\\]%-]{0,252}$")]
     pub hostname: Sent<String>,
     /// 22 when absent.
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<u16>, minimum = 1, maximum = 65535)]
     pub port: Sent<u64>,
     /// The login on the host.
-    #[schema(value_type = String, min_length = 1, max_length = 32)]
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")]
     pub username: Sent<String>,
     /// `key_path` or `agent` (`stored_key` and `password` are refused as
     /// not supported yet).
-    #[schema(value_type = String)]
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = String, required = true, pattern = "^(key_path|agent|stored_key|password)$")]
     pub auth_method: Sent<String>,
     /// An absolute path on the runner; required with `key_path`.
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<String>)]
     pub key_path: Sent<String>,
     /// `strict` (the default) or `tofu`.
-    #[schema(value_type = Option<String>)]
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = Option<String>, pattern = "^(strict|tofu)$")]
     pub host_key_policy: Sent<String>,
     /// Pinned keys, `"<algorithm> <base64> [comment]"`; at most 16.
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<Vec<String>>)]
     pub host_keys: Sent<Vec<Sent<String>>>,
 }
@@ -58,11 +69,12 @@ pub struct Host {
 
 /// `POST /api/hosts/scan`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
 pub struct ScanRequest {
-    #[schema(value_type = String, min_length = 1, max_length = 253)]
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._:\\[\\]%][A-Za-z0-9._:\\[\\]%-]{0,252}$")]
     pub hostname: Sent<String>,
     /// 22 when absent.
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<u16>, minimum = 1, maximum = 65535)]
     pub port: Sent<u64>,
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 /// `POST /api/tasks`, `PUT /api/tasks/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "disk", "label": "Disk usage", "command": "df -h", "description": ""}))]
 pub struct TaskBody {
     pub name: String,
     #[serde(default)]
@@ -19,6 +20,7 @@ pub struct TaskBody {
 /// `POST /api/scripts`, `PUT /api/scripts/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "check", "description": "", "body": "uptime\ndf -h\n"}))]
 pub struct ScriptBody {
     pub name: String,
     #[serde(default)]

@@ -9,6 +9,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct CreateShare {
     /// `view` (the default) or `control`.
+    #[schema(pattern = "^(view|control)$")]
     pub mode: Option<String>,
     /// Seconds; an hour when absent.
     #[schema(minimum = 1)]

@@ -7,8 +7,13 @@ use uuid::Uuid;
 
 /// `POST /api/users`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"username": "alice", "password": "a long passphrase", "is_admin": false}))]
 pub struct NewUser {
+    /// 1-64 letters, digits, `.`, `_`, `-` or `@`.
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub username: String,
+    /// 12 or more characters, not the username.
+    #[schema(min_length = 12)]
     pub password: String,
     #[serde(default)]
     pub is_admin: bool,
