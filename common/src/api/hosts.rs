@@ -41,9 +41,9 @@ pub struct HostSpec {
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<String>)]
     pub key_path: Sent<String>,
-    /// `strict` (the default) or `tofu`.
+    /// `strict` (the default), `tofu`, or `off` (no check; development only).
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
-    #[schema(value_type = Option<String>, pattern = "^(strict|tofu)$")]
+    #[schema(value_type = Option<String>, pattern = "^(strict|tofu|off)$")]
     pub host_key_policy: Sent<String>,
     /// Pinned keys, `"<algorithm> <base64> [comment]"`; at most 16.
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
@@ -58,7 +58,9 @@ pub struct Host {
     pub hostname: String,
     pub port: i32,
     pub username: String,
+    #[schema(pattern = "^(key_path|agent)$")]
     pub auth_method: String,
+    #[schema(pattern = "^(strict|tofu|off)$")]
     pub host_key_policy: String,
     pub host_keys: Vec<String>,
     pub created_at: DateTime<Utc>,

@@ -26,11 +26,11 @@ pub struct RunCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Run {
     pub id: Uuid,
-    /// `command`, `task` or `batch`.
+    #[schema(pattern = "^(command|task|batch)$")]
     pub kind: String,
     /// What ran, as a label.
     pub command: String,
-    /// `queued`, `running`, `ok`, `failed`, `error`, `canceled` or `lost`.
+    #[schema(pattern = "^(queued|running|ok|failed|error|canceled|lost)$")]
     pub status: String,
     pub exit_code: Option<i32>,
     pub exit_signal: Option<String>,

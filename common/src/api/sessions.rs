@@ -62,7 +62,7 @@ pub struct SessionFilter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ViewerInfo {
     pub user: String,
-    /// `control` or `view`.
+    #[schema(pattern = "^(control|view)$")]
     pub mode: String,
 }
 
@@ -72,8 +72,7 @@ pub struct Session {
     pub host_id: Option<Uuid>,
     pub host_name: Option<String>,
     pub owner: String,
-    /// `pending`, `connecting`, `open`, `closed`, `failed`, `lost` or
-    /// `rejected`.
+    #[schema(pattern = "^(pending|connecting|open|closed|failed|lost|rejected)$")]
     pub status: String,
     pub runner: Option<String>,
     pub cols: i32,

@@ -24,6 +24,7 @@ pub struct CreatedShare {
     /// The console's join page.
     pub url: String,
     pub ws_path: String,
+    #[schema(pattern = "^(control|view)$")]
     pub mode: String,
     pub expires_at: DateTime<Utc>,
 }
@@ -32,6 +33,7 @@ pub struct CreatedShare {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ShareInfo {
     pub id: Uuid,
+    #[schema(pattern = "^(control|view)$")]
     pub mode: String,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -44,6 +46,7 @@ pub struct ShareInfo {
 /// `GET /api/join/{token}`: what a link opens.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JoinInfo {
+    #[schema(pattern = "^(control|view)$")]
     pub mode: String,
     pub host_name: Option<String>,
     pub owner: String,

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 /// A username or client address with recent failed sign-ins.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Throttle {
-    /// `username` or `address`.
+    #[schema(pattern = "^(username|address)$")]
     pub kind: String,
     pub key: String,
     pub failures: i32,

@@ -2,6 +2,8 @@
 //! annotations and the DTOs in `shellway_common::api`. Served at
 //! `GET /api/openapi.json`; a copy is committed as `docs/openapi.json`.
 
+use std::sync::LazyLock;
+
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use shellway_common::api::errors::ErrorBody;
@@ -111,7 +113,8 @@ pub(crate) fn json() -> String {
 #[utoipa::path(get, operation_id = "openapi", path = "/api/openapi.json", tag = "health", security(()),
     responses((status = 200, description = "The OpenAPI 3.1 document")))]
 pub(crate) async fn document() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], json())
+    static DOCUMENT: LazyLock<String> = LazyLock::new(json);
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
 }
 
 #[cfg(test)]
