@@ -280,10 +280,11 @@ impl Viewer {
                 }
                 Step::Client(Some(FromClient::Interrupted)) => {
                     // Ctrl-C during a flood: skip what waits rather than
-                    // draw it, and show the screen as it is now.
+                    // draw it, and show the screen as it is now — at once,
+                    // even to a page still drawing (one screen, once).
                     let waiting = self.outbox.output_bytes();
                     if self.window.is_flow_controlled() && waiting >= INTERRUPT_SKIP {
-                        self.lagged = true;
+                        self.resync(sink, &mut sub).await?;
                     }
                 }
                 Step::Client(Some(FromClient::Leave { reason, by })) => {
