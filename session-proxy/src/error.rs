@@ -8,7 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use shellway_common::{ErrorKind, Event};
+
 use crate::broker::BrokerError;
+use crate::service::shares::LinkRefused;
+use crate::service::{Denied, ServiceError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
@@ -136,6 +140,51 @@ impl From<sqlx::Error> for ApiError {
         }
         Self::internal(&err)
     }
+}
+
+/// The domain's errors as the HTTP API answers them: the one place that
+/// decides each one's status and code.
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::NotFound(what) => Self::not_found(what),
+            ServiceError::Invalid { field, message } => Self::invalid(field, message),
+            ServiceError::Conflict { code, message } => Self::conflict(code, message),
+            ServiceError::Denied(denied) => denied.into(),
+            ServiceError::Share(refused) => {
+                let (status, code) = match refused {
+                    LinkRefused::Malformed => (StatusCode::NOT_FOUND, "share_malformed"),
+                    LinkRefused::Unknown => (StatusCode::NOT_FOUND, "share_unknown"),
+                    LinkRefused::Revoked => (StatusCode::FORBIDDEN, "share_revoked"),
+                    LinkRefused::Expired => (StatusCode::FORBIDDEN, "share_expired"),
+                    LinkRefused::Ended => (StatusCode::FORBIDDEN, "share_ended"),
+                };
+                Self::new(status, code, refused.to_string())
+            }
+            ServiceError::Db(err) => err.into(),
+            ServiceError::Broker(err) => err.into(),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Hidden(what) => Self::not_found(what),
+            Denied::Forbidden => Self::forbidden(denied.to_string()),
+        }
+    }
+}
+
+/// The domain's errors as a WebSocket viewer is told them: what it sent
+/// was wrong (`protocol`), or the proxy could not do it (`runtime`), with
+/// the message the HTTP API would give (no internal detail).
+pub(crate) fn ws_event(err: ServiceError) -> Event {
+    let kind = match err {
+        ServiceError::Invalid { .. } => ErrorKind::Protocol,
+        _ => ErrorKind::Runtime,
+    };
+    Event::error(kind, ApiError::from(err).message)
 }
 
 /// Marks a response that met a database outage (see `health::fail_fast`).

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::RecordingPolicy;
-use crate::db;
+use crate::store::audit::{self, AuditAction};
 
 /// Sessions one sweep looks at; the next sweep takes the rest.
 const SESSIONS_PER_SWEEP: i64 = 100;
@@ -133,14 +133,15 @@ async fn delete(
             "chunks": chunks,
             "stored_bytes": stored_bytes,
         });
-        db::audit(
-            &mut *tx,
+        let target = session.to_string();
+        audit::record(
+            &mut tx,
             None,
-            "recording.deleted",
-            &session.to_string(),
+            AuditAction::RecordingDeleted,
+            &target,
             detail,
         )
-        .await;
+        .await?;
     }
     tx.commit().await?;
     Ok(marked > 0)
