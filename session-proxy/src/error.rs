@@ -134,7 +134,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_unavailable(&err) {
+        if crate::store::pool::is_unavailable(&err) {
             tracing::warn!(error = %err, "database unavailable");
             return Self::database_unavailable();
         }

@@ -11,7 +11,7 @@ mod auth;
 mod broker;
 mod client_addr;
 mod config;
-mod db;
+
 mod error;
 mod fanout;
 mod headers;
@@ -118,7 +118,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let db = db::connect(&config.database_url).await?;
+    let db = store::pool::connect(&config.database_url).await?;
     let hasher =
         passwords::Hasher::new(config.security.hash_concurrency, config.security.hash_wait)?;
     if let Some((username, password)) = &config.bootstrap_admin {
@@ -309,7 +309,7 @@ async fn create_admin(opts: &config::Options, username: &str) -> anyhow::Result<
         None => read_password()?,
     };
     passwords::check_new(username, &password).map_err(anyhow::Error::msg)?;
-    let db = db::connect(&opts.database_url).await?;
+    let db = store::pool::connect(&opts.database_url).await?;
     let hasher = passwords::Hasher::new(1, Duration::from_secs(60))?;
     let created = api::login::ensure_admin(&db, &hasher, username, &password).await?;
     db.close().await;

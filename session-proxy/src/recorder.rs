@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::broker::{keep_consuming, Broker, BrokerError, Report};
-use crate::db;
 use crate::store::audit::{self, AuditAction};
+use crate::store::pool as db;
 use crate::store::{hosts, recordings, runs, sessions, Moved};
 
 const PREFETCH: u16 = 500;

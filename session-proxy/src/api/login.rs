@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::AppState;
 use crate::auth::{self, AuthUser, Credential};
 use crate::client_addr::ClientAddr;
-use crate::db;
 use crate::error::ApiError;
 use crate::passwords::{self, HashError, Hasher};
+use crate::store::pool as db;
 use crate::store::throttles::{self as throttle, Attempt};
 use crate::store::{self, audit, AuditAction};
 

@@ -18,8 +18,8 @@ use super::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::recording::asciicast::{self, CastEvent, Writer};
-use crate::recording::reader::{self, Cursor, Limits};
 use crate::service::{sessions, Action};
+use crate::store::recording_pages::{self as reader, Cursor, Limits};
 use crate::store::recordings;
 use crate::store::sessions::SessionRow;
 

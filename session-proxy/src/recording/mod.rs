@@ -1,10 +1,9 @@
 //! Recordings beyond the raw output the recorder stores: resizes and run
 //! markers (`store::recordings`), reading a recording back in bounded pages
-//! (`reader`), writing it as asciicast v2 (`asciicast`), and how long and
+//! (`store::recording_pages`), writing it as asciicast v2 (`asciicast`), and how long and
 //! how much of it is kept (`retention`, the size cap in `store::recordings`).
 
 pub(crate) mod asciicast;
-pub(crate) mod reader;
 pub(crate) mod retention;
 
 use std::time::Duration;

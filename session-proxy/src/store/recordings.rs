@@ -306,6 +306,78 @@ pub(crate) async fn pty_tail(
     Ok(tail.unwrap_or_default())
 }
 
+/// The first seq of the last `window` bytes of terminal output.
+pub(crate) async fn tail_start(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    window: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(seq) FROM (SELECT seq, sum(length(data)) OVER (ORDER BY seq DESC) AS total \
+         FROM output_chunks WHERE session_id = $1 AND stream = 'pty') t WHERE total <= $2",
+    )
+    .bind(session)
+    .bind(window)
+    .fetch_one(db)
+    .await
+}
+
+/// Bytes recorded in the first `rows` chunks after `after`.
+pub(crate) async fn bytes_after(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    after: i64,
+    rows: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT sum(length(data))::bigint FROM (SELECT data FROM output_chunks \
+         WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) t",
+    )
+    .bind(session)
+    .bind(after)
+    .bind(rows)
+    .fetch_one(db)
+    .await
+}
+
+/// Chunks recorded with `from < seq <= upto`.
+pub(crate) async fn count_between(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    from: i64,
+    upto: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM output_chunks WHERE session_id = $1 AND seq > $2 AND seq <= $3",
+    )
+    .bind(session)
+    .bind(from)
+    .bind(upto)
+    .fetch_one(db)
+    .await
+}
+
+/// Seq, stream, run and bytes of up to `limit` chunks with
+/// `from < seq <= upto`, in order.
+pub(crate) async fn chunks(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    from: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, Option<Uuid>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, stream, run_id, data FROM output_chunks \
+         WHERE session_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(session)
+    .bind(from)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

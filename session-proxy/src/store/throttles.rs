@@ -63,7 +63,7 @@ pub(crate) struct Key {
 pub(crate) fn keys(username: &str, addr: Option<IpAddr>) -> Vec<Key> {
     let mut keys = vec![Key {
         kind: Kind::Username,
-        key: crate::db::untrusted_text(username).to_lowercase(),
+        key: crate::store::pool::untrusted_text(username).to_lowercase(),
     }];
     if let Some(ip) = addr {
         keys.push(Key {

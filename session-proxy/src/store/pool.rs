@@ -1,4 +1,5 @@
-//! The Postgres pool: create the database if needed, migrate, connect.
+//! The Postgres pool: create the database if needed, migrate, connect;
+//! which errors are an outage.
 
 use std::str::FromStr;
 use std::time::Duration;
