@@ -332,4 +332,73 @@ mod tests {
         assert_eq!(v["error"]["fields"].as_array().map(Vec::len), Some(2));
         assert!(ApiError::all(Vec::new()).is_none());
     }
+
+    #[test]
+    fn domain_errors_map_to_one_status_and_code_each() {
+        let cases: Vec<(ServiceError, StatusCode, &str)> = vec![
+            (
+                ServiceError::NotFound("host"),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                ServiceError::invalid("cols", "x"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+            ),
+            (
+                ServiceError::conflict("session_ended", "x"),
+                StatusCode::CONFLICT,
+                "session_ended",
+            ),
+            (
+                Denied::Hidden("session").into(),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (Denied::Forbidden.into(), StatusCode::FORBIDDEN, "forbidden"),
+            (
+                LinkRefused::Expired.into(),
+                StatusCode::FORBIDDEN,
+                "share_expired",
+            ),
+            (
+                LinkRefused::Malformed.into(),
+                StatusCode::NOT_FOUND,
+                "share_malformed",
+            ),
+            (
+                BrokerError::NotConnected.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+            ),
+            (
+                sqlx::Error::PoolTimedOut.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let name = format!("{err:?}");
+            let api = ApiError::from(err);
+            assert_eq!((api.status, api.code), (status, code), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_viewer_is_told_what_it_did_wrong_and_never_the_database_detail() {
+        let secret = "relation \"users\" does not exist password=hunter2";
+        let leaky = ServiceError::Db(sqlx::Error::Protocol(secret.into()));
+        assert!(
+            leaky.to_string().contains("hunter2"),
+            "the fixture would leak"
+        );
+        let event = serde_json::to_value(ws_event(leaky)).unwrap_or_default();
+        assert_eq!(event["type"], "runtime");
+        assert!(!event.to_string().contains("hunter2"), "{event}");
+        let invalid = ws_event(ServiceError::invalid("command", "the command is empty"));
+        let event = serde_json::to_value(invalid).unwrap_or_default();
+        assert_eq!(event["type"], "protocol");
+        assert_eq!(event["message"], "the command is empty");
+    }
 }

@@ -239,7 +239,6 @@ pub(crate) async fn delete_script(
     remove(&st, &user, Kind::Script, id).await
 }
 
-/// `table` is one of our two table names, never user input.
 async fn exists(st: &AppState, kind: Kind, id: Uuid) -> Result<(), ApiError> {
     if !library::exists(&st.db, kind, id).await? {
         return Err(ApiError::not_found(kind.name()));

@@ -115,6 +115,7 @@ async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<UserRow, ApiError> {
 pub(crate) struct Change {
     disabled: Option<bool>,
     is_admin: Option<bool>,
+    /// A new password set by the admin (the user's cookie sessions end).
     password: Option<String>,
 }
 

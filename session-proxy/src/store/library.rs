@@ -14,6 +14,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// One of our two table names, never user input.
     fn table(self) -> &'static str {
         match self {
             Self::Task => "tasks",
