@@ -45,34 +45,7 @@ const STATUS_POLL_OPEN: Duration = Duration::from_secs(10);
 /// A status read that takes longer is skipped (the database is away).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A session's status as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredStatus {
-    pub status: SessionStatus,
-    pub runner: Option<String>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-}
-
-type StatusTuple = (String, Option<String>, Option<String>, Option<String>);
-
-/// Reads a session's status; `None` if there is no such session.
-pub(crate) async fn load_status(
-    db: &PgPool,
-    session: Uuid,
-) -> Result<Option<StoredStatus>, sqlx::Error> {
-    let row: Option<StatusTuple> =
-        sqlx::query_as("SELECT status, runner, error_kind, error FROM sessions WHERE id = $1")
-            .bind(session)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(status, runner, error_kind, error)| StoredStatus {
-        status: SessionStatus::parse(&status).unwrap_or(SessionStatus::Failed),
-        runner,
-        error_kind,
-        error,
-    }))
-}
+pub(crate) use crate::store::sessions::{load_status, StoredStatus};
 
 #[derive(Clone)]
 pub(crate) struct Fanout {

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::broker::{consume_private, keep_consuming, Broker, BrokerError};
-use crate::db;
+use crate::store::{self, AuditAction};
 
 /// Missed heartbeats after which a runner is dead.
 pub(crate) const MISSED: u32 = 3;
@@ -239,11 +239,7 @@ async fn judge(l: &Liveness) -> Result<(), JudgeError> {
     l.seen()
         .runners
         .retain(|_, b| now.saturating_duration_since(b.at) < FORGET);
-    let live: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, runner FROM sessions WHERE status IN ('connecting', 'open') AND runner IS NOT NULL",
-    )
-    .fetch_all(&l.db)
-    .await?;
+    let live = store::sessions::live_with_runner(&l.db).await?;
     let mut runners: Vec<String> = live.iter().map(|(_, r)| r.clone()).collect();
     runners.sort();
     runners.dedup();
@@ -285,12 +281,7 @@ async fn tell_ended_to_close(l: &Liveness, now: Instant) -> Result<(), JudgeErro
     if listed.is_empty() {
         return Ok(());
     }
-    let ended: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, status FROM sessions WHERE id = ANY($1) AND status NOT IN ('pending', 'connecting', 'open')",
-    )
-    .bind(&listed)
-    .fetch_all(&l.db)
-    .await?;
+    let ended = store::sessions::ended_among(&l.db, &listed).await?;
     for (session, status) in ended {
         l.seen().told.insert(session, now);
         tracing::info!(session_id = %session, status, "a runner still holds an ended session; telling it to close");
@@ -305,12 +296,7 @@ async fn tell_ended_to_close(l: &Liveness, now: Instant) -> Result<(), JudgeErro
 
 async fn mark_lost(l: &Liveness, runner: &str) -> Result<(), JudgeError> {
     let message = format!("the runner {runner} handling this session stopped responding");
-    let lost: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM sessions WHERE runner = $1 AND status IN ('pending', 'connecting', 'open')",
-    )
-    .bind(runner)
-    .fetch_all(&l.db)
-    .await?;
+    let lost = store::sessions::live_on_runner(&l.db, runner).await?;
     if !lost.is_empty() {
         tracing::warn!(
             runner,
@@ -332,32 +318,27 @@ async fn lose(
     if sessions.is_empty() {
         return Ok(());
     }
-    let lost: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE sessions SET status = 'lost', ended_at = now(), error_kind = COALESCE(error_kind, 'lost'), \
-           error = COALESCE(error, $2) \
-         WHERE id = ANY($1) AND status IN ('pending', 'connecting', 'open') RETURNING id",
-    )
-    .bind(sessions)
-    .bind(message)
-    .fetch_all(&l.db)
-    .await?;
-    if lost.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("UPDATE runs SET status = 'lost', ended_at = now() WHERE session_id = ANY($1) AND status IN ('queued', 'running')")
-        .bind(&lost)
-        .execute(&l.db)
-        .await?;
-    for session in lost {
-        tracing::warn!(session_id = %session, runner, reason = message, "session lost");
-        db::audit(
+    for &session in sessions {
+        let change = store::sessions::Change {
+            error_kind: Some("lost"),
+            error: Some(message),
+            ..Default::default()
+        };
+        let detail = json!({"runner": runner, "reason": message});
+        let moved = store::sessions::set_status_audited(
             &l.db,
+            session,
+            SessionStatus::Lost,
+            change,
             None,
-            "session.lost",
-            &session.to_string(),
-            json!({"runner": runner, "reason": message}),
+            AuditAction::SessionLost,
+            detail,
         )
-        .await;
+        .await?;
+        if !moved.applied() {
+            continue;
+        }
+        tracing::warn!(session_id = %session, runner, reason = message, "session lost");
         l.broker
             .publish_event(session, &Event::error(ErrorKind::Lost, message))
             .await?;

@@ -11,10 +11,9 @@ use serde_json::json;
 use shellway_common::{ErrorKind, Event, SessionRequest, SessionStatus};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::broker::{keep_consuming, Broker, BrokerError};
-use crate::db;
+use crate::store::{self, AuditAction};
 
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -106,26 +105,26 @@ async fn handle(
         "no runner available to open this session (waited {})",
         waited(ttl)
     );
-    let rejected: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE sessions SET status = 'rejected', ended_at = now(), error_kind = 'capacity', error = $2 \
-         WHERE id = $1 AND status = 'pending' RETURNING id",
+    let change = store::sessions::Change {
+        error_kind: Some("capacity"),
+        error: Some(&message),
+        ..Default::default()
+    };
+    let detail = json!({"host": req.host.name});
+    let moved = store::sessions::set_status_audited(
+        db,
+        req.session,
+        SessionStatus::Rejected,
+        change,
+        None,
+        AuditAction::SessionRejected,
+        detail,
     )
-    .bind(req.session)
-    .bind(&message)
-    .fetch_optional(db)
     .await?;
-    if rejected.is_none() {
+    if !moved.applied() {
         return Ok(());
     }
     tracing::warn!(session_id = %req.session, "no runner took the session");
-    db::audit(
-        db,
-        None,
-        "session.rejected",
-        &req.session.to_string(),
-        json!({"host": req.host.name}),
-    )
-    .await;
     broker
         .publish_event(
             req.session,

@@ -2,120 +2,65 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use uuid::Uuid;
 
-use super::host_input;
+use super::host_input::{self, HostInput};
 use super::{AppState, Json};
 use crate::auth::AuthUser;
-use crate::db;
 use crate::error::ApiError;
+use crate::service::hosts;
+use crate::store::audit::{self, AuditAction};
+use crate::store::hosts::{HostFields, HostRow};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct HostRow {
-    pub id: Uuid,
-    pub name: String,
-    pub hostname: String,
-    pub port: i32,
-    pub username: String,
-    pub auth_method: String,
-    pub key_path: Option<String>,
-    pub host_key_policy: String,
-    pub host_keys: Vec<String>,
-    pub created_at: DateTime<Utc>,
+/// A host as the API shows it.
+fn host_json(h: &HostRow) -> Value {
+    let mut v = json!({
+        "id": h.id,
+        "name": h.name,
+        "hostname": h.hostname,
+        "port": h.port,
+        "username": h.username,
+        "auth_method": h.auth_method,
+        "host_key_policy": h.host_key_policy,
+        "host_keys": h.host_keys,
+        "created_at": h.created_at,
+    });
+    if let Some(path) = &h.key_path {
+        v["key_path"] = json!(path);
+    }
+    v
 }
 
-const COLUMNS: &str = "id, name, hostname, port, username, auth_method, key_path, \
-                       host_key_policy, host_keys, created_at";
-
-impl HostRow {
-    fn to_json(&self) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "name": self.name,
-            "hostname": self.hostname,
-            "port": self.port,
-            "username": self.username,
-            "auth_method": self.auth_method,
-            "host_key_policy": self.host_key_policy,
-            "host_keys": self.host_keys,
-            "created_at": self.created_at,
-        });
-        if let Some(path) = &self.key_path {
-            v["key_path"] = json!(path);
-        }
-        v
+fn fields(h: &HostInput) -> HostFields<'_> {
+    HostFields {
+        name: &h.name,
+        hostname: &h.hostname,
+        port: h.port,
+        username: &h.username,
+        auth_method: h.auth_method.as_str(),
+        key_path: h.key_path.as_deref(),
+        host_key_policy: h.host_key_policy.as_str(),
+        host_keys: &h.host_keys,
     }
-
-    /// What a runner needs to reach this host, or why it cannot.
-    pub(crate) fn target(&self) -> Result<HostTarget, ApiError> {
-        let unusable = || {
-            ApiError::conflict(
-                "host_unusable",
-                "this host's settings are not usable; edit the host",
-            )
-        };
-        let auth = match (self.auth_method.as_str(), &self.key_path) {
-            ("key_path", Some(path)) => AuthMethod::KeyPath { path: path.clone() },
-            ("agent", _) => AuthMethod::Agent,
-            _ => return Err(unusable()),
-        };
-        Ok(HostTarget {
-            name: self.name.clone(),
-            hostname: self.hostname.clone(),
-            port: u16::try_from(self.port).map_err(|_| unusable())?,
-            username: self.username.clone(),
-            auth,
-            host_key_policy: self
-                .host_key_policy
-                .parse::<HostKeyPolicy>()
-                .map_err(|_| unusable())?,
-            host_keys: self.host_keys.clone(),
-        })
-    }
-}
-
-pub(crate) async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<HostRow, ApiError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM hosts WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("host"))
 }
 
 pub(crate) async fn list(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let rows: Vec<HostRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM hosts ORDER BY name"
-    )))
-    .fetch_all(&st.db)
-    .await?;
+    let rows = hosts::list(&st, &user).await?;
     Ok(axum::Json(Value::Array(
-        rows.iter().map(HostRow::to_json).collect(),
+        rows.iter().map(host_json).collect(),
     )))
 }
 
 pub(crate) async fn get_one(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    Ok(axum::Json(fetch(&st.db, id).await?.to_json()))
-}
-
-fn duplicate_name(err: sqlx::Error) -> ApiError {
-    match &err {
-        sqlx::Error::Database(e) if e.is_unique_violation() => {
-            ApiError::conflict("duplicate_name", "a host with this name exists already")
-        }
-        _ => ApiError::from(err),
-    }
+    Ok(axum::Json(host_json(&hosts::get(&st, &user, id).await?)))
 }
 
 pub(crate) async fn create(
@@ -123,33 +68,10 @@ pub(crate) async fn create(
     user: AuthUser,
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, axum::Json<Value>), ApiError> {
-    user.require_admin()?;
+    hosts::may_manage(&user)?;
     let h = host_input::parse(&body)?;
-    let row: HostRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO hosts (id, name, hostname, port, username, auth_method, key_path, host_key_policy, host_keys) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(&h.name)
-    .bind(&h.hostname)
-    .bind(i32::from(h.port))
-    .bind(&h.username)
-    .bind(h.auth_method.as_str())
-    .bind(&h.key_path)
-    .bind(h.host_key_policy.as_str())
-    .bind(&h.host_keys)
-    .fetch_one(&st.db)
-    .await
-    .map_err(duplicate_name)?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "host.create",
-        &row.id.to_string(),
-        row.to_json(),
-    )
-    .await;
-    Ok((StatusCode::CREATED, axum::Json(row.to_json())))
+    let row = hosts::save(&st, &user, None, &fields(&h), host_json).await?;
+    Ok((StatusCode::CREATED, axum::Json(host_json(&row))))
 }
 
 pub(crate) async fn update(
@@ -158,35 +80,10 @@ pub(crate) async fn update(
     Path(id): Path<Uuid>,
     Json(body): Json<Value>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    user.require_admin()?;
+    hosts::may_manage(&user)?;
     let h = host_input::parse(&body)?;
-    let row: HostRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE hosts SET name = $2, hostname = $3, port = $4, username = $5, auth_method = $6, \
-         key_path = $7, host_key_policy = $8, host_keys = $9, updated_at = now() \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&h.name)
-    .bind(&h.hostname)
-    .bind(i32::from(h.port))
-    .bind(&h.username)
-    .bind(h.auth_method.as_str())
-    .bind(&h.key_path)
-    .bind(h.host_key_policy.as_str())
-    .bind(&h.host_keys)
-    .fetch_optional(&st.db)
-    .await
-    .map_err(duplicate_name)?
-    .ok_or_else(|| ApiError::not_found("host"))?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "host.update",
-        &id.to_string(),
-        row.to_json(),
-    )
-    .await;
-    Ok(axum::Json(row.to_json()))
+    let row = hosts::save(&st, &user, Some(id), &fields(&h), host_json).await?;
+    Ok(axum::Json(host_json(&row)))
 }
 
 pub(crate) async fn remove(
@@ -194,22 +91,7 @@ pub(crate) async fn remove(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
-    let res = sqlx::query("DELETE FROM hosts WHERE id = $1")
-        .bind(id)
-        .execute(&st.db)
-        .await?;
-    if res.rows_affected() == 0 {
-        return Err(ApiError::not_found("host"));
-    }
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "host.delete",
-        &id.to_string(),
-        json!({}),
-    )
-    .await;
+    hosts::delete(&st, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,15 +114,22 @@ pub(crate) async fn scan(
         .unwrap_or_default()
         .trim()
         .to_owned();
-    if let Err(err) = user.require_admin() {
+    if let Err(err) = hosts::may_manage(&user) {
         let target: String = hostname
             .chars()
             .filter(|c| !c.is_control())
             .take(255)
             .collect();
         let detail = json!({"outcome": "forbidden"});
-        db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
-        return Err(err);
+        audit::record_alone(
+            &st.db,
+            user.audit_id(),
+            AuditAction::HostScan,
+            &target,
+            detail,
+        )
+        .await?;
+        return Err(err.into());
     }
     super::host_input::check_hostname(&hostname)?;
     let port = super::host_input::parse_port(body.get("port"))?;
@@ -253,7 +142,14 @@ pub(crate) async fn scan(
         }
     };
     let target = format!("{hostname}:{port}");
-    db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
+    audit::record_alone(
+        &st.db,
+        user.audit_id(),
+        AuditAction::HostScan,
+        &target,
+        detail,
+    )
+    .await?;
     match result {
         Ok((key, fingerprint)) => Ok(axum::Json(json!({"key": key, "fingerprint": fingerprint}))),
         Err(err) => Err(ApiError::new(

@@ -33,13 +33,13 @@ use uuid::Uuid;
 use super::client::{ClientSide, FromClient};
 use super::outbox::Outbox;
 use super::window::Window;
-use crate::api::shares::Share;
-use crate::api::AppState;
 use crate::auth::AuthUser;
 use crate::broker::Report;
 use crate::error::ApiError;
 use crate::fanout::{self, StoredStatus, Subscription};
 use crate::presence::{Attendance, Seat};
+use crate::service::shares::Share;
+use crate::state::AppState;
 
 /// Largest WebSocket message at all.
 const MAX_MESSAGE: usize = 1024 * 1024;
