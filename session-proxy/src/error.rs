@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::broker::BrokerError;
+use crate::bus::BrokerError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {

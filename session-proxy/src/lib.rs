@@ -7,7 +7,7 @@
 
 mod api;
 mod auth;
-mod broker;
+mod bus;
 mod client_addr;
 mod config;
 mod db;
@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{AppState, Settings};
-use crate::broker::Broker;
+use crate::bus::Broker;
 use crate::fanout::Fanout;
 
 /// Everything the proxy needs to start. See `docs/configuration.md`.

@@ -23,7 +23,7 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::bus::Broker;
 use crate::client_addr::TrustedProxies;
 use crate::error::ApiError;
 use crate::fanout::Fanout;

@@ -123,7 +123,7 @@ pub(crate) async fn open(
     let target = host.target()?;
     if !st.broker.is_up() {
         // Refused before anything is written: no session to clean up.
-        return Err(crate::broker::BrokerError::NotConnected.into());
+        return Err(crate::bus::BrokerError::NotConnected.into());
     }
     let id = Uuid::now_v7();
     let shell = body.shell.unwrap_or(true);

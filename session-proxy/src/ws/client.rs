@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures_util::{Stream, StreamExt};
 use shellway_common::event::ViewMode;
-use shellway_common::{ClientAction, Control, ErrorKind, Event};
+use shellway_common::{BrowserEvent, ClientAction, Control, ErrorKind};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -33,7 +33,7 @@ const INPUT_BURST: f64 = 1024.0 * 1024.0;
 #[derive(Debug)]
 pub(super) enum FromClient {
     /// Tell the client this (an error about what it sent).
-    Event(Event),
+    Event(BrowserEvent),
     /// The viewer leaves (a link viewer's `close`).
     Leave { reason: String, by: String },
     /// The viewer typed an interrupt (Ctrl-C, Ctrl-Z, Ctrl-\\): output
@@ -66,7 +66,7 @@ impl ClientSide {
         while let Some(Ok(msg)) = stream.next().await {
             let reply = match msg {
                 Message::Text(text) => self.on_text(text.as_str(), &mut budget).await,
-                Message::Binary(_) => Some(FromClient::Event(Event::error(
+                Message::Binary(_) => Some(FromClient::Event(BrowserEvent::error(
                     ErrorKind::Protocol,
                     "binary frames are not accepted; send JSON text frames with an \"action\"",
                 ))),
@@ -85,7 +85,7 @@ impl ClientSide {
         let action = match ClientAction::parse(text, MAX_ACTION) {
             Ok(a) => a,
             Err(e) => {
-                return Some(FromClient::Event(Event::error(
+                return Some(FromClient::Event(BrowserEvent::error(
                     ErrorKind::Protocol,
                     e.to_string(),
                 )))
@@ -98,7 +98,7 @@ impl ClientSide {
                     "not_supported" | "invalid_field" => ErrorKind::Protocol,
                     _ => ErrorKind::Runtime,
                 };
-                Some(FromClient::Event(Event::error(kind, err.message)))
+                Some(FromClient::Event(BrowserEvent::error(kind, err.message)))
             }
         }
     }
