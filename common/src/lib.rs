@@ -10,6 +10,7 @@ pub mod control;
 pub mod event;
 pub mod output;
 pub mod request;
+pub mod scan;
 pub mod script;
 pub mod topology;
 pub mod ws;

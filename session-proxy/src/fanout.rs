@@ -245,7 +245,7 @@ impl Handler for Live {
         })
     }
 
-    fn started(&mut self) {
+    fn started(&mut self, _queue: &Queue) {
         self.feed.ready.send_replace(true);
         if std::mem::take(&mut self.interrupted) {
             tracing::info!(session_id = %self.session, "live feed restored");

@@ -201,7 +201,7 @@ impl Handler for Listener {
         })
     }
 
-    fn started(&mut self) {
+    fn started(&mut self, _queue: &Queue) {
         self.0.seen().listening_since = Some(Instant::now());
     }
 

@@ -97,7 +97,7 @@ impl Handler for Recorder {
         })
     }
 
-    fn started(&mut self) {
+    fn started(&mut self, _queue: &Queue) {
         tracing::info!("recorder consuming");
     }
 

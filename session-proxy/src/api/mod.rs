@@ -53,6 +53,8 @@ pub(crate) struct AppState {
     pub recorder_broker: Broker,
     pub fanout: Fanout,
     pub presence: crate::presence::Presence,
+    /// Host-key scans, asked of a runner.
+    pub scans: crate::bus::Scans,
     pub inputs: crate::inputs::InputLog,
     pub hasher: Hasher,
     pub settings: Arc<Settings>,
@@ -182,6 +184,7 @@ mod tests {
             db,
             db_health: crate::health::DbHealth::default(),
             recorder_broker: broker.clone(),
+            scans: crate::bus::Scans::new(broker.clone(), "p".into()),
             broker,
             fanout,
             presence: crate::presence::Presence::new("p".into()),

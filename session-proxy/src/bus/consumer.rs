@@ -1,5 +1,6 @@
 //! The one reconnecting consumer every long-lived reader of the broker
-//! uses (the recorder, runner heartbeats, rejected requests, live feeds).
+//! uses (the recorder, runner heartbeats, rejected requests, live feeds,
+//! scan replies).
 //!
 //! [`consume`] waits for the supervisor's connection, opens a channel,
 //! declares and binds the queue if it is this proxy's own, consumes it and
@@ -30,8 +31,10 @@ pub(crate) enum Queue {
     /// A queue of the shared topology (declared by the supervisor), read
     /// with acknowledgements: the handler acks what it has dealt with.
     Shared { name: String, prefetch: u16 },
-    /// This proxy's own copy of what is routed to `exchange` with `key`:
-    /// an exclusive queue deleted with its connection, read without
+    /// This proxy's own copy of what is routed to `exchange` with `key`
+    /// (no binding for `""`, the default exchange, which routes by the
+    /// queue's name): an exclusive queue deleted with its connection, read
+    /// without
     /// acknowledgements (for messages that only matter while the proxy
     /// lives: live output, heartbeats). Its name carries the connection's
     /// generation ([`Broker::private_owner`]), so it is asked for anew on
@@ -64,8 +67,8 @@ pub(crate) trait Handler: Send {
         deliveries: Vec<Delivery>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    /// The queue is consumed (again): from now on it gets what is routed.
-    fn started(&mut self) {}
+    /// `queue` is consumed (again): from now on it gets what is routed.
+    fn started(&mut self, _queue: &Queue) {}
 
     /// Consuming stopped on a failure; it starts again once it can.
     fn interrupted(&mut self) {}
@@ -143,7 +146,7 @@ async fn session<H: Handler>(
         Err(err) => return Stop::Failed(err.into()),
     };
     *backoff = Backoff::default();
-    handler.started();
+    handler.started(&queue);
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -218,14 +221,16 @@ async fn subscribe(ch: &Channel, queue: &Queue) -> Result<lapin::Consumer, Broke
             };
             ch.queue_declare(name.as_str().into(), opts, FieldTable::default())
                 .await?;
-            ch.queue_bind(
-                name.as_str().into(),
-                exchange.as_str().into(),
-                key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+            if !exchange.is_empty() {
+                ch.queue_bind(
+                    name.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            }
             let no_ack = BasicConsumeOptions {
                 no_ack: true,
                 ..Default::default()

@@ -7,6 +7,8 @@
 mod broker;
 pub(crate) mod consumer;
 mod report;
+mod scan;
 
 pub(crate) use broker::{Broker, BrokerError};
 pub(crate) use report::Report;
+pub(crate) use scan::{ScanError, Scans};
