@@ -36,7 +36,7 @@ mod tests {
     use axum::Router;
     use tokio_util::sync::CancellationToken;
 
-    use crate::broker::Broker;
+    use crate::bus::Broker;
     use crate::client_addr::TrustedProxies;
     use crate::fanout::Fanout;
     use crate::passwords::Hasher;
@@ -73,6 +73,7 @@ mod tests {
             db,
             db_health: crate::health::DbHealth::default(),
             recorder_broker: broker.clone(),
+            scans: crate::bus::Scans::new(broker.clone(), "p".into()),
             broker,
             fanout,
             presence: crate::presence::Presence::new("p".into()),

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use shellway_common::{ErrorKind, Event};
+use shellway_common::{BrowserEvent, ErrorKind};
 
-use crate::broker::BrokerError;
+use crate::bus::BrokerError;
 use crate::service::shares::LinkRefused;
 use crate::service::{Denied, ServiceError};
 
@@ -179,12 +179,12 @@ impl From<Denied> for ApiError {
 /// The domain's errors as a WebSocket viewer is told them: what it sent
 /// was wrong (`protocol`), or the proxy could not do it (`runtime`), with
 /// the message the HTTP API would give (no internal detail).
-pub(crate) fn ws_event(err: ServiceError) -> Event {
+pub(crate) fn ws_event(err: ServiceError) -> BrowserEvent {
     let kind = match err {
         ServiceError::Invalid { .. } => ErrorKind::Protocol,
         _ => ErrorKind::Runtime,
     };
-    Event::error(kind, ApiError::from(err).message)
+    BrowserEvent::error(kind, ApiError::from(err).message)
 }
 
 /// Marks a response that met a database outage (see `health::fail_fast`).

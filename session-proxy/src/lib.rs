@@ -8,10 +8,10 @@
 mod api;
 mod app;
 mod auth;
-mod broker;
+mod bus;
 mod client_addr;
 mod config;
-
+mod embedded_runner;
 mod error;
 mod fanout;
 mod headers;
@@ -44,7 +44,7 @@ use shellway_common::Topology;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::Broker;
+use crate::bus::Broker;
 use crate::fanout::Fanout;
 use crate::state::{AppState, Settings};
 
@@ -63,7 +63,7 @@ pub struct Config {
     pub bootstrap_admin: Option<(String, String)>,
     pub cookie_secure: bool,
     /// Run a runner in this process too.
-    pub with_runner: Option<ssh_runner::Config>,
+    pub with_runner: Option<RunnerConfig>,
     pub sharing: Sharing,
     pub recording: RecordingPolicy,
     pub security: Security,
@@ -73,6 +73,7 @@ pub struct Config {
 }
 
 pub use crate::client_addr::TrustedProxies;
+pub use crate::embedded_runner::RunnerConfig;
 pub use crate::origin::Origin;
 pub use crate::recording::RecordingPolicy;
 pub use crate::serve::ConnectionLimits;
@@ -147,6 +148,8 @@ pub async fn run(
     );
     let presence = presence::Presence::new(config.proxy_id.clone());
     tracker.spawn(presence.clone().run(broker.clone(), tasks.clone()));
+    let scans = bus::Scans::new(broker.clone(), config.proxy_id.clone());
+    tracker.spawn(scans.clone().run(tasks.clone()));
     // The recorder has a connection of its own: its copy of each output
     // message then does not queue on the socket and I/O thread that carry
     // the live feed to viewers.
@@ -165,6 +168,7 @@ pub async fn run(
         recorder_broker: recording.clone(),
         fanout,
         presence,
+        scans,
         inputs: inputs::InputLog::new(db.clone(), &tracker, tasks.clone()),
         hasher,
         settings: Arc::new(Settings {
@@ -213,12 +217,7 @@ pub async fn run(
     tracker.spawn(health::watch(db.clone(), db_health, tasks.clone()));
     tracker.spawn(store::throttles::prune_loop(db.clone(), tasks.clone()));
     if let Some(runner) = config.with_runner.clone() {
-        let token = tasks.clone();
-        tracker.spawn(async move {
-            if let Err(err) = ssh_runner::run(runner, token).await {
-                tracing::error!(error = %err, "the in-process runner stopped");
-            }
-        });
+        tracker.spawn(embedded_runner::run(runner, tasks.clone()));
     }
 
     tracing::info!(addr = ?listener.local_addr().ok(), proxy_id = %config.proxy_id, "session proxy listening");

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use lapin::message::Delivery;
 use serde_json::json;
 use shellway_common::{Control, ErrorKind, Event, Heartbeat, SessionStatus};
 use sqlx::PgPool;
@@ -26,7 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{consume_private, keep_consuming, Broker, BrokerError};
+use crate::bus::consumer::{consume, Handler, Queue};
+use crate::bus::{Broker, BrokerError};
 use crate::store::{self, AuditAction};
 
 /// Missed heartbeats after which a runner is dead.
@@ -173,43 +174,58 @@ pub(crate) async fn run(l: Liveness, shutdown: CancellationToken) {
 }
 
 async fn listen_forever(l: Liveness, shutdown: CancellationToken) {
-    keep_consuming(&l.broker, "heartbeat listener", &shutdown, || async {
-        let res = listen(&l, &shutdown).await;
-        l.seen().listening_since = None;
-        res
-    })
+    let mut listener = Listener(l.clone());
+    consume(
+        &l.broker,
+        "heartbeat listener",
+        &mut listener,
+        None,
+        &shutdown,
+    )
     .await;
+    l.seen().listening_since = None;
 }
 
-async fn listen(l: &Liveness, shutdown: &CancellationToken) -> Result<(), BrokerError> {
-    let t = l.broker.topology();
-    let queue = t.heartbeat_queue(&l.broker.private_owner(&l.proxy_id)?);
-    let ch = l.broker.channel().await?;
-    let mut consumer = consume_private(&ch, &queue, &t.runners_exchange(), "").await?;
-    l.seen().listening_since = Some(Instant::now());
-    loop {
-        let delivery = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            d = consumer.next() => d,
-        };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(err)) => return Err(err.into()),
-            None => return Err(BrokerError::NotConnected),
-        };
-        match serde_json::from_slice::<Heartbeat>(&delivery.data) {
-            Ok(hb) => {
-                let now = Instant::now();
-                let mut seen = l.seen();
-                seen.heard = Some(now);
-                let beat = Beat {
-                    at: now,
-                    sessions: hb.sessions.into_iter().collect(),
-                };
-                seen.runners.insert(hb.runner, beat);
+/// This proxy's own queue of heartbeats.
+struct Listener(Liveness);
+
+impl Handler for Listener {
+    type Error = BrokerError;
+
+    fn queue(&self, broker: &Broker) -> Result<Queue, BrokerError> {
+        let t = broker.topology();
+        Ok(Queue::Private {
+            name: t.heartbeat_queue(&broker.private_owner(&self.0.proxy_id)?),
+            exchange: t.runners_exchange(),
+            key: String::new(),
+        })
+    }
+
+    fn started(&mut self, _queue: &Queue) {
+        self.0.seen().listening_since = Some(Instant::now());
+    }
+
+    fn interrupted(&mut self) {
+        self.0.seen().listening_since = None;
+    }
+
+    async fn handle(&mut self, deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        for delivery in deliveries {
+            match serde_json::from_slice::<Heartbeat>(&delivery.data) {
+                Ok(hb) => {
+                    let now = Instant::now();
+                    let mut seen = self.0.seen();
+                    seen.heard = Some(now);
+                    let beat = Beat {
+                        at: now,
+                        sessions: hb.sessions.into_iter().collect(),
+                    };
+                    seen.runners.insert(hb.runner, beat);
+                }
+                Err(err) => tracing::warn!(error = %err, "skipping a malformed heartbeat"),
             }
-            Err(err) => tracing::warn!(error = %err, "skipping a malformed heartbeat"),
         }
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError};
+use crate::bus::{Broker, BrokerError};
 use crate::liveness::{Liveness, MISSED};
 use crate::store;
 

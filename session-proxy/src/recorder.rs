@@ -11,10 +11,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use serde_json::json;
 use shellway_common::control::seq_ranges;
 use shellway_common::topology::session_of_key;
@@ -23,7 +21,8 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{keep_consuming, Broker, BrokerError, Report};
+use crate::bus::consumer::{consume, Batching, Handler, Queue};
+use crate::bus::{Broker, BrokerError, Report};
 use crate::store::audit::{self, AuditAction};
 use crate::store::pool as db;
 use crate::store::{hosts, recordings, runs, sessions, Moved};
@@ -39,8 +38,6 @@ enum RecorderError {
     Broker(#[from] BrokerError),
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
-    #[error("the record queue consumer ended")]
-    Ended,
     #[error("shutting down")]
     Shutdown,
 }
@@ -59,64 +56,61 @@ pub(crate) async fn run(
     max_bytes: Option<u64>,
     shutdown: CancellationToken,
 ) {
-    keep_consuming(&broker, "recorder", &shutdown, || async {
-        match consume(&db, &broker, max_bytes, &shutdown).await {
-            Err(RecorderError::Shutdown) => Ok(()),
-            other => other,
-        }
-    })
+    let mut recorder = Recorder {
+        db,
+        broker: broker.clone(),
+        max_bytes,
+        shutdown: shutdown.clone(),
+    };
+    // Gather what comes within LINGER: one transaction for a burst of
+    // output, and no database write racing a keystroke's echo for the CPU
+    // (viewers get output from the live feed, not from here).
+    let batching = Batching {
+        max: PREFETCH as usize,
+        linger: LINGER,
+    };
+    consume(
+        &broker,
+        "recorder",
+        &mut recorder,
+        Some(batching),
+        &shutdown,
+    )
     .await;
 }
 
-async fn consume(
-    db: &PgPool,
-    broker: &Broker,
+struct Recorder {
+    db: PgPool,
+    broker: Broker,
     max_bytes: Option<u64>,
-    shutdown: &CancellationToken,
-) -> Result<(), RecorderError> {
-    let ch = broker.channel().await?;
-    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
-    let queue = broker.topology().record_queue();
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!("recorder consuming");
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            d = consumer.next() => d,
+    shutdown: CancellationToken,
+}
+
+impl Handler for Recorder {
+    type Error = RecorderError;
+
+    fn queue(&self, broker: &Broker) -> Result<Queue, BrokerError> {
+        Ok(Queue::Shared {
+            name: broker.topology().record_queue(),
+            prefetch: PREFETCH,
+        })
+    }
+
+    fn started(&mut self, _queue: &Queue) {
+        tracing::info!("recorder consuming");
+    }
+
+    async fn handle(&mut self, batch: Vec<Delivery>) -> Result<(), RecorderError> {
+        let Some(last) = batch.last().map(|d| d.acker.clone()) else {
+            return Ok(());
         };
-        let mut batch = vec![next_delivery(first)?];
-        // Gather what comes within LINGER: one transaction for a burst of
-        // output, and no database write racing a keystroke's echo for the
-        // CPU (viewers get output from the live feed, not from here).
-        let until = tokio::time::Instant::now() + LINGER;
-        while batch.len() < PREFETCH as usize {
-            match tokio::time::timeout_at(until, consumer.next()).await {
-                Ok(Some(Ok(d))) => batch.push(d),
-                Ok(other) => {
-                    // Store what we have; the error surfaces next round.
-                    if let Some(Err(err)) = other {
-                        tracing::debug!(error = %err, "record queue interrupted");
-                    }
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
         let items: Vec<Item> = batch.into_iter().filter_map(decode).collect();
-        store(db, &items, max_bytes, shutdown).await?;
+        store(&self.db, &items, self.max_bytes, &self.shutdown).await?;
         // Receipts before the ack: if they cannot go out, the batch comes
         // again (storing it again changes nothing) and so do they.
-        send_receipts(broker, &items).await?;
-        ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await?;
+        send_receipts(&self.broker, &items).await?;
+        last.ack(BasicAckOptions { multiple: true }).await?;
+        Ok(())
     }
 }
 
@@ -138,14 +132,6 @@ async fn send_receipts(broker: &Broker, items: &[Item]) -> Result<(), BrokerErro
         broker.publish_control(session, &receipt, true).await?;
     }
     Ok(())
-}
-
-fn next_delivery(d: Option<Result<Delivery, lapin::Error>>) -> Result<Delivery, RecorderError> {
-    match d {
-        Some(Ok(d)) => Ok(d),
-        Some(Err(err)) => Err(err.into()),
-        None => Err(RecorderError::Ended),
-    }
 }
 
 fn decode(d: Delivery) -> Option<Item> {
@@ -233,8 +219,8 @@ async fn store_batch(
                 apply_event(&mut tx, item.session, event).await?;
                 recordings::record_event(&mut tx, item.session, event).await?;
             }
-            // Read from the database by a live feed; never on the broker.
-            Report::Stored(_) => {}
+            // Made by a live feed for its viewers; never on the broker.
+            Report::Stored(_) | Report::Link(_) => {}
         }
     }
     insert_outputs(&mut tx, &mut outputs, max_bytes).await?;
@@ -347,15 +333,12 @@ async fn apply_event(
             sessions::set_viewers(conn, session, &viewers).await
         }
         // The proxy wrote the run as `queued` when it sent it.
-        Event::Connected { .. }
-        | Event::Resized { .. }
+        Event::Resized { .. }
         | Event::Queued { .. }
         | Event::Snapshot { .. }
-        | Event::Chunk { .. }
         | Event::Progress { .. }
         | Event::Canceling { .. }
-        | Event::Revoked { .. }
-        | Event::Link { .. } => Ok(()),
+        | Event::Revoked { .. } => Ok(()),
     }
 }
 

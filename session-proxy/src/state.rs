@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::bus::Broker;
 use crate::client_addr::TrustedProxies;
 use crate::fanout::Fanout;
 use crate::origin::Origin;
@@ -37,6 +37,8 @@ pub(crate) struct AppState {
     pub recorder_broker: Broker,
     pub fanout: Fanout,
     pub presence: crate::presence::Presence,
+    /// Host-key scans, asked of a runner.
+    pub scans: crate::bus::Scans,
     pub inputs: crate::inputs::InputLog,
     pub hasher: Hasher,
     pub settings: Arc<Settings>,

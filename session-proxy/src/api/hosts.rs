@@ -3,11 +3,13 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+use shellway_common::scan::ScanReply;
 use uuid::Uuid;
 
 use super::host_input::{self, HostInput};
 use super::{AppState, Json};
 use crate::auth::AuthUser;
+use crate::bus::ScanError;
 use crate::error::ApiError;
 use crate::service::hosts;
 use crate::store::audit::{self, AuditAction};
@@ -95,14 +97,11 @@ pub(crate) async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// How long fetching a host key may take.
-const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// `POST /api/hosts/scan {hostname, port}`: the host's key and fingerprint,
-/// for an administrator to compare with the server's own and pin. The
-/// proxy connects itself (no authentication happens). Whatever stops a peer
-/// that does not speak SSH gets one message, so the scan maps no ports;
-/// every scan is audited.
+/// for an administrator to compare with the server's own and pin. A runner
+/// connects (the proxy never dials hosts; no authentication happens).
+/// Whatever stops a peer that does not speak SSH gets one message, so the
+/// scan maps no ports; every scan is audited.
 pub(crate) async fn scan(
     State(st): State<AppState>,
     user: AuthUser,
@@ -133,13 +132,17 @@ pub(crate) async fn scan(
     }
     super::host_input::check_hostname(&hostname)?;
     let port = super::host_input::parse_port(body.get("port"))?;
-    let result = ssh_runner::fetch_host_key(&hostname, port, SCAN_TIMEOUT).await;
+    let result = st.scans.scan(&hostname, port).await;
     let detail = match &result {
-        Ok((_, fingerprint)) => json!({"outcome": "key", "fingerprint": fingerprint}),
-        Err(ssh_runner::ScanError::NoSshServer(_)) => json!({"outcome": "no_ssh_server"}),
-        Err(err @ ssh_runner::ScanError::Ssh { .. }) => {
-            json!({"outcome": "ssh_error", "message": err.to_string()})
+        Ok(ScanReply::Key { fingerprint, .. }) => {
+            json!({"outcome": "key", "fingerprint": fingerprint})
         }
+        Ok(ScanReply::NoSshServer { .. }) => json!({"outcome": "no_ssh_server"}),
+        Ok(ScanReply::SshError { message }) => json!({"outcome": "ssh_error", "message": message}),
+        Ok(ScanReply::Taken { .. }) | Err(ScanError::NoRunner(_)) => {
+            json!({"outcome": "no_runner"})
+        }
+        Err(ScanError::Broker(_)) => json!({"outcome": "broker_unavailable"}),
     };
     let target = format!("{hostname}:{port}");
     audit::record_alone(
@@ -151,11 +154,18 @@ pub(crate) async fn scan(
     )
     .await?;
     match result {
-        Ok((key, fingerprint)) => Ok(axum::Json(json!({"key": key, "fingerprint": fingerprint}))),
-        Err(err) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "ssh",
+        Ok(ScanReply::Key { key, fingerprint }) => {
+            Ok(axum::Json(json!({"key": key, "fingerprint": fingerprint})))
+        }
+        Ok(ScanReply::NoSshServer { message } | ScanReply::SshError { message }) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, "ssh", message))
+        }
+        Ok(ScanReply::Taken { .. }) => Err(ApiError::internal(&"a scan ended at `taken`")),
+        Err(err @ ScanError::NoRunner(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "capacity",
             err.to_string(),
         )),
+        Err(ScanError::Broker(err)) => Err(err.into()),
     }
 }

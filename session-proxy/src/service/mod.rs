@@ -11,7 +11,7 @@ pub(crate) mod shares;
 
 use std::borrow::Cow;
 
-use crate::broker::BrokerError;
+use crate::bus::BrokerError;
 pub(crate) use authorize::{authorize, Action, Actor, Denied, Resource};
 
 /// Why the domain refused or failed, in its own terms.

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{authorize, hosts, Action, Resource, ServiceError};
 use crate::auth::AuthUser;
-use crate::broker::BrokerError;
+use crate::bus::BrokerError;
 use crate::state::AppState;
 use crate::store::{self, sessions::SessionRow};
 

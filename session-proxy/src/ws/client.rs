@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures_util::{Stream, StreamExt};
 use shellway_common::event::ViewMode;
-use shellway_common::{ClientAction, Control, ErrorKind, Event};
+use shellway_common::{BrowserEvent, ClientAction, Control, ErrorKind};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -32,7 +32,7 @@ const INPUT_BURST: f64 = 1024.0 * 1024.0;
 #[derive(Debug)]
 pub(super) enum FromClient {
     /// Tell the client this (an error about what it sent).
-    Event(Event),
+    Event(BrowserEvent),
     /// The viewer leaves (a link viewer's `close`).
     Leave { reason: String, by: String },
     /// The viewer typed an interrupt (Ctrl-C, Ctrl-Z, Ctrl-\\): output
@@ -65,7 +65,7 @@ impl ClientSide {
         while let Some(Ok(msg)) = stream.next().await {
             let reply = match msg {
                 Message::Text(text) => self.on_text(text.as_str(), &mut budget).await,
-                Message::Binary(_) => Some(FromClient::Event(Event::error(
+                Message::Binary(_) => Some(FromClient::Event(BrowserEvent::error(
                     ErrorKind::Protocol,
                     "binary frames are not accepted; send JSON text frames with an \"action\"",
                 ))),
@@ -84,7 +84,7 @@ impl ClientSide {
         let action = match ClientAction::parse(text, MAX_ACTION) {
             Ok(a) => a,
             Err(e) => {
-                return Some(FromClient::Event(Event::error(
+                return Some(FromClient::Event(BrowserEvent::error(
                     ErrorKind::Protocol,
                     e.to_string(),
                 )))
@@ -92,7 +92,7 @@ impl ClientSide {
         };
         match self.act(action, budget).await {
             Ok(reply) => reply,
-            Err(Refusal::ReadOnly(what)) => Some(FromClient::Event(Event::error(
+            Err(Refusal::ReadOnly(what)) => Some(FromClient::Event(BrowserEvent::error(
                 ErrorKind::Protocol,
                 format!("{what} refused: you are watching this session read-only"),
             ))),
