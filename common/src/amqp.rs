@@ -218,6 +218,9 @@ pub async fn declare_shared(
     )
     .await?;
 
+    ch.queue_declare(t.scans().into(), queue, durable_args(opts))
+        .await?;
+
     // One recorder at a time consumes, so statuses are applied in order;
     // another proxy takes over if it goes away.
     let mut rec_args = durable_args(opts);

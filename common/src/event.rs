@@ -1,25 +1,16 @@
-//! Events: what runners report on the events exchange, and what a WebSocket
-//! client receives as JSON text frames. One enum serves both so the two
-//! stay in step; a few variants only ever come from the proxy (`connected`,
-//! `presence`, `snapshot`, `chunk`) and one only goes to the recorder
-//! (`host_key`).
+//! Events on the broker: what runners report on the events exchange (and
+//! the few a proxy publishes there for the others, `revoked`, or for the
+//! viewers of a session it ended, `status`, `error`). Browsers get
+//! [`crate::browser::BrowserEvent`]s, made from these by an allow-list.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::control::RunKind;
-use crate::output::Stream;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// First frame on every WebSocket.
-    Connected {
-        session: Uuid,
-        runner: Option<String>,
-        mode: ViewMode,
-        status: SessionStatus,
-    },
     /// The session moved to a new status.
     Status {
         status: SessionStatus,
@@ -67,13 +58,6 @@ pub enum Event {
         command: String,
         steps: u32,
     },
-    /// Exec output of a run (the WebSocket form of an `output` message).
-    Chunk {
-        run: Uuid,
-        stream: Stream,
-        seq: u64,
-        data: String,
-    },
     Progress {
         run: Uuid,
         current: u32,
@@ -111,29 +95,18 @@ pub enum Event {
         reason: String,
         by: Option<String>,
     },
-    /// The path between the session and this viewer through the broker was
-    /// interrupted, or is back. The session itself goes on (its runner
-    /// keeps the SSH connection and what it prints); after `restored` the
-    /// viewer gets what it missed, from the live feed or the recording.
-    /// Made by the proxy that serves the viewer, never recorded.
-    Link {
-        state: LinkState,
-        message: String,
-    },
 }
 
 impl Event {
     /// The `<kind>` part of the routing key `<session>.<kind>`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Connected { .. } => "connected",
             Self::Status { .. } => "status",
             Self::HostKey { .. } => "host_key",
             Self::Snapshot { .. } => "snapshot",
             Self::Resized { .. } => "resized",
             Self::Queued { .. } => "queued",
             Self::Started { .. } => "started",
-            Self::Chunk { .. } => "chunk",
             Self::Progress { .. } => "progress",
             Self::Canceling { .. } => "canceling",
             Self::Completed { .. } => "completed",
@@ -141,7 +114,6 @@ impl Event {
             Self::Revoked { .. } => "revoked",
             Self::Error { .. } => "error",
             Self::Closed { .. } => "closed",
-            Self::Link { .. } => "link",
         }
     }
 
@@ -150,31 +122,6 @@ impl Event {
             kind,
             message: message.into(),
             run: None,
-        }
-    }
-}
-
-/// The state a `link` event announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkState {
-    Interrupted,
-    Restored,
-}
-
-impl Event {
-    /// The `link` event of `state`, worded for a person.
-    pub fn link(state: LinkState) -> Self {
-        let message = match state {
-            LinkState::Interrupted => {
-                "connection to the session interrupted (message broker unreachable); \
-                 the session keeps running and its output is kept"
-            }
-            LinkState::Restored => "connection to the session restored",
-        };
-        Self::Link {
-            state,
-            message: message.into(),
         }
     }
 }
@@ -342,19 +289,6 @@ mod tests {
         let back: Event = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, e);
         assert_eq!(back.kind(), "resized");
-    }
-
-    #[test]
-    fn link_events_name_their_state() {
-        let e = Event::link(LinkState::Interrupted);
-        let json = serde_json::to_value(&e).unwrap_or_default();
-        assert_eq!(json["event"], "link");
-        assert_eq!(json["state"], "interrupted");
-        assert!(json["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("interrupted")));
-        let back: Event = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back, e);
     }
 
     #[test]

@@ -6,14 +6,17 @@
 
 pub mod amqp;
 pub mod api;
+pub mod browser;
 pub mod control;
 pub mod event;
 pub mod output;
 pub mod request;
+pub mod scan;
 pub mod script;
 pub mod topology;
 pub mod ws;
 
+pub use browser::BrowserEvent;
 pub use control::Control;
 pub use event::{ErrorKind, Event, RunStatus, SessionStatus};
 pub use output::{OutputMeta, Stream};

@@ -76,6 +76,16 @@ impl Topology {
         format!("{}.record", self.prefix)
     }
 
+    /// Host-key scan requests; runners compete for them (`scan.rs`).
+    pub fn scans(&self) -> String {
+        format!("{}.scans", self.prefix)
+    }
+
+    /// A proxy's queue of scan replies (exclusive, auto-delete).
+    pub fn scan_replies(&self, proxy: &str) -> String {
+        format!("{}.scan-replies.{proxy}", self.prefix)
+    }
+
     /// Fanout exchange of runner heartbeats.
     pub fn runners_exchange(&self) -> String {
         format!("{}.runners", self.prefix)

@@ -12,9 +12,11 @@ use axum::http::{HeaderMap, Method};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::api::AppState;
 use crate::error::ApiError;
 use crate::origin::Origin;
+use crate::service::Actor;
+use crate::state::AppState;
+use crate::store;
 
 pub(crate) const COOKIE_NAME: &str = "shellway_session";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
@@ -106,11 +108,11 @@ pub(crate) struct AuthUser {
 }
 
 impl AuthUser {
-    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden("only administrators may do this"))
+    /// The caller as `service::authorize` judges them.
+    pub(crate) fn actor(&self) -> Actor {
+        Actor {
+            id: self.id,
+            is_admin: self.is_admin,
         }
     }
 
@@ -119,22 +121,12 @@ impl AuthUser {
     }
 }
 
-type UserRow = (Uuid, String, bool);
-
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(token) = bearer_token(&parts.headers) {
-            let row: Option<UserRow> = sqlx::query_as(
-                "UPDATE api_tokens t SET last_used_at = now() FROM users u \
-                 WHERE t.token_hash = $1 AND u.id = t.user_id AND t.expires_at > now() \
-                 AND u.disabled_at IS NULL AND u.deleted_at IS NULL \
-                 RETURNING u.id, u.username, u.is_admin",
-            )
-            .bind(token_hash(token))
-            .fetch_optional(&state.db)
-            .await?;
+            let row = store::users::by_token(&state.db, &token_hash(token)).await?;
             let (id, username, is_admin) = row.ok_or_else(ApiError::unauthenticated)?;
             return Ok(Self {
                 id,
@@ -144,14 +136,7 @@ impl FromRequestParts<AppState> for AuthUser {
             });
         }
         let cookie = session_cookie(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
-        let row: Option<(Uuid, String, bool, String)> = sqlx::query_as(
-            "SELECT u.id, u.username, u.is_admin, w.csrf_token FROM web_sessions w \
-             JOIN users u ON u.id = w.user_id WHERE w.token_hash = $1 AND w.expires_at > now() \
-             AND u.disabled_at IS NULL AND u.deleted_at IS NULL",
-        )
-        .bind(token_hash(cookie))
-        .fetch_optional(&state.db)
-        .await?;
+        let row = store::users::by_cookie(&state.db, &token_hash(cookie)).await?;
         let (id, username, is_admin, csrf_token) = row.ok_or_else(ApiError::unauthenticated)?;
         let site = crate::origin::expected(parts, &state.settings);
         check_cookie_request(&parts.method, &parts.headers, &csrf_token, site.as_ref())?;

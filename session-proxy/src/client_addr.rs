@@ -10,8 +10,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
-use crate::api::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Addresses (`10.0.0.5`) and networks (`10.0.0.0/8`, `fd00::/8`) of the
 /// reverse proxies in front of this one.

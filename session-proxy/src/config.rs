@@ -305,6 +305,11 @@ impl Options {
         if self.heartbeat_ms < 100 {
             return Err("SHELLWAY_HEARTBEAT_MS must be at least 100".into());
         }
+        if self.with_runner && !crate::embedded_runner::AVAILABLE {
+            return Err("--with-runner: this build has no embedded runner \
+                        (cargo feature embedded-runner); start ssh-runner instead"
+                .into());
+        }
         if self.share_max_expiry_s == 0 {
             return Err("SHELLWAY_SHARE_MAX_EXPIRY_S must be at least 1".into());
         }
@@ -373,28 +378,8 @@ impl Options {
         let durable = DurableQueueOptions {
             expires: self.queue_expires_ms.map(Duration::from_millis),
         };
-        let with_runner = self.with_runner.then(|| {
-            let mut rc = ssh_runner::Config {
-                amqp_url: self.amqp_url.clone(),
-                topology: topology.clone(),
-                heartbeat,
-                durable: durable.clone(),
-                ..Default::default()
-            };
-            if let Some(id) = &self.runner_id {
-                rc.runner_id = id.clone();
-            }
-            if let Some(c) = self.runner_capacity {
-                rc.capacity = c;
-            }
-            if let Some(ms) = self.connect_timeout_ms {
-                rc.connect_timeout = Duration::from_millis(ms);
-            }
-            if let Some(dir) = &self.runner_key_dir {
-                rc.key_dir = dir.clone();
-            }
-            rc
-        });
+        let with_runner =
+            crate::embedded_runner::from_options(self, &topology, heartbeat, &durable);
         Config {
             database_url: self.database_url.clone(),
             amqp_url: self.amqp_url.clone(),
@@ -570,11 +555,13 @@ mod tests {
             "/keys",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        let runner = cli.opts.to_config().with_runner;
+        #[cfg(feature = "embedded-runner")]
         assert_eq!(
-            runner.map(|r| r.key_dir),
+            cli.opts.to_config().with_runner.map(|r| r.key_dir),
             Some(std::path::PathBuf::from("/keys"))
         );
+        #[cfg(not(feature = "embedded-runner"))]
+        assert!(cli.opts.validate().is_err(), "no runner in this build");
         let cli = Cli::try_parse_from(["session-proxy", "create-admin", "--username", "root"])
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(

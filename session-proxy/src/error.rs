@@ -8,7 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use shellway_common::api::{self, errors::ErrorBody, errors::ErrorDetail};
 
-use crate::broker::BrokerError;
+use shellway_common::{BrowserEvent, ErrorKind};
+
+use crate::bus::BrokerError;
+use crate::service::shares::LinkRefused;
+use crate::service::{Denied, ServiceError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ApiError {
@@ -130,7 +134,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        if crate::db::is_unavailable(&err) {
+        if crate::store::pool::is_unavailable(&err) {
             tracing::warn!(error = %err, "database unavailable");
             return Self::database_unavailable();
         }
@@ -162,6 +166,51 @@ fn refused_value(err: &sqlx::Error) -> Option<ApiError> {
         "invalid_value",
         message,
     ))
+}
+
+/// The domain's errors as the HTTP API answers them: the one place that
+/// decides each one's status and code.
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::NotFound(what) => Self::not_found(what),
+            ServiceError::Invalid { field, message } => Self::invalid(field, message),
+            ServiceError::Conflict { code, message } => Self::conflict(code, message),
+            ServiceError::Denied(denied) => denied.into(),
+            ServiceError::Share(refused) => {
+                let (status, code) = match refused {
+                    LinkRefused::Malformed => (StatusCode::NOT_FOUND, "share_malformed"),
+                    LinkRefused::Unknown => (StatusCode::NOT_FOUND, "share_unknown"),
+                    LinkRefused::Revoked => (StatusCode::FORBIDDEN, "share_revoked"),
+                    LinkRefused::Expired => (StatusCode::FORBIDDEN, "share_expired"),
+                    LinkRefused::Ended => (StatusCode::FORBIDDEN, "share_ended"),
+                };
+                Self::new(status, code, refused.to_string())
+            }
+            ServiceError::Db(err) => err.into(),
+            ServiceError::Broker(err) => err.into(),
+        }
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::Hidden(what) => Self::not_found(what),
+            Denied::Forbidden => Self::forbidden(denied.to_string()),
+        }
+    }
+}
+
+/// The domain's errors as a WebSocket viewer is told them: what it sent
+/// was wrong (`protocol`), or the proxy could not do it (`runtime`), with
+/// the message the HTTP API would give (no internal detail).
+pub(crate) fn ws_event(err: ServiceError) -> BrowserEvent {
+    let kind = match err {
+        ServiceError::Invalid { .. } => ErrorKind::Protocol,
+        _ => ErrorKind::Runtime,
+    };
+    BrowserEvent::error(kind, ApiError::from(err).message)
 }
 
 /// Marks a response that met a database outage (see `health::fail_fast`).
@@ -317,5 +366,74 @@ mod tests {
         assert_eq!(v["error"]["fields"][1]["field"], "port");
         assert_eq!(v["error"]["fields"].as_array().map(Vec::len), Some(2));
         assert!(ApiError::all(Vec::new()).is_none());
+    }
+
+    #[test]
+    fn domain_errors_map_to_one_status_and_code_each() {
+        let cases: Vec<(ServiceError, StatusCode, &str)> = vec![
+            (
+                ServiceError::NotFound("host"),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                ServiceError::invalid("cols", "x"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+            ),
+            (
+                ServiceError::conflict("session_ended", "x"),
+                StatusCode::CONFLICT,
+                "session_ended",
+            ),
+            (
+                Denied::Hidden("session").into(),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (Denied::Forbidden.into(), StatusCode::FORBIDDEN, "forbidden"),
+            (
+                LinkRefused::Expired.into(),
+                StatusCode::FORBIDDEN,
+                "share_expired",
+            ),
+            (
+                LinkRefused::Malformed.into(),
+                StatusCode::NOT_FOUND,
+                "share_malformed",
+            ),
+            (
+                BrokerError::NotConnected.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "broker_unavailable",
+            ),
+            (
+                sqlx::Error::PoolTimedOut.into(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+            ),
+        ];
+        for (err, status, code) in cases {
+            let name = format!("{err:?}");
+            let api = ApiError::from(err);
+            assert_eq!((api.status, api.code), (status, code), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_viewer_is_told_what_it_did_wrong_and_never_the_database_detail() {
+        let secret = "relation \"users\" does not exist password=hunter2";
+        let leaky = ServiceError::Db(sqlx::Error::Protocol(secret.into()));
+        assert!(
+            leaky.to_string().contains("hunter2"),
+            "the fixture would leak"
+        );
+        let event = serde_json::to_value(ws_event(leaky)).unwrap_or_default();
+        assert_eq!(event["type"], "runtime");
+        assert!(!event.to_string().contains("hunter2"), "{event}");
+        let invalid = ws_event(ServiceError::invalid("command", "the command is empty"));
+        let event = serde_json::to_value(invalid).unwrap_or_default();
+        assert_eq!(event["type"], "protocol");
+        assert_eq!(event["message"], "the command is empty");
     }
 }

@@ -20,11 +20,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::QueueDeleteOptions;
-use shellway_common::event::LinkState;
+use lapin::message::Delivery;
+use shellway_common::browser::LinkState;
 use shellway_common::topology::session_binding;
-use shellway_common::Event;
 use shellway_common::SessionStatus;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch, Notify};
@@ -33,11 +31,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::broker::{consume_private, Broker, BrokerError, Report};
+use crate::bus::consumer::{consume, Ended, Handler, Queue};
+use crate::bus::{Broker, BrokerError, Report};
 
 /// How long a viewer waits for its feed's queue to be bound.
 const READY_WAIT: Duration = Duration::from_secs(5);
-const RETRY: Duration = Duration::from_millis(250);
 /// How often a feed reads its session's status: often while the session
 /// opens, rarely once open.
 const STATUS_POLL: Duration = Duration::from_secs(1);
@@ -45,34 +43,7 @@ const STATUS_POLL_OPEN: Duration = Duration::from_secs(10);
 /// A status read that takes longer is skipped (the database is away).
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A session's status as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StoredStatus {
-    pub status: SessionStatus,
-    pub runner: Option<String>,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-}
-
-type StatusTuple = (String, Option<String>, Option<String>, Option<String>);
-
-/// Reads a session's status; `None` if there is no such session.
-pub(crate) async fn load_status(
-    db: &PgPool,
-    session: Uuid,
-) -> Result<Option<StoredStatus>, sqlx::Error> {
-    let row: Option<StatusTuple> =
-        sqlx::query_as("SELECT status, runner, error_kind, error FROM sessions WHERE id = $1")
-            .bind(session)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|(status, runner, error_kind, error)| StoredStatus {
-        status: SessionStatus::parse(&status).unwrap_or(SessionStatus::Failed),
-        runner,
-        error_kind,
-        error,
-    }))
-}
+pub(crate) use crate::store::sessions::{load_status, StoredStatus};
 
 #[derive(Clone)]
 pub(crate) struct Fanout {
@@ -124,11 +95,6 @@ impl Drop for Guard {
             }
         }
     }
-}
-
-enum Ended {
-    Idle,
-    Shutdown,
 }
 
 impl Fanout {
@@ -205,53 +171,102 @@ async fn feed_task(inner: Arc<Inner>, session: Uuid, feed: Arc<Feed>) {
     inner
         .tracker
         .spawn(poll_status(inner.db.clone(), session, feed.tx.clone(), polling).in_current_span());
-    let mut interrupted = false;
+    let mut live = Live {
+        inner: inner.clone(),
+        session,
+        feed,
+        interrupted: false,
+    };
     loop {
-        match serve_feed(&inner, session, &feed, &mut interrupted).await {
-            Ok(Ended::Shutdown) => return,
-            Ok(Ended::Idle) => {
-                let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
-                if feeds.get(&session).is_some_and(|e| e.viewers == 0) {
-                    feeds.remove(&session);
-                    return;
-                }
-            }
-            Err(err) => {
-                if feed.ready.send_replace(false) && !interrupted {
-                    interrupted = true;
-                    let _ = feed
-                        .tx
-                        .send(Arc::new(Report::Event(Event::link(LinkState::Interrupted))));
-                }
-                tracing::warn!(session_id = %session, error = %err, "live feed interrupted; rebuilding once the broker is back");
-                tokio::select! {
-                    _ = inner.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(RETRY) => {}
-                }
-                loop {
-                    if is_idle(&inner, session, &feed) {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = inner.shutdown.cancelled() => return,
-                        _ = inner.broker.up() => break,
-                        _ = feed.idle.notified() => {}
-                    }
-                }
-            }
+        let ended = consume(&inner.broker, "live feed", &mut live, None, &inner.shutdown).await;
+        if ended == Ended::Shutdown {
+            return;
+        }
+        // Nobody watched: gone, unless a viewer came back meanwhile.
+        let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        if feeds.get(&session).is_some_and(|e| e.viewers == 0) {
+            feeds.remove(&session);
+            tracing::debug!(session_id = %session, "live feed stopped");
+            return;
         }
     }
 }
 
-/// Removes the feed if nobody watches it any more; true if removed.
-fn is_idle(inner: &Inner, session: Uuid, feed: &Feed) -> bool {
-    let mut feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
-    if feeds.get(&session).is_some_and(|e| e.viewers == 0) {
-        feed.ready.send_replace(false);
-        feeds.remove(&session);
-        return true;
+/// One session's feed as a consumer of this proxy's own queue for it.
+struct Live {
+    inner: Arc<Inner>,
+    session: Uuid,
+    feed: Arc<Feed>,
+    /// Viewers were told the link is interrupted (and not yet restored).
+    interrupted: bool,
+}
+
+impl Handler for Live {
+    type Error = BrokerError;
+
+    // No acknowledgements: this queue is only this proxy's live copy (the
+    // recorder has the durable one), so a message lost with the proxy is
+    // replayed from the recording, and no ack frame per output message is
+    // written on the echo path.
+    fn queue(&self, broker: &Broker) -> Result<Queue, BrokerError> {
+        let t = broker.topology();
+        let owner = broker.private_owner(&self.inner.proxy_id)?;
+        Ok(Queue::Private {
+            name: t.out_queue(self.session, &owner),
+            exchange: t.events_exchange(),
+            key: session_binding(self.session),
+        })
     }
-    false
+
+    fn started(&mut self, _queue: &Queue) {
+        self.feed.ready.send_replace(true);
+        if std::mem::take(&mut self.interrupted) {
+            tracing::info!(session_id = %self.session, "live feed restored");
+            let _ = self
+                .feed
+                .tx
+                .send(Arc::new(Report::Link(LinkState::Restored)));
+        }
+        tracing::debug!(session_id = %self.session, "live feed started");
+    }
+
+    fn interrupted(&mut self) {
+        if self.feed.ready.send_replace(false) && !self.interrupted {
+            self.interrupted = true;
+            let _ = self
+                .feed
+                .tx
+                .send(Arc::new(Report::Link(LinkState::Interrupted)));
+        }
+    }
+
+    /// The last viewer left: not ready any more (under the lock, so a
+    /// viewer who comes now waits for the feed to start again).
+    async fn done(&self) {
+        loop {
+            self.feed.idle.notified().await;
+            let feeds = self.inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            if feeds.get(&self.session).is_none_or(|e| e.viewers == 0) {
+                self.feed.ready.send_replace(false);
+                return;
+            }
+        }
+    }
+
+    async fn handle(&mut self, deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        for delivery in deliveries {
+            match Report::decode(&delivery.properties, delivery.data) {
+                // No viewer listening is fine: the recorder has it.
+                Ok(report) => {
+                    let _ = self.feed.tx.send(Arc::new(report));
+                }
+                Err(err) => {
+                    tracing::warn!(session_id = %self.session, error = %err, "skipping a malformed message")
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads the session's status now and then and tells the viewers when it
@@ -288,64 +303,6 @@ async fn poll_status(
                 return;
             }
             last = Some(stored);
-        }
-    }
-}
-
-async fn serve_feed(
-    inner: &Inner,
-    session: Uuid,
-    feed: &Feed,
-    interrupted: &mut bool,
-) -> Result<Ended, BrokerError> {
-    let t = inner.broker.topology();
-    let queue = t.out_queue(session, &inner.broker.private_owner(&inner.proxy_id)?);
-    let ch = inner.broker.channel().await?;
-    // No acknowledgements: this queue is only this proxy's live copy (the
-    // recorder has the durable one), so a message lost with the proxy is
-    // replayed from the recording, and no ack frame per output message is
-    // written on the echo path.
-    let mut consumer =
-        consume_private(&ch, &queue, &t.events_exchange(), &session_binding(session)).await?;
-    feed.ready.send_replace(true);
-    if std::mem::take(interrupted) {
-        tracing::info!(session_id = %session, "live feed restored");
-        let _ = feed
-            .tx
-            .send(Arc::new(Report::Event(Event::link(LinkState::Restored))));
-    }
-    tracing::debug!(session_id = %session, "live feed started");
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => {
-                let _ = ch.close(200, "shutdown".into()).await;
-                return Ok(Ended::Shutdown);
-            }
-            _ = feed.idle.notified() => {
-                {
-                    let feeds = inner.feeds.lock().unwrap_or_else(|e| e.into_inner());
-                    if feeds.get(&session).is_none_or(|e| e.viewers != 0) {
-                        continue;
-                    }
-                    feed.ready.send_replace(false);
-                }
-                let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-                let _ = ch.close(200, "no viewers".into()).await;
-                tracing::debug!(session_id = %session, "live feed stopped");
-                return Ok(Ended::Idle);
-            }
-            delivery = consumer.next() => {
-                let delivery = match delivery {
-                    Some(Ok(d)) => d,
-                    Some(Err(err)) => return Err(err.into()),
-                    None => return Err(BrokerError::NotConnected),
-                };
-                match Report::decode(&delivery.properties, delivery.data) {
-                    // No viewer listening is fine: the recorder has it.
-                    Ok(report) => { let _ = feed.tx.send(Arc::new(report)); }
-                    Err(err) => tracing::warn!(session_id = %session, error = %err, "skipping a malformed message"),
-                }
-            }
         }
     }
 }

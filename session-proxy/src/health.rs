@@ -22,8 +22,8 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AppState;
 use crate::error::{ApiError, DatabaseUnavailable};
+use crate::state::AppState;
 
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 const CHECK_WHILE_DOWN: Duration = Duration::from_millis(250);
@@ -103,7 +103,7 @@ pub(crate) async fn fail_fast(State(st): State<AppState>, req: Request, next: Ne
 }
 
 async fn db_up(db: &PgPool) -> bool {
-    let ping = sqlx::query("SELECT 1").execute(db);
+    let ping = crate::store::ping(db);
     matches!(tokio::time::timeout(PROBE_TIMEOUT, ping).await, Ok(Ok(_)))
 }
 

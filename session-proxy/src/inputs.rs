@@ -70,7 +70,7 @@ async fn write(db: PgPool, mut rx: mpsc::Receiver<Typed>, shutdown: Cancellation
                 }
             }
         }
-        while let Err(err) = insert(&db, &batch).await {
+        while let Err(err) = crate::store::inputs::insert(&db, &batch).await {
             tracing::error!(error = %err, rows = batch.len(), "cannot write the input audit; retrying");
             if shutdown.is_cancelled() {
                 return;
@@ -79,31 +79,4 @@ async fn write(db: PgPool, mut rx: mpsc::Receiver<Typed>, shutdown: Cancellation
         }
         batch.clear();
     }
-}
-
-async fn insert(db: &PgPool, batch: &[Typed]) -> Result<(), sqlx::Error> {
-    let mut sessions = Vec::with_capacity(batch.len());
-    let mut users = Vec::with_capacity(batch.len());
-    let mut names = Vec::with_capacity(batch.len());
-    let mut shares = Vec::with_capacity(batch.len());
-    let mut data = Vec::with_capacity(batch.len());
-    for t in batch {
-        sessions.push(t.session);
-        users.push(t.user);
-        names.push(t.username.clone());
-        shares.push(t.share);
-        data.push(t.data.clone());
-    }
-    sqlx::query(
-        "INSERT INTO session_input (session_id, user_id, username, share_id, data) \
-         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bytea[])",
-    )
-    .bind(sessions)
-    .bind(users)
-    .bind(names)
-    .bind(shares)
-    .bind(data)
-    .execute(db)
-    .await?;
-    Ok(())
 }

@@ -6,11 +6,12 @@
 //! tests both call it.
 
 mod api;
+mod app;
 mod auth;
-mod broker;
+mod bus;
 mod client_addr;
 mod config;
-mod db;
+mod embedded_runner;
 mod error;
 mod fanout;
 mod headers;
@@ -26,7 +27,9 @@ mod recording;
 mod rejected;
 mod rejection;
 mod serve;
-mod throttle;
+mod service;
+mod state;
+mod store;
 mod web;
 mod ws;
 
@@ -41,9 +44,9 @@ use shellway_common::Topology;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{AppState, Settings};
-use crate::broker::Broker;
+use crate::bus::Broker;
 use crate::fanout::Fanout;
+use crate::state::{AppState, Settings};
 
 /// Everything the proxy needs to start. See `docs/configuration.md`.
 #[derive(Debug, Clone)]
@@ -60,7 +63,7 @@ pub struct Config {
     pub bootstrap_admin: Option<(String, String)>,
     pub cookie_secure: bool,
     /// Run a runner in this process too.
-    pub with_runner: Option<ssh_runner::Config>,
+    pub with_runner: Option<RunnerConfig>,
     pub sharing: Sharing,
     pub recording: RecordingPolicy,
     pub security: Security,
@@ -69,11 +72,12 @@ pub struct Config {
     pub session_idle_timeout: Duration,
 }
 
-pub use crate::api::shares::Sharing;
 pub use crate::client_addr::TrustedProxies;
+pub use crate::embedded_runner::RunnerConfig;
 pub use crate::origin::Origin;
 pub use crate::recording::RecordingPolicy;
 pub use crate::serve::ConnectionLimits;
+pub use crate::service::shares::Sharing;
 
 /// Bounds at the edge: connections, sign-ins, tokens, and what the proxy
 /// trusts. See docs/security.md.
@@ -115,7 +119,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let db = db::connect(&config.database_url).await?;
+    let db = store::pool::connect(&config.database_url).await?;
     let hasher =
         passwords::Hasher::new(config.security.hash_concurrency, config.security.hash_wait)?;
     if let Some((username, password)) = &config.bootstrap_admin {
@@ -144,6 +148,8 @@ pub async fn run(
     );
     let presence = presence::Presence::new(config.proxy_id.clone());
     tracker.spawn(presence.clone().run(broker.clone(), tasks.clone()));
+    let scans = bus::Scans::new(broker.clone(), config.proxy_id.clone());
+    tracker.spawn(scans.clone().run(tasks.clone()));
     // The recorder has a connection of its own: its copy of each output
     // message then does not queue on the socket and I/O thread that carry
     // the live feed to viewers.
@@ -162,6 +168,7 @@ pub async fn run(
         recorder_broker: recording.clone(),
         fanout,
         presence,
+        scans,
         inputs: inputs::InputLog::new(db.clone(), &tracker, tasks.clone()),
         hasher,
         settings: Arc::new(Settings {
@@ -208,20 +215,15 @@ pub async fn run(
         tasks.clone(),
     ));
     tracker.spawn(health::watch(db.clone(), db_health, tasks.clone()));
-    tracker.spawn(throttle::prune_loop(db.clone(), tasks.clone()));
+    tracker.spawn(store::throttles::prune_loop(db.clone(), tasks.clone()));
     if let Some(runner) = config.with_runner.clone() {
-        let token = tasks.clone();
-        tracker.spawn(async move {
-            if let Err(err) = ssh_runner::run(runner, token).await {
-                tracing::error!(error = %err, "the in-process runner stopped");
-            }
-        });
+        tracker.spawn(embedded_runner::run(runner, tasks.clone()));
     }
 
     tracing::info!(addr = ?listener.local_addr().ok(), proxy_id = %config.proxy_id, "session proxy listening");
     serve::serve(
         listener,
-        api::router(state),
+        app::router(state),
         config.security.connections.clone(),
         config.security.trusted_proxies.clone(),
         shutdown.clone(),
@@ -306,7 +308,7 @@ async fn create_admin(opts: &config::Options, username: &str) -> anyhow::Result<
         None => read_password()?,
     };
     passwords::check_new(username, &password).map_err(anyhow::Error::msg)?;
-    let db = db::connect(&opts.database_url).await?;
+    let db = store::pool::connect(&opts.database_url).await?;
     let hasher = passwords::Hasher::new(1, Duration::from_secs(60))?;
     let created = api::login::ensure_admin(&db, &hasher, username, &password).await?;
     db.close().await;

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use lapin::message::Delivery;
 use serde_json::json;
 use shellway_common::{Control, ErrorKind, Event, Heartbeat, SessionStatus};
 use sqlx::PgPool;
@@ -26,8 +26,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{consume_private, keep_consuming, Broker, BrokerError};
-use crate::db;
+use crate::bus::consumer::{consume, Handler, Queue};
+use crate::bus::{Broker, BrokerError};
+use crate::store::{self, AuditAction};
 
 /// Missed heartbeats after which a runner is dead.
 pub(crate) const MISSED: u32 = 3;
@@ -173,43 +174,58 @@ pub(crate) async fn run(l: Liveness, shutdown: CancellationToken) {
 }
 
 async fn listen_forever(l: Liveness, shutdown: CancellationToken) {
-    keep_consuming(&l.broker, "heartbeat listener", &shutdown, || async {
-        let res = listen(&l, &shutdown).await;
-        l.seen().listening_since = None;
-        res
-    })
+    let mut listener = Listener(l.clone());
+    consume(
+        &l.broker,
+        "heartbeat listener",
+        &mut listener,
+        None,
+        &shutdown,
+    )
     .await;
+    l.seen().listening_since = None;
 }
 
-async fn listen(l: &Liveness, shutdown: &CancellationToken) -> Result<(), BrokerError> {
-    let t = l.broker.topology();
-    let queue = t.heartbeat_queue(&l.broker.private_owner(&l.proxy_id)?);
-    let ch = l.broker.channel().await?;
-    let mut consumer = consume_private(&ch, &queue, &t.runners_exchange(), "").await?;
-    l.seen().listening_since = Some(Instant::now());
-    loop {
-        let delivery = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            d = consumer.next() => d,
-        };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(err)) => return Err(err.into()),
-            None => return Err(BrokerError::NotConnected),
-        };
-        match serde_json::from_slice::<Heartbeat>(&delivery.data) {
-            Ok(hb) => {
-                let now = Instant::now();
-                let mut seen = l.seen();
-                seen.heard = Some(now);
-                let beat = Beat {
-                    at: now,
-                    sessions: hb.sessions.into_iter().collect(),
-                };
-                seen.runners.insert(hb.runner, beat);
+/// This proxy's own queue of heartbeats.
+struct Listener(Liveness);
+
+impl Handler for Listener {
+    type Error = BrokerError;
+
+    fn queue(&self, broker: &Broker) -> Result<Queue, BrokerError> {
+        let t = broker.topology();
+        Ok(Queue::Private {
+            name: t.heartbeat_queue(&broker.private_owner(&self.0.proxy_id)?),
+            exchange: t.runners_exchange(),
+            key: String::new(),
+        })
+    }
+
+    fn started(&mut self, _queue: &Queue) {
+        self.0.seen().listening_since = Some(Instant::now());
+    }
+
+    fn interrupted(&mut self) {
+        self.0.seen().listening_since = None;
+    }
+
+    async fn handle(&mut self, deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        for delivery in deliveries {
+            match serde_json::from_slice::<Heartbeat>(&delivery.data) {
+                Ok(hb) => {
+                    let now = Instant::now();
+                    let mut seen = self.0.seen();
+                    seen.heard = Some(now);
+                    let beat = Beat {
+                        at: now,
+                        sessions: hb.sessions.into_iter().collect(),
+                    };
+                    seen.runners.insert(hb.runner, beat);
+                }
+                Err(err) => tracing::warn!(error = %err, "skipping a malformed heartbeat"),
             }
-            Err(err) => tracing::warn!(error = %err, "skipping a malformed heartbeat"),
         }
+        Ok(())
     }
 }
 
@@ -239,11 +255,7 @@ async fn judge(l: &Liveness) -> Result<(), JudgeError> {
     l.seen()
         .runners
         .retain(|_, b| now.saturating_duration_since(b.at) < FORGET);
-    let live: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, runner FROM sessions WHERE status IN ('connecting', 'open') AND runner IS NOT NULL",
-    )
-    .fetch_all(&l.db)
-    .await?;
+    let live = store::sessions::live_with_runner(&l.db).await?;
     let mut runners: Vec<String> = live.iter().map(|(_, r)| r.clone()).collect();
     runners.sort();
     runners.dedup();
@@ -285,12 +297,7 @@ async fn tell_ended_to_close(l: &Liveness, now: Instant) -> Result<(), JudgeErro
     if listed.is_empty() {
         return Ok(());
     }
-    let ended: Vec<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, status FROM sessions WHERE id = ANY($1) AND status NOT IN ('pending', 'connecting', 'open')",
-    )
-    .bind(&listed)
-    .fetch_all(&l.db)
-    .await?;
+    let ended = store::sessions::ended_among(&l.db, &listed).await?;
     for (session, status) in ended {
         l.seen().told.insert(session, now);
         tracing::info!(session_id = %session, status, "a runner still holds an ended session; telling it to close");
@@ -305,12 +312,7 @@ async fn tell_ended_to_close(l: &Liveness, now: Instant) -> Result<(), JudgeErro
 
 async fn mark_lost(l: &Liveness, runner: &str) -> Result<(), JudgeError> {
     let message = format!("the runner {runner} handling this session stopped responding");
-    let lost: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM sessions WHERE runner = $1 AND status IN ('pending', 'connecting', 'open')",
-    )
-    .bind(runner)
-    .fetch_all(&l.db)
-    .await?;
+    let lost = store::sessions::live_on_runner(&l.db, runner).await?;
     if !lost.is_empty() {
         tracing::warn!(
             runner,
@@ -332,32 +334,27 @@ async fn lose(
     if sessions.is_empty() {
         return Ok(());
     }
-    let lost: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE sessions SET status = 'lost', ended_at = now(), error_kind = COALESCE(error_kind, 'lost'), \
-           error = COALESCE(error, $2) \
-         WHERE id = ANY($1) AND status IN ('pending', 'connecting', 'open') RETURNING id",
-    )
-    .bind(sessions)
-    .bind(message)
-    .fetch_all(&l.db)
-    .await?;
-    if lost.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("UPDATE runs SET status = 'lost', ended_at = now() WHERE session_id = ANY($1) AND status IN ('queued', 'running')")
-        .bind(&lost)
-        .execute(&l.db)
-        .await?;
-    for session in lost {
-        tracing::warn!(session_id = %session, runner, reason = message, "session lost");
-        db::audit(
+    for &session in sessions {
+        let change = store::sessions::Change {
+            error_kind: Some("lost"),
+            error: Some(message),
+            ..Default::default()
+        };
+        let detail = json!({"runner": runner, "reason": message});
+        let moved = store::sessions::set_status_audited(
             &l.db,
+            session,
+            SessionStatus::Lost,
+            change,
             None,
-            "session.lost",
-            &session.to_string(),
-            json!({"runner": runner, "reason": message}),
+            AuditAction::SessionLost,
+            detail,
         )
-        .await;
+        .await?;
+        if !moved.applied() {
+            continue;
+        }
+        tracing::warn!(session_id = %session, runner, reason = message, "session lost");
         l.broker
             .publish_event(session, &Event::error(ErrorKind::Lost, message))
             .await?;

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::request::Parts;
 
-use crate::api::Settings;
+use crate::state::Settings;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::Broker;
+use crate::bus::Broker;
 
 #[derive(Clone)]
 pub(crate) struct Presence {

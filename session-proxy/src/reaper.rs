@@ -9,15 +9,14 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use shellway_common::{Control, ErrorKind, Event, SessionStatus};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{Broker, BrokerError};
-use crate::db;
+use crate::bus::{Broker, BrokerError};
 use crate::liveness::{Liveness, MISSED};
+use crate::store;
 
 pub(crate) struct Reaper {
     pub(crate) db: PgPool,
@@ -67,32 +66,10 @@ impl Reaper {
         );
         let connecting =
             format!("the session did not open within {secs:.0} s; its runner stopped answering");
-        let reaped: Vec<(Uuid, Option<String>)> = sqlx::query_as(
-            "UPDATE sessions SET status = 'failed', ended_at = now(), \
-               error_kind = COALESCE(error_kind, 'runtime'), \
-               error = COALESCE(error, CASE WHEN status = 'pending' THEN $2 ELSE $3 END) \
-             WHERE status IN ('pending', 'connecting') \
-               AND created_at < now() - make_interval(secs => $1) \
-               AND NOT (id = ANY($4)) \
-             RETURNING id, error",
-        )
-        .bind(secs)
-        .bind(&pending)
-        .bind(&connecting)
-        .bind(&held)
-        .fetch_all(&self.db)
-        .await?;
+        let reaped =
+            store::sessions::reap_stuck(&self.db, secs, &held, &pending, &connecting).await?;
         for (session, message) in reaped {
-            let message = message.unwrap_or_else(|| pending.clone());
             tracing::warn!(session_id = %session, reason = %message, "stuck session ended");
-            db::audit(
-                &self.db,
-                None,
-                "session.failed",
-                &session.to_string(),
-                json!({"reason": message}),
-            )
-            .await;
             self.tell(session, message).await?;
         }
         Ok(())

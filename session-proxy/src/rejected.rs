@@ -3,26 +3,70 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use serde_json::json;
 use shellway_common::{ErrorKind, Event, SessionRequest, SessionStatus};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::broker::{keep_consuming, Broker, BrokerError};
-use crate::db;
+use crate::bus::consumer::{consume, Handler, Queue};
+use crate::bus::{Broker, BrokerError};
+use crate::store::{self, AuditAction};
 
 const RETRY: Duration = Duration::from_millis(250);
 
 pub(crate) async fn run(db: PgPool, broker: Broker, ttl: Duration, shutdown: CancellationToken) {
-    keep_consuming(&broker, "rejected-request consumer", &shutdown, || {
-        consume(&db, &broker, ttl, &shutdown)
-    })
+    let mut watcher = Watcher {
+        db,
+        broker: broker.clone(),
+        ttl,
+    };
+    consume(
+        &broker,
+        "rejected-request consumer",
+        &mut watcher,
+        None,
+        &shutdown,
+    )
     .await;
+}
+
+struct Watcher {
+    db: PgPool,
+    broker: Broker,
+    ttl: Duration,
+}
+
+impl Handler for Watcher {
+    type Error = BrokerError;
+
+    fn queue(&self, broker: &Broker) -> Result<Queue, BrokerError> {
+        Ok(Queue::Shared {
+            name: broker.topology().rejected(),
+            prefetch: 16,
+        })
+    }
+
+    async fn handle(&mut self, deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        for delivery in deliveries {
+            match handle(&self.db, &self.broker, self.ttl, &delivery).await {
+                Ok(()) => {
+                    delivery.acker.ack(BasicAckOptions::default()).await?;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot mark a session rejected yet; retrying");
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    };
+                    delivery.acker.nack(requeue).await?;
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// "waited 10 s", "waited 1.5 s".
@@ -32,52 +76,6 @@ fn waited(ttl: Duration) -> String {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ttl.as_secs_f64())
-    }
-}
-
-async fn consume(
-    db: &PgPool,
-    broker: &Broker,
-    ttl: Duration,
-    shutdown: &CancellationToken,
-) -> Result<(), BrokerError> {
-    let ch = broker.channel().await?;
-    ch.basic_qos(16, BasicQosOptions::default()).await?;
-    let queue = broker.topology().rejected();
-    let mut consumer = ch
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    loop {
-        let delivery = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            d = consumer.next() => d,
-        };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(err)) => return Err(err.into()),
-            None => return Err(BrokerError::NotConnected),
-        };
-        match handle(db, broker, ttl, &delivery).await {
-            Ok(()) => {
-                delivery.acker.ack(BasicAckOptions::default()).await?;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot mark a session rejected yet; retrying");
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
-                tokio::time::sleep(RETRY).await;
-            }
-        }
     }
 }
 
@@ -106,26 +104,26 @@ async fn handle(
         "no runner available to open this session (waited {})",
         waited(ttl)
     );
-    let rejected: Option<Uuid> = sqlx::query_scalar(
-        "UPDATE sessions SET status = 'rejected', ended_at = now(), error_kind = 'capacity', error = $2 \
-         WHERE id = $1 AND status = 'pending' RETURNING id",
+    let change = store::sessions::Change {
+        error_kind: Some("capacity"),
+        error: Some(&message),
+        ..Default::default()
+    };
+    let detail = json!({"host": req.host.name});
+    let moved = store::sessions::set_status_audited(
+        db,
+        req.session,
+        SessionStatus::Rejected,
+        change,
+        None,
+        AuditAction::SessionRejected,
+        detail,
     )
-    .bind(req.session)
-    .bind(&message)
-    .fetch_optional(db)
     .await?;
-    if rejected.is_none() {
+    if !moved.applied() {
         return Ok(());
     }
     tracing::warn!(session_id = %req.session, "no runner took the session");
-    db::audit(
-        db,
-        None,
-        "session.rejected",
-        &req.session.to_string(),
-        json!({"host": req.host.name}),
-    )
-    .await;
     broker
         .publish_event(
             req.session,

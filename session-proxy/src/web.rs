@@ -9,9 +9,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::api::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 struct Asset {
     path: &'static str,

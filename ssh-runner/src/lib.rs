@@ -18,6 +18,7 @@ mod presence;
 mod publisher;
 mod remote_pid;
 mod runs;
+mod scans;
 mod screen;
 mod session;
 mod slots;
@@ -38,7 +39,6 @@ use crate::broker::Broker;
 use crate::intake::Intake;
 use crate::link::{Link, LinkOwner};
 use crate::slots::Slots;
-pub use crate::ssh::scan::{fetch_host_key, ScanError};
 
 /// How long a stopping runner waits for its sessions to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
@@ -181,8 +181,8 @@ struct Served<'a> {
     shutdown: &'a CancellationToken,
 }
 
-/// Serves on one broker connection: takes requests and sends heartbeats
-/// until shutdown (`Ok`) or until the connection is lost (`Err`).
+/// Serves on one broker connection: takes requests, sends heartbeats and
+/// answers host-key scans until shutdown (`Ok`) or until the connection is lost (`Err`).
 async fn serve(broker: &Broker, s: &Served<'_>) -> anyhow::Result<()> {
     let mut events = broker.connection().events_listener();
     let connection_error = async {
@@ -205,6 +205,7 @@ async fn serve(broker: &Broker, s: &Served<'_>) -> anyhow::Result<()> {
     tokio::select! {
         taken = intake.run() => Ok(taken?),
         beat = heartbeat::run(broker, s.config, s.slots, s.shutdown) => Ok(beat?),
+        scans = scans::serve(broker, s.config, s.shutdown) => Ok(scans?),
         err = connection_error => Err(err.into()),
         () = broker.broken() => anyhow::bail!("a channel of the connection failed"),
     }

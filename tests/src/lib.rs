@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 pub mod api;
-pub mod bench;
 pub mod browser;
 pub mod env;
 pub mod finder;
@@ -20,6 +19,7 @@ pub mod netns;
 pub mod pgcluster;
 pub mod rabbit;
 pub mod relay;
+pub mod rss;
 pub mod signin;
 pub mod sshd;
 pub mod ws;

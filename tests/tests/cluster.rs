@@ -146,9 +146,11 @@ async fn a_proxy_restart_mid_session_loses_no_recorded_output() {
     })
     .await;
     let (id, mut ws) = env.open_shell().await;
-    ws.type_text(&format!("stty -echo; sleep 1; for i in $(seq 1 {COUNT}); do printf 'line-%05d\\n' $i; sleep 0.0005; done; echo DONE-''MARK\r")).await;
+    ws.type_text(&format!("stty -echo; sleep 1; for i in $(seq 1 {COUNT}); do printf 'line-%05d\\n' $i; [ $((i % 100)) = 0 ] && sleep 0.05; done; echo DONE-''MARK\r")).await;
     ws.wait_output("line-00001", WAIT).await;
-    // Kill the proxy hard while the loop runs, then bring it back.
+    // Kill the proxy hard while the loop runs (about 1.5 s: a pause every
+    // 100 lines, not a fork per line, which takes 20 s on a loaded machine),
+    // then bring it back.
     env.kill_proxy_process().await;
     env.start_proxy().await;
     let text = env.wait_recorded(id, "DONE-MARK").await;

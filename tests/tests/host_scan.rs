@@ -1,19 +1,19 @@
-//! `POST /api/hosts/scan` fetches a host key for pinning; it must not work
-//! as a port scanner: every way a peer can fail to speak SSH gets the same
-//! answer, only admins may scan, and every scan is audited.
+//! `POST /api/hosts/scan` fetches a host key for pinning, through a
+//! runner (the proxy never dials hosts); it must not work as a port
+//! scanner: every way a peer can fail to speak SSH gets the same answer,
+//! only admins may scan, and every scan is audited. With no runner to ask,
+//! it answers `capacity` within a few seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use shellway_common::scan::{SCAN_TAKE_TIMEOUT, SCAN_TIMEOUT};
 use shellway_tests::{TestEnv, TestEnvOptions};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-
-/// The proxy's bound on one scan.
-const SCAN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a fake server treats each connection.
 #[derive(Clone, Copy)]
@@ -69,17 +69,14 @@ async fn scan(env: &TestEnv, port: u16) -> (StatusCode, Value, Duration) {
     (status, reply, started.elapsed())
 }
 
-async fn without_runner() -> TestEnv {
-    TestEnv::start_with(TestEnvOptions {
-        runners: 0,
-        ..Default::default()
-    })
-    .await
+/// A proxy and one runner, which does the scans.
+async fn with_runner() -> TestEnv {
+    TestEnv::start().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_port_without_ssh_gets_the_same_answer() {
-    let env = without_runner().await;
+    let env = with_runner().await;
     let closed = shellway_tests::sshd::free_port();
     let mut ports = vec![("closed", closed)];
     let mut servers = Vec::new();
@@ -115,7 +112,7 @@ async fn every_port_without_ssh_gets_the_same_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_spoke_ssh_gets_an_ssh_answer_and_sshd_its_key() {
-    let env = without_runner().await;
+    let env = with_runner().await;
     let (status, reply, _) = scan(&env, env.sshd.port).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["key"], env.sshd.host_key.as_str());
@@ -163,7 +160,7 @@ async fn a_peer_that_spoke_ssh_gets_an_ssh_answer_and_sshd_its_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_admins_may_scan_and_refusals_are_audited() {
-    let env = without_runner().await;
+    let env = with_runner().await;
     let bob = env.add_user("bob").await;
     let (status, reply) = bob
         .post(
@@ -184,5 +181,37 @@ async fn only_admins_may_scan_and_refusals_are_audited() {
         rows,
         vec![(Some("bob".to_owned()), json!({"outcome": "forbidden"}))]
     );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_runner_a_scan_answers_capacity_promptly() {
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let (status, reply, took) = scan(&env, env.sshd.port).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    assert_eq!(reply["error"]["code"], "capacity", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no runner")),
+        "{reply}"
+    );
+    assert!(reply.get("key").is_none());
+    assert!(took >= SCAN_TAKE_TIMEOUT, "gave up early: {took:?}");
+    assert!(
+        took < SCAN_TAKE_TIMEOUT + Duration::from_secs(2),
+        "{took:?}"
+    );
+    let db = env.db().await;
+    let rows: Vec<(Value,)> = sqlx::query_as("SELECT detail FROM audit WHERE action = 'host.scan'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    assert_eq!(rows, vec![(json!({"outcome": "no_runner"}),)]);
     env.finish().await;
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shellway_tests::bench::procstat::rss_kib;
+use shellway_tests::rss::rss_kib;
 use shellway_tests::{ScratchDir, TestEnv, TestEnvOptions, WAIT};
 use tokio::process::Child;
 use uuid::Uuid;

@@ -9,10 +9,10 @@ use super::login::{hashing_error, too_many_attempts};
 use super::{AppState, Json};
 use crate::auth::{self, AuthUser, Credential};
 use crate::client_addr::ClientAddr;
-use crate::db;
 use crate::error::ApiError;
 use crate::passwords;
-use crate::throttle::{self, Attempt};
+use crate::store::throttles::{self as throttle, Attempt};
+use crate::store::{self, audit, AuditAction};
 
 /// `POST /api/me/password`: the current password proves it is you (a
 /// wrong one counts as a failed sign-in); every other cookie session of
@@ -35,20 +35,10 @@ pub(crate) async fn change_password(
     if let Attempt::Blocked(secs) = throttle::count_attempt(&st.db, &keys).await? {
         return Err(too_many_attempts(secs));
     }
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
-            .bind(user.id)
-            .fetch_optional(&st.db)
-            .await?;
+    let stored = store::users::password_hash(&st.db, user.id).await?;
     if !admitted.verify(stored, body.current_password).await {
-        db::audit(
-            &st.db,
-            user.audit_id(),
-            "user.password_failed",
-            &user.username,
-            json!({}),
-        )
-        .await;
+        let action = AuditAction::UserPasswordFailed;
+        audit::record_alone(&st.db, user.audit_id(), action, &user.username, json!({})).await?;
         return Err(ApiError {
             field: Some("current_password".into()),
             ..ApiError::forbidden("the current password is wrong")
@@ -64,26 +54,6 @@ pub(crate) async fn change_password(
         (Credential::Cookie { .. }, Some(cookie)) => auth::token_hash(cookie),
         _ => Vec::new(),
     };
-    let mut tx = st.db.begin().await?;
-    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-        .bind(user.id)
-        .bind(hash)
-        .execute(&mut *tx)
-        .await?;
-    let ended = sqlx::query("DELETE FROM web_sessions WHERE user_id = $1 AND token_hash <> $2")
-        .bind(user.id)
-        .bind(keep)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    db::audit(
-        &mut *tx,
-        user.audit_id(),
-        "user.password",
-        &user.username,
-        json!({"ended_sessions": ended}),
-    )
-    .await;
-    tx.commit().await?;
+    store::users::change_own_password(&st.db, (user.id, &user.username), &hash, &keep).await?;
     Ok(StatusCode::NO_CONTENT)
 }

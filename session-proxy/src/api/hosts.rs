@@ -2,124 +2,72 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use shellway_common::api::errors::ErrorBody;
 use shellway_common::api::hosts::{Host, HostSpec, ScanRequest, ScanResult};
 use shellway_common::api::Sent;
-use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
+use shellway_common::scan::ScanReply;
 use uuid::Uuid;
 
-use super::host_input;
+use super::host_input::{self, HostInput};
 use super::{AppState, Json};
 use crate::auth::AuthUser;
-use crate::db;
+use crate::bus::ScanError;
 use crate::error::ApiError;
+use crate::service::hosts;
+use crate::store::audit::{self, AuditAction};
+use crate::store::hosts::{HostFields, HostRow};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct HostRow {
-    pub id: Uuid,
-    pub name: String,
-    pub hostname: String,
-    pub port: i32,
-    pub username: String,
-    pub auth_method: String,
-    pub key_path: Option<String>,
-    pub host_key_policy: String,
-    pub host_keys: Vec<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-const COLUMNS: &str = "id, name, hostname, port, username, auth_method, key_path, \
-                       host_key_policy, host_keys, created_at";
-
-impl HostRow {
-    fn to_dto(&self) -> Host {
-        Host {
-            id: self.id,
-            name: self.name.clone(),
-            hostname: self.hostname.clone(),
-            port: self.port,
-            username: self.username.clone(),
-            auth_method: self.auth_method.clone(),
-            host_key_policy: self.host_key_policy.clone(),
-            host_keys: self.host_keys.clone(),
-            created_at: self.created_at,
-            key_path: self.key_path.clone(),
-        }
-    }
-
-    /// The host as the audit log keeps it.
-    fn to_json(&self) -> Value {
-        serde_json::to_value(self.to_dto()).unwrap_or_default()
-    }
-
-    /// What a runner needs to reach this host, or why it cannot.
-    pub(crate) fn target(&self) -> Result<HostTarget, ApiError> {
-        let unusable = || {
-            ApiError::conflict(
-                "host_unusable",
-                "this host's settings are not usable; edit the host",
-            )
-        };
-        let auth = match (self.auth_method.as_str(), &self.key_path) {
-            ("key_path", Some(path)) => AuthMethod::KeyPath { path: path.clone() },
-            ("agent", _) => AuthMethod::Agent,
-            _ => return Err(unusable()),
-        };
-        Ok(HostTarget {
-            name: self.name.clone(),
-            hostname: self.hostname.clone(),
-            port: u16::try_from(self.port).map_err(|_| unusable())?,
-            username: self.username.clone(),
-            auth,
-            host_key_policy: self
-                .host_key_policy
-                .parse::<HostKeyPolicy>()
-                .map_err(|_| unusable())?,
-            host_keys: self.host_keys.clone(),
-        })
+/// A host as the API shows it.
+fn to_dto(h: &HostRow) -> Host {
+    Host {
+        id: h.id,
+        name: h.name.clone(),
+        hostname: h.hostname.clone(),
+        port: h.port,
+        username: h.username.clone(),
+        auth_method: h.auth_method.clone(),
+        host_key_policy: h.host_key_policy.clone(),
+        host_keys: h.host_keys.clone(),
+        created_at: h.created_at,
+        key_path: h.key_path.clone(),
     }
 }
 
-pub(crate) async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<HostRow, ApiError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM hosts WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("host"))
+/// The host as the audit log keeps it: as the API shows it.
+fn audit_detail(h: &HostRow) -> Value {
+    serde_json::to_value(to_dto(h)).unwrap_or_default()
+}
+
+fn fields(h: &HostInput) -> HostFields<'_> {
+    HostFields {
+        name: &h.name,
+        hostname: &h.hostname,
+        port: h.port,
+        username: &h.username,
+        auth_method: h.auth_method.as_str(),
+        key_path: h.key_path.as_deref(),
+        host_key_policy: h.host_key_policy.as_str(),
+        host_keys: &h.host_keys,
+    }
 }
 
 #[utoipa::path(get, operation_id = "list_hosts", path = "/api/hosts", tag = "hosts", responses((status = 200, description = "Every host, by name", body = Vec<Host>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
 ) -> Result<axum::Json<Vec<Host>>, ApiError> {
-    let rows: Vec<HostRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM hosts ORDER BY name"
-    )))
-    .fetch_all(&st.db)
-    .await?;
-    Ok(axum::Json(rows.iter().map(HostRow::to_dto).collect()))
+    let rows = hosts::list(&st, &user).await?;
+    Ok(axum::Json(rows.iter().map(to_dto).collect()))
 }
 
 #[utoipa::path(get, operation_id = "get_host", path = "/api/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)), responses((status = 200, description = "The host", body = Host)))]
 pub(crate) async fn get_one(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Host>, ApiError> {
-    Ok(axum::Json(fetch(&st.db, id).await?.to_dto()))
-}
-
-fn duplicate_name(err: sqlx::Error) -> ApiError {
-    match &err {
-        sqlx::Error::Database(e) if e.is_unique_violation() => {
-            ApiError::conflict("duplicate_name", "a host with this name exists already")
-        }
-        _ => ApiError::from(err),
-    }
+    Ok(axum::Json(to_dto(&hosts::get(&st, &user, id).await?)))
 }
 
 #[utoipa::path(post, operation_id = "create_host", path = "/api/hosts", tag = "hosts", request_body = HostSpec, responses((status = 201, description = "Created (administrators)", body = Host)))]
@@ -128,33 +76,10 @@ pub(crate) async fn create(
     user: AuthUser,
     Json(body): Json<HostSpec>,
 ) -> Result<(StatusCode, axum::Json<Host>), ApiError> {
-    user.require_admin()?;
+    hosts::may_manage(&user)?;
     let h = host_input::parse(body)?;
-    let row: HostRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO hosts (id, name, hostname, port, username, auth_method, key_path, host_key_policy, host_keys) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
-    )))
-    .bind(Uuid::now_v7())
-    .bind(&h.name)
-    .bind(&h.hostname)
-    .bind(i32::from(h.port))
-    .bind(&h.username)
-    .bind(h.auth_method.as_str())
-    .bind(&h.key_path)
-    .bind(h.host_key_policy.as_str())
-    .bind(&h.host_keys)
-    .fetch_one(&st.db)
-    .await
-    .map_err(duplicate_name)?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "host.create",
-        &row.id.to_string(),
-        row.to_json(),
-    )
-    .await;
-    Ok((StatusCode::CREATED, axum::Json(row.to_dto())))
+    let row = hosts::save(&st, &user, None, &fields(&h), audit_detail).await?;
+    Ok((StatusCode::CREATED, axum::Json(to_dto(&row))))
 }
 
 #[utoipa::path(put, operation_id = "update_host", path = "/api/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)), request_body = HostSpec, responses((status = 200, description = "Replaced (administrators)", body = Host)))]
@@ -164,35 +89,10 @@ pub(crate) async fn update(
     Path(id): Path<Uuid>,
     Json(body): Json<HostSpec>,
 ) -> Result<axum::Json<Host>, ApiError> {
-    user.require_admin()?;
+    hosts::may_manage(&user)?;
     let h = host_input::parse(body)?;
-    let row: HostRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE hosts SET name = $2, hostname = $3, port = $4, username = $5, auth_method = $6, \
-         key_path = $7, host_key_policy = $8, host_keys = $9, updated_at = now() \
-         WHERE id = $1 RETURNING {COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&h.name)
-    .bind(&h.hostname)
-    .bind(i32::from(h.port))
-    .bind(&h.username)
-    .bind(h.auth_method.as_str())
-    .bind(&h.key_path)
-    .bind(h.host_key_policy.as_str())
-    .bind(&h.host_keys)
-    .fetch_optional(&st.db)
-    .await
-    .map_err(duplicate_name)?
-    .ok_or_else(|| ApiError::not_found("host"))?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "host.update",
-        &id.to_string(),
-        row.to_json(),
-    )
-    .await;
-    Ok(axum::Json(row.to_dto()))
+    let row = hosts::save(&st, &user, Some(id), &fields(&h), audit_detail).await?;
+    Ok(axum::Json(to_dto(&row)))
 }
 
 #[utoipa::path(delete, operation_id = "delete_host", path = "/api/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted (administrators)")))]
@@ -201,34 +101,16 @@ pub(crate) async fn remove(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
-    let res = sqlx::query("DELETE FROM hosts WHERE id = $1")
-        .bind(id)
-        .execute(&st.db)
-        .await?;
-    if res.rows_affected() == 0 {
-        return Err(ApiError::not_found("host"));
-    }
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "host.delete",
-        &id.to_string(),
-        json!({}),
-    )
-    .await;
+    hosts::delete(&st, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// How long fetching a host key may take.
-const SCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// `POST /api/hosts/scan {hostname, port}`: the host's key and fingerprint,
-/// for an administrator to compare with the server's own and pin. The
-/// proxy connects itself (no authentication happens). Whatever stops a peer
-/// that does not speak SSH gets one message, so the scan maps no ports;
-/// every scan is audited.
-#[utoipa::path(post, operation_id = "scan_host_key", path = "/api/hosts/scan", tag = "hosts", request_body = ScanRequest, responses((status = 200, description = "The key the host presented (administrators)", body = ScanResult)))]
+/// for an administrator to compare with the server's own and pin. A runner
+/// connects (the proxy never dials hosts; no authentication happens).
+/// Whatever stops a peer that does not speak SSH gets one message, so the
+/// scan maps no ports; every scan is audited.
+#[utoipa::path(post, operation_id = "scan_host_key", path = "/api/hosts/scan", tag = "hosts", request_body = ScanRequest, responses((status = 200, description = "The key the host presented (administrators)", body = ScanResult), (status = 502, description = "The peer is no SSH server or the SSH handshake failed: `ssh`", body = ErrorBody), (status = 503, description = "No runner answered the scan in time (`capacity`), or the broker is unavailable (`broker_unavailable`)", body = ErrorBody)))]
 pub(crate) async fn scan(
     State(st): State<AppState>,
     user: AuthUser,
@@ -238,34 +120,57 @@ pub(crate) async fn scan(
         Sent::Value(h) => h.trim().to_owned(),
         Sent::Missing | Sent::WrongType => String::new(),
     };
-    if let Err(err) = user.require_admin() {
+    if let Err(err) = hosts::may_manage(&user) {
         let target: String = hostname
             .chars()
             .filter(|c| !c.is_control())
             .take(255)
             .collect();
         let detail = json!({"outcome": "forbidden"});
-        db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
-        return Err(err);
+        audit::record_alone(
+            &st.db,
+            user.audit_id(),
+            AuditAction::HostScan,
+            &target,
+            detail,
+        )
+        .await?;
+        return Err(err.into());
     }
     super::host_input::check_hostname(&hostname)?;
     let port = super::host_input::parse_port(&body.port)?;
-    let result = ssh_runner::fetch_host_key(&hostname, port, SCAN_TIMEOUT).await;
+    let result = st.scans.scan(&hostname, port).await;
     let detail = match &result {
-        Ok((_, fingerprint)) => json!({"outcome": "key", "fingerprint": fingerprint}),
-        Err(ssh_runner::ScanError::NoSshServer(_)) => json!({"outcome": "no_ssh_server"}),
-        Err(err @ ssh_runner::ScanError::Ssh { .. }) => {
-            json!({"outcome": "ssh_error", "message": err.to_string()})
+        Ok(ScanReply::Key { fingerprint, .. }) => {
+            json!({"outcome": "key", "fingerprint": fingerprint})
         }
+        Ok(ScanReply::NoSshServer { .. }) => json!({"outcome": "no_ssh_server"}),
+        Ok(ScanReply::SshError { message }) => json!({"outcome": "ssh_error", "message": message}),
+        Ok(ScanReply::Taken { .. }) | Err(ScanError::NoRunner(_)) => {
+            json!({"outcome": "no_runner"})
+        }
+        Err(ScanError::Broker(_)) => json!({"outcome": "broker_unavailable"}),
     };
     let target = format!("{hostname}:{port}");
-    db::audit(&st.db, user.audit_id(), "host.scan", &target, detail).await;
+    audit::record_alone(
+        &st.db,
+        user.audit_id(),
+        AuditAction::HostScan,
+        &target,
+        detail,
+    )
+    .await?;
     match result {
-        Ok((key, fingerprint)) => Ok(axum::Json(ScanResult { key, fingerprint })),
-        Err(err) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "ssh",
+        Ok(ScanReply::Key { key, fingerprint }) => Ok(axum::Json(ScanResult { key, fingerprint })),
+        Ok(ScanReply::NoSshServer { message } | ScanReply::SshError { message }) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, "ssh", message))
+        }
+        Ok(ScanReply::Taken { .. }) => Err(ApiError::internal(&"a scan ended at `taken`")),
+        Err(err @ ScanError::NoRunner(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "capacity",
             err.to_string(),
         )),
+        Err(ScanError::Broker(err)) => Err(err.into()),
     }
 }

@@ -4,15 +4,15 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::json;
 use shellway_common::api::library::{Saved as SavedItem, Script, ScriptBody, Task, TaskBody};
 use shellway_common::script;
 use uuid::Uuid;
 
 use super::{AppState, Json};
 use crate::auth::AuthUser;
-use crate::db;
 use crate::error::ApiError;
+use crate::service::{authorize, Action, Resource};
+use crate::store::library::{self, Kind, SaveError, ScriptRow, TaskRow};
 
 const MAX_NAME: usize = 100;
 const MAX_TEXT: usize = 64 * 1024;
@@ -52,16 +52,22 @@ fn both(name: Result<String, ApiError>, text: Result<(), ApiError>) -> Result<St
     }
 }
 
-fn duplicate(e: sqlx::Error, what: &str, name: &str) -> ApiError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
+fn duplicate(e: SaveError, what: &str, name: &str) -> ApiError {
+    match e {
+        SaveError::Duplicate => {
             ApiError::conflict("duplicate", format!("a {what} named {name:?} exists"))
         }
-        _ => e.into(),
+        SaveError::Db(e) => e.into(),
     }
 }
 
-type TaskRow = (Uuid, String, String, String, String);
+fn may_manage(user: &AuthUser) -> Result<(), ApiError> {
+    Ok(authorize(&user.actor(), Action::Manage, Resource::Library)?)
+}
+
+fn may_read(user: &AuthUser) -> Result<(), ApiError> {
+    Ok(authorize(&user.actor(), Action::Read, Resource::Library)?)
+}
 
 fn task_dto((id, name, label, command, description): TaskRow) -> Task {
     Task {
@@ -76,26 +82,21 @@ fn task_dto((id, name, label, command, description): TaskRow) -> Task {
 #[utoipa::path(get, path = "/api/tasks", tag = "library", responses((status = 200, description = "Saved tasks, by name", body = Vec<Task>)))]
 pub(crate) async fn list_tasks(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
 ) -> Result<axum::Json<Vec<Task>>, ApiError> {
-    let rows: Vec<TaskRow> =
-        sqlx::query_as("SELECT id, name, label, command, description FROM tasks ORDER BY name")
-            .fetch_all(&st.db)
-            .await?;
+    may_read(&user)?;
+    let rows = library::tasks(&st.db).await?;
     Ok(axum::Json(rows.into_iter().map(task_dto).collect()))
 }
 
 #[utoipa::path(get, path = "/api/tasks/{id}", tag = "library", params(("id" = Uuid, Path)), responses((status = 200, description = "The task", body = Task)))]
 pub(crate) async fn get_task(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Task>, ApiError> {
-    let row: Option<TaskRow> =
-        sqlx::query_as("SELECT id, name, label, command, description FROM tasks WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&st.db)
-            .await?;
+    may_read(&user)?;
+    let row = library::task(&st.db, id).await?;
     row.map(|r| axum::Json(task_dto(r)))
         .ok_or_else(|| ApiError::not_found("task"))
 }
@@ -106,31 +107,18 @@ pub(crate) async fn save_task(
     id: Option<Uuid>,
     body: TaskBody,
 ) -> Result<SavedItem, ApiError> {
-    user.require_admin()?;
+    may_manage(user)?;
     let name = both(check_name(&body.name), check_text("command", &body.command))?;
     let id = id.unwrap_or_else(Uuid::now_v7);
-    let changed = sqlx::query(
-        "INSERT INTO tasks (id, name, label, command, description, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (id) DO UPDATE SET name = $2, label = $3, command = $4, description = $5, updated_at = now()",
-    )
-    .bind(id)
-    .bind(&name)
-    .bind(body.label.trim())
-    .bind(body.command.trim())
-    .bind(body.description.trim())
-    .bind(user.id)
-    .execute(&st.db)
-    .await
-    .map_err(|e| duplicate(e, "task", &name))?;
-    let _ = changed;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "task.save",
-        &id.to_string(),
-        json!({"name": name}),
-    )
-    .await;
+    let fields = library::TaskFields {
+        name: &name,
+        label: body.label.trim(),
+        command: body.command.trim(),
+        description: body.description.trim(),
+    };
+    library::save_task(&st.db, id, &fields, user.audit_id())
+        .await
+        .map_err(|e| duplicate(e, "task", &name))?;
     Ok(SavedItem { id, name })
 }
 
@@ -151,7 +139,7 @@ pub(crate) async fn update_task(
     Path(id): Path<Uuid>,
     Json(body): Json<TaskBody>,
 ) -> Result<axum::Json<SavedItem>, ApiError> {
-    exists(&st, "tasks", id, "task").await?;
+    exists(&st, Kind::Task, id).await?;
     Ok(axum::Json(save_task(&st, &user, Some(id), body).await?))
 }
 
@@ -161,10 +149,8 @@ pub(crate) async fn delete_task(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&st, &user, "tasks", id, "task").await
+    remove(&st, &user, Kind::Task, id).await
 }
-
-type ScriptRow = (Uuid, String, String, String);
 
 fn script_dto((id, name, description, body): ScriptRow) -> Script {
     let steps = script::parse_script(&body).map(|s| s.len()).unwrap_or(0);
@@ -180,26 +166,21 @@ fn script_dto((id, name, description, body): ScriptRow) -> Script {
 #[utoipa::path(get, path = "/api/scripts", tag = "library", responses((status = 200, description = "Saved scripts, by name", body = Vec<Script>)))]
 pub(crate) async fn list_scripts(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
 ) -> Result<axum::Json<Vec<Script>>, ApiError> {
-    let rows: Vec<ScriptRow> =
-        sqlx::query_as("SELECT id, name, description, body FROM scripts ORDER BY name")
-            .fetch_all(&st.db)
-            .await?;
+    may_read(&user)?;
+    let rows = library::scripts(&st.db).await?;
     Ok(axum::Json(rows.into_iter().map(script_dto).collect()))
 }
 
 #[utoipa::path(get, path = "/api/scripts/{id}", tag = "library", params(("id" = Uuid, Path)), responses((status = 200, description = "The script", body = Script)))]
 pub(crate) async fn get_script(
     State(st): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Script>, ApiError> {
-    let row: Option<ScriptRow> =
-        sqlx::query_as("SELECT id, name, description, body FROM scripts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&st.db)
-            .await?;
+    may_read(&user)?;
+    let row = library::script(&st.db, id).await?;
     row.map(|r| axum::Json(script_dto(r)))
         .ok_or_else(|| ApiError::not_found("script"))
 }
@@ -210,7 +191,7 @@ async fn save_script(
     id: Option<Uuid>,
     body: ScriptBody,
 ) -> Result<SavedItem, ApiError> {
-    user.require_admin()?;
+    may_manage(user)?;
     let text = check_text("body", &body.body).and_then(|()| {
         script::parse_script(&body.body)
             .map(drop)
@@ -218,26 +199,10 @@ async fn save_script(
     });
     let name = both(check_name(&body.name), text)?;
     let id = id.unwrap_or_else(Uuid::now_v7);
-    sqlx::query(
-        "INSERT INTO scripts (id, name, description, body, created_by) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (id) DO UPDATE SET name = $2, description = $3, body = $4, updated_at = now()",
-    )
-    .bind(id)
-    .bind(&name)
-    .bind(body.description.trim())
-    .bind(&body.body)
-    .bind(user.id)
-    .execute(&st.db)
-    .await
-    .map_err(|e| duplicate(e, "script", &name))?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "script.save",
-        &id.to_string(),
-        json!({"name": name}),
-    )
-    .await;
+    let description = body.description.trim();
+    library::save_script(&st.db, id, &name, description, &body.body, user.audit_id())
+        .await
+        .map_err(|e| duplicate(e, "script", &name))?;
     Ok(SavedItem { id, name })
 }
 
@@ -258,7 +223,7 @@ pub(crate) async fn update_script(
     Path(id): Path<Uuid>,
     Json(body): Json<ScriptBody>,
 ) -> Result<axum::Json<SavedItem>, ApiError> {
-    exists(&st, "scripts", id, "script").await?;
+    exists(&st, Kind::Script, id).await?;
     Ok(axum::Json(save_script(&st, &user, Some(id), body).await?))
 }
 
@@ -268,18 +233,12 @@ pub(crate) async fn delete_script(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&st, &user, "scripts", id, "script").await
+    remove(&st, &user, Kind::Script, id).await
 }
 
-/// `table` is one of our two table names, never user input.
-async fn exists(st: &AppState, table: &'static str, id: Uuid, what: &str) -> Result<(), ApiError> {
-    let sql = format!("SELECT count(*) FROM {table} WHERE id = $1");
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_one(&st.db)
-        .await?;
-    if n == 0 {
-        return Err(ApiError::not_found(what));
+async fn exists(st: &AppState, kind: Kind, id: Uuid) -> Result<(), ApiError> {
+    if !library::exists(&st.db, kind, id).await? {
+        return Err(ApiError::not_found(kind.name()));
     }
     Ok(())
 }
@@ -287,59 +246,12 @@ async fn exists(st: &AppState, table: &'static str, id: Uuid, what: &str) -> Res
 async fn remove(
     st: &AppState,
     user: &AuthUser,
-    table: &'static str,
+    kind: Kind,
     id: Uuid,
-    what: &str,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
-    let sql = format!("DELETE FROM {table} WHERE id = $1");
-    let gone = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .execute(&st.db)
-        .await?
-        .rows_affected();
-    if gone == 0 {
-        return Err(ApiError::not_found(what));
+    may_manage(user)?;
+    if !library::delete(&st.db, kind, id, user.audit_id()).await? {
+        return Err(ApiError::not_found(kind.name()));
     }
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        &format!("{what}.delete"),
-        &id.to_string(),
-        json!({}),
-    )
-    .await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// What a run request names from the library: (kind is task?, label, text).
-pub(crate) enum Saved {
-    Task { name: String, command: String },
-    Script { name: String, body: String },
-}
-
-pub(crate) async fn task_by(
-    db: &sqlx::PgPool,
-    id: Option<Uuid>,
-    name: Option<&str>,
-) -> Result<Saved, ApiError> {
-    let row: Option<(String, String)> = sqlx::query_as(
-        "SELECT name, command FROM tasks WHERE id = $1 OR ($1 IS NULL AND name = $2)",
-    )
-    .bind(id)
-    .bind(name)
-    .fetch_optional(db)
-    .await?;
-    let (name, command) = row.ok_or_else(|| ApiError::invalid("task", "no such saved task"))?;
-    Ok(Saved::Task { name, command })
-}
-
-pub(crate) async fn script_by(db: &sqlx::PgPool, id: Uuid) -> Result<Saved, ApiError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT name, body FROM scripts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
-    let (name, body) = row.ok_or_else(|| ApiError::invalid("script_id", "no such saved script"))?;
-    Ok(Saved::Script { name, body })
 }

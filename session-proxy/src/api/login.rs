@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use shellway_common::api::login::{LoginRequest, LoginResponse, Me, UserSummary};
 use uuid::Uuid;
@@ -15,10 +14,11 @@ use uuid::Uuid;
 use super::AppState;
 use crate::auth::{self, AuthUser, Credential};
 use crate::client_addr::ClientAddr;
-use crate::db;
 use crate::error::ApiError;
 use crate::passwords::{self, HashError, Hasher};
-use crate::throttle::{self, Attempt};
+use crate::store::pool as db;
+use crate::store::throttles::{self as throttle, Attempt};
+use crate::store::{self, audit, AuditAction};
 
 /// Largest sign-in request body (a long passphrase, JSON-escaped, fits).
 const LOGIN_BODY_MAX: usize = 8 * 1024;
@@ -88,8 +88,6 @@ fn invalid_credentials() -> ApiError {
     )
 }
 
-type LoginRow = (Uuid, String, String, bool, Option<DateTime<Utc>>);
-
 #[utoipa::path(post, operation_id = "login", path = "/api/login", tag = "account", security(()), request_body = LoginRequest, responses((status = 200, description = "Signed in; sets the `shellway_session` cookie", body = LoginResponse)))]
 pub(crate) async fn login(
     State(st): State<AppState>,
@@ -107,67 +105,42 @@ pub(crate) async fn login(
         Attempt::Blocked(secs) => return Err(too_many_attempts(secs)),
         Attempt::Counted(blocking) => blocking,
     };
-    let row: Option<LoginRow> = sqlx::query_as(
-        "SELECT id, username, password_hash, is_admin, disabled_at FROM users \
-         WHERE username = $1 AND deleted_at IS NULL",
-    )
-    .bind(&body.username)
-    .fetch_optional(&st.db)
-    .await?;
+    let row = store::users::for_login(&st.db, &body.username).await?;
     let stored = row.as_ref().map(|r| r.2.clone());
     let ok = admitted.verify(stored, body.password).await;
     let Some((id, username, _, is_admin, disabled_at)) = row.filter(|_| ok) else {
         let tried = db::untrusted_text(&body.username);
         let address = addr.map(|a| a.to_string());
-        db::audit(
-            &st.db,
-            None,
-            "login.failed",
-            &tried,
-            json!({"address": address}),
-        )
-        .await;
+        let detail = json!({"address": address});
+        audit::record_alone(&st.db, None, AuditAction::LoginFailed, &tried, detail).await?;
         for (key, failures, until) in blocking {
             let detail = json!({"kind": key.kind.as_str(), "failures": failures, "until": until});
-            db::audit(&st.db, None, "login.throttled", &key.key, detail).await;
+            audit::record_alone(&st.db, None, AuditAction::LoginThrottled, &key.key, detail)
+                .await?;
         }
         return Err(invalid_credentials());
     };
     throttle::succeeded(&st.db, &keys).await?;
     if disabled_at.is_some() {
-        db::audit(
+        let who = Some((id, username.as_str()));
+        audit::record_alone(
             &st.db,
-            Some((id, &username)),
-            "login.disabled",
+            who,
+            AuditAction::LoginDisabled,
             &username,
             json!({}),
         )
-        .await;
+        .await?;
         return Err(ApiError::forbidden(
             "this account is disabled; ask an administrator",
         ));
     }
     let (token, hash) = auth::new_secret("");
     let csrf = hex::encode(rand::random::<[u8; 32]>());
-    sqlx::query(
-        "INSERT INTO web_sessions (token_hash, user_id, csrf_token, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(hours => $4))",
-    )
-    .bind(hash)
-    .bind(id)
-    .bind(&csrf)
-    .bind(auth::LOGIN_HOURS as i32)
-    .execute(&st.db)
-    .await?;
     let address = addr.map(|a| a.to_string());
-    db::audit(
-        &st.db,
-        Some((id, &username)),
-        "login",
-        &username,
-        json!({"address": address}),
-    )
-    .await;
+    let detail = json!({"address": address});
+    let hours = auth::LOGIN_HOURS as i32;
+    store::users::sign_in(&st.db, (id, &username), &hash, &csrf, hours, detail).await?;
     let body = LoginResponse {
         user: user_summary(id, &username, is_admin),
         csrf_token: csrf,
@@ -182,13 +155,8 @@ pub(crate) async fn logout(
     user: AuthUser,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(cookie) = auth::session_cookie(&headers) {
-        sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
-            .bind(auth::token_hash(cookie))
-            .execute(&st.db)
-            .await?;
-    }
-    db::audit(&st.db, user.audit_id(), "logout", &user.username, json!({})).await;
+    let hash = auth::session_cookie(&headers).map(auth::token_hash);
+    store::users::sign_out(&st.db, (user.id, &user.username), hash.as_deref()).await?;
     let cookie = auth::logout_cookie(st.settings.cookie_secure);
     Ok(([(SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response())
 }
@@ -214,29 +182,13 @@ pub(crate) async fn ensure_admin(
     username: &str,
     password: &str,
 ) -> anyhow::Result<bool> {
-    let exists: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM users WHERE username = $1 AND deleted_at IS NULL")
-            .bind(username)
-            .fetch_optional(db)
-            .await?;
-    if exists.is_some() {
+    if store::users::exists(db, username).await? {
         return Ok(false);
     }
     passwords::check_new(username, password)
         .map_err(|why| anyhow::anyhow!("the administrator's password is refused: {why}"))?;
     let hash = hasher.hash(password.to_owned()).await?;
-    let res = sqlx::query(
-        "INSERT INTO users (id, username, password_hash, is_admin) VALUES ($1, $2, $3, true) \
-         ON CONFLICT (username) WHERE deleted_at IS NULL DO NOTHING",
-    )
-    .bind(Uuid::now_v7())
-    .bind(username)
-    .bind(hash)
-    .execute(db)
-    .await?;
-    let created = res.rows_affected() == 1;
-    if created {
-        db::audit(db, None, "user.create_admin", username, json!({})).await;
-    }
-    Ok(created)
+    let id = Uuid::now_v7();
+    let action = AuditAction::UserCreateAdmin;
+    Ok(store::users::create(db, id, username, &hash, true, None, action).await?)
 }

@@ -7,7 +7,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shellway_common::api::recording::{self as dto, EventsPage, PageQuery};
 use shellway_common::Stream;
@@ -15,12 +14,14 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::sessions::{self, SessionRow};
 use super::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::recording::asciicast::{self, CastEvent, Writer};
-use crate::recording::reader::{self, Cursor, Limits};
+use crate::service::{sessions, Action};
+use crate::store::recording_pages::{self as reader, Cursor, Limits};
+use crate::store::recordings;
+use crate::store::sessions::SessionRow;
 
 /// One page of the download: output bytes read per query. A page becomes
 /// one body chunk of at most a few MiB of JSON (escapes included).
@@ -35,12 +36,8 @@ const PAGE_BYTES: usize = 1 << 20;
 
 /// The session, if its recording has not been deleted.
 async fn recorded(st: &AppState, id: Uuid, user: &AuthUser) -> Result<SessionRow, ApiError> {
-    let session = sessions::load(&st.db, id, user).await?;
-    let deleted: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT recording_deleted_at FROM sessions WHERE id = $1")
-            .bind(id)
-            .fetch_one(&st.db)
-            .await?;
+    let session = sessions::load(st, id, user, Action::View).await?;
+    let deleted = recordings::deleted_at(&st.db, id).await?;
     match deleted {
         Some(at) => Err(ApiError::new(
             StatusCode::GONE,
@@ -175,7 +172,10 @@ pub(crate) async fn events(
     let page = reader::page(&st.db, id, after, limits).await?;
     let mut writer = Writer::new(session.created_at);
     if after.seq > 0 {
-        writer.resume(Stream::Pty, &pty_tail(&st.db, id, after.seq).await?);
+        writer.resume(
+            Stream::Pty,
+            &recordings::pty_tail(&st.db, id, after.seq).await?,
+        );
     }
     let mut events: Vec<CastEvent> = Vec::new();
     for item in page.items {
@@ -194,19 +194,4 @@ pub(crate) async fn events(
         next: page.next.to_string(),
         done: page.done,
     }))
-}
-
-/// The last bytes of terminal output up to `seq` (looking a few chunks
-/// back at most): a character they start is finished on the next page.
-async fn pty_tail(db: &PgPool, session: Uuid, seq: i64) -> Result<Vec<u8>, sqlx::Error> {
-    let tail: Option<Vec<u8>> = sqlx::query_scalar(
-        "SELECT substring(data FROM greatest(length(data) - 2, 1)) FROM output_chunks \
-         WHERE session_id = $1 AND seq <= $2 AND seq > $2 - 16 AND stream = 'pty' \
-         ORDER BY seq DESC LIMIT 1",
-    )
-    .bind(session)
-    .bind(seq)
-    .fetch_optional(db)
-    .await?;
-    Ok(tail.unwrap_or_default())
 }

@@ -2,105 +2,42 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use serde_json::json;
 use shellway_common::api::runs::Run;
 use shellway_common::api::sessions::{
-    EndingSession, OpenSession, OpenedSession, Session, SessionFilter, ViewerInfo,
+    EndingSession, OpenSession, OpenedSession, Session, SessionFilter,
 };
-use shellway_common::{Control, Event, PtySize, SessionRequest, SessionStatus};
+use shellway_common::SessionStatus;
 use uuid::Uuid;
 
-use super::{hosts, AppState, Json, Query};
+use super::{AppState, Json, Query};
 use crate::auth::AuthUser;
-use crate::db;
 use crate::error::ApiError;
+use crate::service::{sessions, Action};
+use crate::store::{self, sessions::SessionRow};
 
-/// Statuses a session can still change from.
-pub(crate) const LIVE: [&str; 3] = ["pending", "connecting", "open"];
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub(crate) struct SessionRow {
-    pub id: Uuid,
-    pub host_id: Option<Uuid>,
-    pub host_name: Option<String>,
-    pub owner_id: Uuid,
-    pub owner: String,
-    pub status: String,
-    pub runner: Option<String>,
-    pub cols: i32,
-    pub rows: i32,
-    pub error_kind: Option<String>,
-    pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub viewers: sqlx::types::Json<Vec<ViewerInfo>>,
-}
-
-const SELECT: &str =
-    "SELECT s.id, s.host_id, h.name AS host_name, s.owner_id, u.username AS owner, \
-     s.status, s.runner, s.cols, s.rows, s.error_kind, s.error, s.created_at, s.ended_at, \
-     CASE WHEN s.status IN ('pending', 'connecting', 'open') THEN s.viewers ELSE '[]' END AS viewers \
-     FROM sessions s JOIN users u ON u.id = s.owner_id LEFT JOIN hosts h ON h.id = s.host_id";
-
-impl SessionRow {
-    pub(crate) fn status(&self) -> SessionStatus {
-        SessionStatus::parse(&self.status).unwrap_or(SessionStatus::Failed)
-    }
-
-    fn to_dto(&self, runs: Vec<Run>) -> Session {
-        Session {
-            id: self.id,
-            host_id: self.host_id,
-            host_name: self.host_name.clone(),
-            owner: self.owner.clone(),
-            status: self.status.clone(),
-            runner: self.runner.clone(),
-            cols: self.cols,
-            rows: self.rows,
-            error: self.error.clone(),
-            error_type: self.error_kind.clone(),
-            created_at: self.created_at,
-            ended_at: self.ended_at,
-            ws_path: ws_path(self.id),
-            viewers: self.viewers.0.clone(),
-            runs,
-        }
+/// A session as the API shows it.
+fn to_dto(row: &SessionRow, runs: Vec<Run>) -> Session {
+    Session {
+        id: row.id,
+        host_id: row.host_id,
+        host_name: row.host_name.clone(),
+        owner: row.owner.clone(),
+        status: row.status.clone(),
+        runner: row.runner.clone(),
+        cols: row.cols,
+        rows: row.rows,
+        error: row.error.clone(),
+        error_type: row.error_kind.clone(),
+        created_at: row.created_at,
+        ended_at: row.ended_at,
+        ws_path: ws_path(row.id),
+        viewers: row.viewers.0.clone(),
+        runs,
     }
 }
 
 fn ws_path(id: Uuid) -> String {
     format!("/ws/sessions/{id}")
-}
-
-/// The session, if `user` may see and act on it (owner or admin).
-pub(crate) async fn load(
-    db: &sqlx::PgPool,
-    id: Uuid,
-    user: &AuthUser,
-) -> Result<SessionRow, ApiError> {
-    let row: Option<SessionRow> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} WHERE s.id = $1")))
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
-    row.filter(|s| user.is_admin || s.owner_id == user.id)
-        .ok_or_else(|| ApiError::not_found("session"))
-}
-
-fn pty_size(cols: Option<u16>, rows: Option<u16>) -> Result<PtySize, ApiError> {
-    let d = PtySize::default();
-    let size = PtySize {
-        cols: cols.unwrap_or(d.cols),
-        rows: rows.unwrap_or(d.rows),
-    };
-    if !(1..=1000).contains(&size.cols) {
-        return Err(ApiError::invalid("cols", "cols must be between 1 and 1000"));
-    }
-    if !(1..=1000).contains(&size.rows) {
-        return Err(ApiError::invalid("rows", "rows must be between 1 and 1000"));
-    }
-    Ok(size)
 }
 
 #[utoipa::path(post, operation_id = "open_session", path = "/api/sessions", tag = "sessions", request_body = OpenSession, responses((status = 201, description = "Requested: attach a WebSocket to `ws_path`", body = OpenedSession)))]
@@ -109,67 +46,7 @@ pub(crate) async fn open(
     user: AuthUser,
     Json(body): Json<OpenSession>,
 ) -> Result<(StatusCode, axum::Json<OpenedSession>), ApiError> {
-    let pty = pty_size(body.cols, body.rows)?;
-    let host = hosts::fetch(&st.db, body.host_id)
-        .await
-        .map_err(|e| match e.code {
-            "not_found" => ApiError::invalid("host_id", "no such host"),
-            _ => e,
-        })?;
-    let target = host.target()?;
-    if !st.broker.is_up() {
-        // Refused before anything is written: no session to clean up.
-        return Err(crate::broker::BrokerError::NotConnected.into());
-    }
-    let id = Uuid::now_v7();
-    let shell = body.shell.unwrap_or(true);
-    sqlx::query(
-        "INSERT INTO sessions (id, host_id, owner_id, status, cols, rows, shell) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(host.id)
-    .bind(user.id)
-    .bind(i32::from(pty.cols))
-    .bind(i32::from(pty.rows))
-    .bind(shell)
-    .execute(&st.db)
-    .await?;
-    let req = SessionRequest {
-        session: id,
-        owner: user.username.clone(),
-        host: target,
-        pty,
-        shell,
-        requested_at: Utc::now(),
-        idle_timeout_s: Some(st.settings.session_idle_timeout.as_secs()),
-    };
-    let sent = async {
-        st.broker.declare_session(id).await?;
-        st.broker
-            .publish_request(&req, st.settings.request_ttl)
-            .await
-    }
-    .await;
-    if let Err(err) = sent {
-        sqlx::query(
-            "UPDATE sessions SET status = 'failed', ended_at = now(), error_kind = 'runtime', \
-             error = 'the message broker was unavailable' WHERE id = $1",
-        )
-        .bind(id)
-        .execute(&st.db)
-        .await?;
-        return Err(err.into());
-    }
-    tracing::info!(session_id = %id, host = %host.name, user = %user.username, "session requested");
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "session.open",
-        &id.to_string(),
-        json!({"host": host.name}),
-    )
-    .await;
+    let id = sessions::open(&st, &user, body).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(OpenedSession {
@@ -193,7 +70,10 @@ fn statuses(status: Option<&str>) -> Result<Vec<String>, ApiError> {
     let all = SessionStatus::ALL.iter();
     let list = match status {
         None | Some("") | Some("all") => all.map(|s| s.as_str().to_owned()).collect(),
-        Some("live") => LIVE.iter().map(|s| (*s).to_owned()).collect(),
+        Some("live") => all
+            .filter(|s| s.is_live())
+            .map(|s| s.as_str().to_owned())
+            .collect(),
         Some("finished") => all
             .filter(|s| !s.is_live())
             .map(|s| s.as_str().to_owned())
@@ -238,37 +118,23 @@ pub(crate) async fn list(
         )));
     }
     let owner = q.owner.as_deref().map(str::trim).filter(|o| !o.is_empty());
-    let rows: Vec<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE s.status = ANY($1) AND ($2 OR s.owner_id = $3) \
-         AND (NOT $4 OR s.owner_id = $3) \
-         AND ($5::uuid IS NULL OR s.host_id = $5) \
-         AND ($6::text IS NULL OR u.username = $6) \
-         AND ($7::timestamptz IS NULL OR s.created_at >= $7) \
-         AND ($8::timestamptz IS NULL OR s.created_at < $8) \
-         AND ($9::text IS NULL OR EXISTS (SELECT 1 FROM runs r \
-              WHERE r.session_id = s.id AND r.command ILIKE $9)) \
-         AND ($10::uuid IS NULL OR (s.created_at, s.id) < \
-              (SELECT c.created_at, c.id FROM sessions c WHERE c.id = $10)) \
-         ORDER BY s.created_at DESC, s.id DESC LIMIT $11"
-    )))
-    .bind(&statuses)
-    .bind(user.is_admin)
-    .bind(user.id)
-    .bind(q.mine.unwrap_or(false))
-    .bind(q.host)
-    .bind(owner)
-    .bind(q.from)
-    .bind(q.to)
-    .bind(search.map(contains_pattern))
-    .bind(q.before)
-    .bind(i64::from(limit))
-    .fetch_all(&st.db)
-    .await?;
+    let filter = store::sessions::Filter {
+        statuses,
+        owned_by: None,
+        host: q.host,
+        owner_name: owner,
+        from: q.from,
+        to: q.to,
+        command_like: search.map(contains_pattern),
+        before: q.before,
+        limit: i64::from(limit),
+    };
+    let rows = sessions::list(&st, &user, q.mine.unwrap_or(false), filter).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut runs = super::runs::of_sessions(&st.db, &ids).await?;
+    let mut runs = super::runs::of_sessions(&st, &ids).await?;
     let list = rows
         .iter()
-        .map(|r| r.to_dto(runs.remove(&r.id).unwrap_or_default()))
+        .map(|r| to_dto(r, runs.remove(&r.id).unwrap_or_default()))
         .collect();
     Ok(axum::Json(list))
 }
@@ -279,9 +145,12 @@ pub(crate) async fn detail(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<Session>, ApiError> {
-    let row = load(&st.db, id, &user).await?;
-    let mut runs = super::runs::of_sessions(&st.db, &[id]).await?;
-    Ok(axum::Json(row.to_dto(runs.remove(&id).unwrap_or_default())))
+    let row = sessions::load(&st, id, &user, Action::View).await?;
+    let mut runs = super::runs::of_sessions(&st, &[id]).await?;
+    Ok(axum::Json(to_dto(
+        &row,
+        runs.remove(&id).unwrap_or_default(),
+    )))
 }
 
 #[utoipa::path(delete, operation_id = "end_session", path = "/api/sessions/{id}", tag = "sessions", params(("id" = Uuid, Path)), responses((status = 202, description = "The runner was told to end it", body = EndingSession)))]
@@ -290,60 +159,8 @@ pub(crate) async fn end(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, axum::Json<EndingSession>), ApiError> {
-    let row = load(&st.db, id, &user).await?;
-    if !row.status().is_live() {
-        return Err(ApiError::conflict(
-            "session_ended",
-            format!("the session is already {}", row.status),
-        ));
-    }
-    end_session(&st, id, &user).await?;
+    sessions::end(&st, id, &user).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(EndingSession { id })))
-}
-
-/// Ends a session on behalf of `user`: the runner is told to close it; a
-/// session no runner has taken yet is closed right here.
-pub(crate) async fn end_session(st: &AppState, id: Uuid, user: &AuthUser) -> Result<(), ApiError> {
-    let reason = format!("ended by {}", user.username);
-    let close = Control::Close {
-        reason: reason.clone(),
-        by: Some(user.username.clone()),
-    };
-    st.broker.publish_control(id, &close, false).await?;
-    let closed_here = sqlx::query(
-        "UPDATE sessions SET status = 'closed', ended_at = now() WHERE id = $1 AND status = 'pending'",
-    )
-    .bind(id)
-    .execute(&st.db)
-    .await?
-    .rows_affected()
-        == 1;
-    if closed_here {
-        st.broker
-            .publish_event(
-                id,
-                &Event::Closed {
-                    reason,
-                    by: Some(user.username.clone()),
-                },
-            )
-            .await?;
-        let status = Event::Status {
-            status: SessionStatus::Closed,
-            runner: None,
-            message: None,
-        };
-        st.broker.publish_event(id, &status).await?;
-    }
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "session.end",
-        &id.to_string(),
-        json!({}),
-    )
-    .await;
-    Ok(())
 }
 
 #[cfg(test)]

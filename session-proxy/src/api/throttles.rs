@@ -3,14 +3,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::json;
 use shellway_common::api::throttles::Throttle;
 
 use super::AppState;
 use crate::auth::AuthUser;
-use crate::db;
 use crate::error::ApiError;
-use crate::throttle::{self, Kind};
+use crate::service::{authorize, Action, Resource};
+use crate::store::throttles::{self as throttle, Kind};
 
 const MAX_LISTED: i64 = 200;
 
@@ -21,7 +20,7 @@ pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
 ) -> Result<axum::Json<Vec<Throttle>>, ApiError> {
-    user.require_admin()?;
+    authorize(&user.actor(), Action::Read, Resource::LoginThrottles)?;
     let rows = throttle::list(&st.db, MAX_LISTED).await?;
     Ok(axum::Json(rows))
 }
@@ -33,18 +32,10 @@ pub(crate) async fn clear(
     user: AuthUser,
     Path((kind, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
+    authorize(&user.actor(), Action::Manage, Resource::LoginThrottles)?;
     let kind = Kind::parse(&kind).ok_or_else(|| ApiError::not_found("throttle"))?;
-    if !throttle::clear(&st.db, kind, &key).await? {
+    if !throttle::clear(&st.db, kind, &key, user.audit_id()).await? {
         return Err(ApiError::not_found("throttle"));
     }
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "login.throttle_cleared",
-        &key,
-        json!({"kind": kind.as_str()}),
-    )
-    .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,15 +9,15 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use chrono::{DateTime, Utc};
-use serde_json::json;
+use chrono::Utc;
 use shellway_common::api::tokens::{CreatedToken, NewToken, TokenInfo};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::auth::{self, AuthUser, Credential};
-use crate::db;
 use crate::error::ApiError;
+use crate::service::{authorize, Action, Resource};
+use crate::store;
 
 /// A token's lifetime when none is asked for.
 pub(crate) const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 86_400);
@@ -71,12 +71,7 @@ async fn may_mint(st: &AppState, user: &AuthUser, headers: &HeaderMap) -> Result
         return Ok(());
     }
     let scopes: Option<Vec<String>> = match auth::bearer_token(headers) {
-        Some(token) => {
-            sqlx::query_scalar("SELECT scopes FROM api_tokens WHERE token_hash = $1")
-                .bind(auth::token_hash(token))
-                .fetch_optional(&st.db)
-                .await?
-        }
+        Some(token) => store::tokens::scopes(&st.db, &auth::token_hash(token)).await?,
         None => None,
     };
     if scopes.is_some_and(|s| s.iter().any(|s| s == SCOPE_TOKENS)) {
@@ -98,20 +93,7 @@ pub(crate) async fn create(
     let body = parse(&body)?;
     let expiry = validate(&body, st.settings.token_max_expiry)?;
     may_mint(&st, &user, &headers).await?;
-    sqlx::query(
-        "DELETE FROM api_tokens WHERE user_id = $1 \
-         AND expires_at < now() - make_interval(days => $2)",
-    )
-    .bind(user.id)
-    .bind(KEEP_EXPIRED_DAYS)
-    .execute(&st.db)
-    .await?;
-    let live: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM api_tokens WHERE user_id = $1 AND expires_at > now()",
-    )
-    .bind(user.id)
-    .fetch_one(&st.db)
-    .await?;
+    let live = store::tokens::live_count(&st.db, user.id, KEEP_EXPIRED_DAYS).await?;
     if live >= MAX_PER_USER {
         return Err(ApiError::conflict(
             "too_many_tokens",
@@ -120,26 +102,15 @@ pub(crate) async fn create(
     }
     let (token, hash) = auth::new_secret(auth::TOKEN_PREFIX);
     let id = Uuid::now_v7();
-    let expires_at: DateTime<Utc> = sqlx::query_scalar(
-        "INSERT INTO api_tokens (id, user_id, token_hash, name, scopes, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING expires_at",
-    )
-    .bind(id)
-    .bind(user.id)
-    .bind(hash)
-    .bind(&body.name)
-    .bind(&body.scopes)
-    .bind(expiry.as_secs_f64())
-    .fetch_one(&st.db)
-    .await?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "token.create",
-        &id.to_string(),
-        json!({"name": body.name, "scopes": body.scopes, "expires_at": expires_at}),
-    )
-    .await;
+    let new = store::tokens::NewToken {
+        id,
+        user: (user.id, &user.username),
+        hash: &hash,
+        name: &body.name,
+        scopes: &body.scopes,
+        expires_in_secs: expiry.as_secs_f64(),
+    };
+    let expires_at = store::tokens::create(&st.db, &new).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedToken {
@@ -152,29 +123,13 @@ pub(crate) async fn create(
     ))
 }
 
-type TokenRow = (
-    Uuid,
-    String,
-    Vec<String>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-);
-
 /// The caller's tokens, newest first (never a secret or a hash).
 #[utoipa::path(get, operation_id = "list_tokens", path = "/api/tokens", tag = "tokens", responses((status = 200, description = "The caller's tokens, newest first", body = Vec<TokenInfo>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
 ) -> Result<axum::Json<Vec<TokenInfo>>, ApiError> {
-    let rows: Vec<TokenRow> = sqlx::query_as(
-        "SELECT id, name, scopes, created_at, last_used_at, expires_at FROM api_tokens \
-         WHERE user_id = $1 ORDER BY created_at DESC LIMIT $2",
-    )
-    .bind(user.id)
-    .bind(MAX_PER_USER * 4)
-    .fetch_all(&st.db)
-    .await?;
+    let rows = store::tokens::of_user(&st.db, user.id, MAX_PER_USER * 4).await?;
     let now = Utc::now();
     let list = rows
         .into_iter()
@@ -200,23 +155,13 @@ pub(crate) async fn revoke(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let owner: Option<Uuid> = sqlx::query_scalar(
-        "DELETE FROM api_tokens WHERE id = $1 AND (user_id = $2 OR $3) RETURNING user_id",
-    )
-    .bind(id)
-    .bind(user.id)
-    .bind(user.is_admin)
-    .fetch_optional(&st.db)
-    .await?;
-    let owner = owner.ok_or_else(|| ApiError::not_found("token"))?;
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "token.revoke",
-        &id.to_string(),
-        json!({"owner": owner}),
-    )
-    .await;
+    let owner = store::tokens::owner(&st.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    authorize(&user.actor(), Action::Revoke, Resource::Token { owner })?;
+    if !store::tokens::revoke(&st.db, id, user.audit_id()).await? {
+        return Err(ApiError::not_found("token"));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -9,18 +9,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
-use serde_json::json;
 use shellway_common::api::users::{CreatedUser, NewUser, User, UserChange};
 use uuid::Uuid;
 
 use super::login::hashing_error;
-use super::sessions::{end_session, LIVE};
 use super::{AppState, Json};
 use crate::auth::AuthUser;
-use crate::db;
 use crate::error::ApiError;
 use crate::passwords;
+use crate::service::{authorize, sessions, Action, Resource};
+use crate::store::users::UserRow;
+use crate::store::{self, AuditAction};
 
 /// Most users listed.
 const MAX_LISTED: i64 = 10_000;
@@ -32,13 +31,17 @@ fn valid_username(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
 }
 
+fn may_manage(user: &AuthUser) -> Result<(), ApiError> {
+    Ok(authorize(&user.actor(), Action::Manage, Resource::Users)?)
+}
+
 #[utoipa::path(post, operation_id = "create_user", path = "/api/users", tag = "users", request_body = NewUser, responses((status = 201, description = "Created (administrators)", body = CreatedUser)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     user: AuthUser,
     Json(body): Json<NewUser>,
 ) -> Result<(StatusCode, axum::Json<CreatedUser>), ApiError> {
-    user.require_admin()?;
+    may_manage(&user)?;
     if !valid_username(&body.username) {
         return Err(ApiError::invalid(
             "username",
@@ -49,32 +52,22 @@ pub(crate) async fn create(
         .map_err(|why| ApiError::invalid("password", why))?;
     let hash = st.hasher.hash(body.password).await.map_err(hashing_error)?;
     let id = Uuid::now_v7();
-    let created = sqlx::query(
-        "INSERT INTO users (id, username, password_hash, is_admin) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (username) WHERE deleted_at IS NULL DO NOTHING",
+    let created = store::users::create(
+        &st.db,
+        id,
+        &body.username,
+        &hash,
+        body.is_admin,
+        user.audit_id(),
+        AuditAction::UserCreate,
     )
-    .bind(id)
-    .bind(&body.username)
-    .bind(hash)
-    .bind(body.is_admin)
-    .execute(&st.db)
-    .await?
-    .rows_affected()
-        == 1;
+    .await?;
     if !created {
         return Err(ApiError::conflict(
             "duplicate",
             format!("a user named {:?} already exists", body.username),
         ));
     }
-    db::audit(
-        &st.db,
-        user.audit_id(),
-        "user.create",
-        &body.username,
-        json!({"is_admin": body.is_admin}),
-    )
-    .await;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedUser {
@@ -84,15 +77,6 @@ pub(crate) async fn create(
             disabled: false,
         }),
     ))
-}
-
-#[derive(sqlx::FromRow)]
-struct UserRow {
-    id: Uuid,
-    username: String,
-    is_admin: bool,
-    created_at: DateTime<Utc>,
-    disabled_at: Option<DateTime<Utc>>,
 }
 
 impl UserRow {
@@ -108,28 +92,18 @@ impl UserRow {
     }
 }
 
-const SELECT: &str =
-    "SELECT id, username, is_admin, created_at, disabled_at FROM users WHERE deleted_at IS NULL";
-
 #[utoipa::path(get, operation_id = "list_users", path = "/api/users", tag = "users", responses((status = 200, description = "Every user, by name (administrators)", body = Vec<User>)))]
 pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
 ) -> Result<axum::Json<Vec<User>>, ApiError> {
-    user.require_admin()?;
-    let rows: Vec<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT} ORDER BY username LIMIT $1"
-    )))
-    .bind(MAX_LISTED)
-    .fetch_all(&st.db)
-    .await?;
+    may_manage(&user)?;
+    let rows = store::users::list(&st.db, MAX_LISTED).await?;
     Ok(axum::Json(rows.iter().map(UserRow::to_dto).collect()))
 }
 
 async fn fetch(db: &sqlx::PgPool, id: Uuid) -> Result<UserRow, ApiError> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT} AND id = $1")))
-        .bind(id)
-        .fetch_optional(db)
+    store::users::get(db, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))
 }
@@ -148,12 +122,12 @@ pub(crate) async fn update(
     Path(id): Path<Uuid>,
     Json(body): Json<UserChange>,
 ) -> Result<axum::Json<User>, ApiError> {
-    user.require_admin()?;
+    may_manage(&user)?;
     let target = fetch(&st.db, id).await?;
     if id == user.id && (body.disabled == Some(true) || body.is_admin == Some(false)) {
         return Err(not_yourself());
     }
-    let hash = match body.password {
+    let password_hash = match body.password {
         Some(pw) => {
             passwords::check_new(&target.username, &pw)
                 .map_err(|why| ApiError::invalid("password", why))?;
@@ -161,71 +135,14 @@ pub(crate) async fn update(
         }
         None => None,
     };
-    let mut tx = st.db.begin().await?;
-    if let Some(disabled) = body.disabled {
-        sqlx::query(
-            "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .bind(disabled)
-        .execute(&mut *tx)
-        .await?;
-        if disabled {
-            revoke_credentials(&mut tx, id).await?;
-        }
-        let action = if disabled {
-            "user.disable"
-        } else {
-            "user.enable"
-        };
-        db::audit(
-            &mut *tx,
-            user.audit_id(),
-            action,
-            &target.username,
-            json!({}),
-        )
-        .await;
-    }
-    if let Some(is_admin) = body.is_admin {
-        sqlx::query("UPDATE users SET is_admin = $2 WHERE id = $1")
-            .bind(id)
-            .bind(is_admin)
-            .execute(&mut *tx)
-            .await?;
-        let detail = json!({"is_admin": is_admin});
-        db::audit(
-            &mut *tx,
-            user.audit_id(),
-            "user.update",
-            &target.username,
-            detail,
-        )
-        .await;
-    }
-    if let Some(hash) = hash {
-        sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-            .bind(id)
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        db::audit(
-            &mut *tx,
-            user.audit_id(),
-            "user.password_reset",
-            &target.username,
-            json!({}),
-        )
-        .await;
-    }
-    tx.commit().await?;
+    let change = store::users::Change {
+        disabled: body.disabled,
+        is_admin: body.is_admin,
+        password_hash,
+    };
+    store::users::change(&st.db, id, &target.username, &change, user.audit_id()).await?;
     if body.disabled == Some(true) {
-        end_live_sessions(&st, id, &user).await?;
+        sessions::end_all_of(&st, id, &user, MAX_LISTED).await?;
     }
     Ok(axum::Json(fetch(&st.db, id).await?.to_dto()))
 }
@@ -236,61 +153,14 @@ pub(crate) async fn remove(
     user: AuthUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
+    may_manage(&user)?;
     let target = fetch(&st.db, id).await?;
     if id == user.id {
         return Err(not_yourself());
     }
-    let mut tx = st.db.begin().await?;
-    sqlx::query(
-        "UPDATE users SET deleted_at = now(), disabled_at = coalesce(disabled_at, now()), \
-         password_hash = '' WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    revoke_credentials(&mut tx, id).await?;
-    db::audit(
-        &mut *tx,
-        user.audit_id(),
-        "user.delete",
-        &target.username,
-        json!({}),
-    )
-    .await;
-    tx.commit().await?;
-    end_live_sessions(&st, id, &user).await?;
+    store::users::delete(&st.db, id, &target.username, user.audit_id()).await?;
+    sessions::end_all_of(&st, id, &user, MAX_LISTED).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Every cookie session and API token of `id` stops working.
-async fn revoke_credentials(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    id: Uuid,
-) -> Result<(), ApiError> {
-    for sql in [
-        "DELETE FROM web_sessions WHERE user_id = $1",
-        "DELETE FROM api_tokens WHERE user_id = $1",
-    ] {
-        sqlx::query(sql).bind(id).execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Ends the live SSH sessions `owner` opened, on behalf of `admin`.
-async fn end_live_sessions(st: &AppState, owner: Uuid, admin: &AuthUser) -> Result<(), ApiError> {
-    let live: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM sessions WHERE owner_id = $1 AND status = ANY($2) LIMIT $3",
-    )
-    .bind(owner)
-    .bind(&LIVE[..])
-    .bind(MAX_LISTED)
-    .fetch_all(&st.db)
-    .await?;
-    for id in live {
-        end_session(st, id, admin).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

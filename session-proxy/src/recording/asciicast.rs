@@ -10,7 +10,7 @@ use serde_json::json;
 use shellway_common::Stream;
 use uuid::Uuid;
 
-use super::reader::Item;
+use crate::store::recording_pages::Item;
 
 /// One asciicast event: `[time, code, data]`.
 #[derive(Debug, Clone, PartialEq)]

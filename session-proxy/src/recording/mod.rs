@@ -1,12 +1,10 @@
 //! Recordings beyond the raw output the recorder stores: resizes and run
-//! markers (`store`), reading a recording back in bounded pages
-//! (`reader`), writing it as asciicast v2 (`asciicast`), and how long and
-//! how much of it is kept (`retention`, the size cap in `store`).
+//! markers (`store::recordings`), reading a recording back in bounded pages
+//! (`store::recording_pages`), writing it as asciicast v2 (`asciicast`), and how long and
+//! how much of it is kept (`retention`, the size cap in `store::recordings`).
 
 pub(crate) mod asciicast;
-pub(crate) mod reader;
 pub(crate) mod retention;
-pub(crate) mod store;
 
 use std::time::Duration;
 

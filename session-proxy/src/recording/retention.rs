@@ -4,20 +4,11 @@
 //! nor a reader waits behind one huge delete), and each deletion is in the
 //! audit trail. The session and its runs stay in the logs.
 
-use std::time::Duration;
-
-use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::RecordingPolicy;
-use crate::db;
-
-/// Sessions one sweep looks at; the next sweep takes the rest.
-const SESSIONS_PER_SWEEP: i64 = 100;
-/// Rows one delete statement removes.
-const ROWS_PER_DELETE: i64 = 2000;
+use crate::store;
 
 /// Sweeps every `policy.sweep_every` until `shutdown`; does nothing when
 /// recordings are kept for ever.
@@ -32,7 +23,7 @@ pub(crate) async fn run(db: PgPool, policy: RecordingPolicy, shutdown: Cancellat
             _ = shutdown.cancelled() => return,
             _ = every.tick() => {}
         }
-        match sweep(&db, keep, &shutdown).await {
+        match store::retention::sweep(&db, keep, &shutdown).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "deleted expired recordings"),
             Err(err) => {
@@ -40,108 +31,4 @@ pub(crate) async fn run(db: PgPool, policy: RecordingPolicy, shutdown: Cancellat
             }
         }
     }
-}
-
-/// Deletes the recordings of sessions that ended before `keep` ago;
-/// returns how many were deleted.
-async fn sweep(
-    db: &PgPool,
-    keep: Duration,
-    shutdown: &CancellationToken,
-) -> Result<usize, sqlx::Error> {
-    let expired: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM sessions WHERE recording_deleted_at IS NULL \
-           AND ended_at < now() - make_interval(secs => $1) ORDER BY ended_at LIMIT $2",
-    )
-    .bind(keep.as_secs_f64())
-    .bind(SESSIONS_PER_SWEEP)
-    .fetch_all(db)
-    .await?;
-    let mut deleted = 0;
-    for session in expired {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if delete(db, session, keep, shutdown).await? {
-            deleted += 1;
-        }
-    }
-    Ok(deleted)
-}
-
-/// Deletes one session's recording batch by batch; false if interrupted
-/// (the next sweep finishes it).
-async fn delete(
-    db: &PgPool,
-    session: Uuid,
-    keep: Duration,
-    shutdown: &CancellationToken,
-) -> Result<bool, sqlx::Error> {
-    let mut chunks = 0i64;
-    let mut stored_bytes = 0i64;
-    loop {
-        let (rows, bytes): (i64, Option<i64>) = sqlx::query_as(
-            "WITH gone AS (DELETE FROM output_chunks WHERE session_id = $1 AND seq IN \
-               (SELECT seq FROM output_chunks WHERE session_id = $1 ORDER BY seq LIMIT $2) \
-               RETURNING pg_column_size(data) AS size) \
-             SELECT count(*), sum(size)::bigint FROM gone",
-        )
-        .bind(session)
-        .bind(ROWS_PER_DELETE)
-        .fetch_one(db)
-        .await?;
-        chunks += rows;
-        stored_bytes += bytes.unwrap_or(0);
-        if shutdown.is_cancelled() {
-            return Ok(false);
-        }
-        if rows < ROWS_PER_DELETE {
-            break;
-        }
-    }
-    loop {
-        let rows = sqlx::query(
-            "DELETE FROM recording_events WHERE id IN \
-               (SELECT id FROM recording_events WHERE session_id = $1 LIMIT $2)",
-        )
-        .bind(session)
-        .bind(ROWS_PER_DELETE)
-        .execute(db)
-        .await?
-        .rows_affected();
-        if shutdown.is_cancelled() {
-            return Ok(false);
-        }
-        if rows < ROWS_PER_DELETE as u64 {
-            break;
-        }
-    }
-    let mut tx = db.begin().await?;
-    let marked = sqlx::query(
-        "UPDATE sessions SET recording_deleted_at = now() \
-         WHERE id = $1 AND recording_deleted_at IS NULL",
-    )
-    .bind(session)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if marked > 0 {
-        let days = keep.as_secs_f64() / 86_400.0;
-        let detail = json!({
-            "reason": "retention",
-            "retention_days": days,
-            "chunks": chunks,
-            "stored_bytes": stored_bytes,
-        });
-        db::audit(
-            &mut *tx,
-            None,
-            "recording.deleted",
-            &session.to_string(),
-            detail,
-        )
-        .await;
-    }
-    tx.commit().await?;
-    Ok(marked > 0)
 }

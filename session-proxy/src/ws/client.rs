@@ -9,17 +9,16 @@ use std::time::Duration;
 use axum::extract::ws::Message;
 use futures_util::{Stream, StreamExt};
 use shellway_common::event::ViewMode;
-use shellway_common::{ClientAction, Control, ErrorKind, Event};
+use shellway_common::{BrowserEvent, ClientAction, Control, ErrorKind};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::api::runs::{self, RunRequest};
-use crate::api::sessions;
-use crate::api::AppState;
 use crate::auth::AuthUser;
-use crate::error::ApiError;
 use crate::inputs::Typed;
+use crate::service::runs::{self, RunRequest};
+use crate::service::{sessions, ServiceError};
+use crate::state::AppState;
 
 /// Largest client frame accepted by the parser.
 const MAX_ACTION: usize = 256 * 1024;
@@ -33,7 +32,7 @@ const INPUT_BURST: f64 = 1024.0 * 1024.0;
 #[derive(Debug)]
 pub(super) enum FromClient {
     /// Tell the client this (an error about what it sent).
-    Event(Event),
+    Event(BrowserEvent),
     /// The viewer leaves (a link viewer's `close`).
     Leave { reason: String, by: String },
     /// The viewer typed an interrupt (Ctrl-C, Ctrl-Z, Ctrl-\\): output
@@ -66,7 +65,7 @@ impl ClientSide {
         while let Some(Ok(msg)) = stream.next().await {
             let reply = match msg {
                 Message::Text(text) => self.on_text(text.as_str(), &mut budget).await,
-                Message::Binary(_) => Some(FromClient::Event(Event::error(
+                Message::Binary(_) => Some(FromClient::Event(BrowserEvent::error(
                     ErrorKind::Protocol,
                     "binary frames are not accepted; send JSON text frames with an \"action\"",
                 ))),
@@ -85,7 +84,7 @@ impl ClientSide {
         let action = match ClientAction::parse(text, MAX_ACTION) {
             Ok(a) => a,
             Err(e) => {
-                return Some(FromClient::Event(Event::error(
+                return Some(FromClient::Event(BrowserEvent::error(
                     ErrorKind::Protocol,
                     e.to_string(),
                 )))
@@ -93,13 +92,11 @@ impl ClientSide {
         };
         match self.act(action, budget).await {
             Ok(reply) => reply,
-            Err(err) => {
-                let kind = match err.code {
-                    "not_supported" | "invalid_field" => ErrorKind::Protocol,
-                    _ => ErrorKind::Runtime,
-                };
-                Some(FromClient::Event(Event::error(kind, err.message)))
-            }
+            Err(Refusal::ReadOnly(what)) => Some(FromClient::Event(BrowserEvent::error(
+                ErrorKind::Protocol,
+                format!("{what} refused: you are watching this session read-only"),
+            ))),
+            Err(Refusal::Service(err)) => Some(FromClient::Event(crate::error::ws_event(err))),
         }
     }
 
@@ -107,13 +104,10 @@ impl ClientSide {
         &self,
         action: ClientAction,
         budget: &mut InputBudget,
-    ) -> Result<Option<FromClient>, ApiError> {
+    ) -> Result<Option<FromClient>, Refusal> {
         if self.mode == ViewMode::View {
             if let Some(what) = refused_when_viewing(&action) {
-                return Err(ApiError::not_supported(
-                    "action",
-                    format!("{what} refused: you are watching this session read-only"),
-                ));
+                return Err(Refusal::ReadOnly(what));
             }
         }
         let (st, id) = (&self.st, self.session);
@@ -132,7 +126,8 @@ impl ClientSide {
                 }
                 st.broker
                     .publish_input(id, data.as_bytes(), &self.user.username)
-                    .await?;
+                    .await
+                    .map_err(ServiceError::from)?;
                 if data.bytes().any(|b| INTERRUPTS.contains(&b)) {
                     // Best effort: a full channel means the output side is
                     // busy with this viewer's messages anyway.
@@ -148,16 +143,16 @@ impl ClientSide {
                 st.inputs.record(typed).await;
             }
             ClientAction::Input { .. } => {}
-            ClientAction::Resize { cols, rows } => {
-                st.broker
-                    .publish_control(id, &Control::Resize { cols, rows }, true)
-                    .await?
-            }
-            ClientAction::Cancel { run } => {
-                st.broker
-                    .publish_control(id, &Control::Cancel { run }, true)
-                    .await?
-            }
+            ClientAction::Resize { cols, rows } => st
+                .broker
+                .publish_control(id, &Control::Resize { cols, rows }, true)
+                .await
+                .map_err(ServiceError::from)?,
+            ClientAction::Cancel { run } => st
+                .broker
+                .publish_control(id, &Control::Cancel { run }, true)
+                .await
+                .map_err(ServiceError::from)?,
             ClientAction::Run {
                 command,
                 task,
@@ -171,7 +166,7 @@ impl ClientSide {
                     script_id,
                     ..Default::default()
                 };
-                runs::start_run(st, id, &self.user, &req, true).await?;
+                runs::start(st, id, &self.user, &req, true).await?;
             }
             // Someone who joined by a link leaves; only the owner (or an
             // admin) ends the session for everybody.
@@ -181,9 +176,23 @@ impl ClientSide {
                     by: self.user.username.clone(),
                 }));
             }
-            ClientAction::Close => sessions::end_session(st, id, &self.user).await?,
+            ClientAction::Close => sessions::end_now(st, id, &self.user).await?,
         }
         Ok(None)
+    }
+}
+
+/// Why an action was not done.
+#[derive(Debug)]
+enum Refusal {
+    /// A read-only viewer tried to change the session.
+    ReadOnly(&'static str),
+    Service(ServiceError),
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(err: ServiceError) -> Self {
+        Self::Service(err)
     }
 }
 

@@ -18,18 +18,26 @@ mod window;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
 use serde::Deserialize;
 use shellway_common::event::ViewMode;
 use uuid::Uuid;
 
-use crate::api::sessions;
-use crate::api::shares;
-use crate::api::AppState;
 use crate::auth::{AuthUser, Credential};
 use crate::error::ApiError;
 use crate::presence::Seat;
+use crate::service::{self, sessions, shares, Action};
+use crate::state::AppState;
 
 use viewer::{Attach, Viewer};
+
+/// The WebSocket routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ws/sessions/{id}", get(upgrade))
+        .route("/ws/join/{token}", get(join))
+}
 
 #[derive(Deserialize)]
 pub(crate) struct WsQuery {
@@ -51,7 +59,7 @@ pub(crate) async fn upgrade(
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let session = sessions::load(&st.db, id, &user).await?;
+    let session = sessions::load(&st, id, &user, Action::View).await?;
     let owner = session.owner_id == user.id;
     let mode = match q.mode.as_deref() {
         None if owner => ViewMode::Control,
@@ -65,6 +73,12 @@ pub(crate) async fn upgrade(
             ))
         }
     };
+    if mode == ViewMode::Control {
+        let resource = service::Resource::Session {
+            owner: session.owner_id,
+        };
+        service::authorize(&user.actor(), Action::Control, resource).map_err(ApiError::from)?;
+    }
     let seat = if owner { Seat::Owner } else { Seat::Admin };
     let attach = Attach {
         session: session.id,
@@ -87,10 +101,10 @@ pub(crate) async fn join(
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let share = shares::resolve(&st.db, &token).await?;
+    let share = shares::resolve(&st, &token).await?;
     let user = match user {
         Ok(user) => user,
-        Err(_) if share.mode == ViewMode::View && st.settings.sharing.anonymous_view => AuthUser {
+        Err(_) if shares::anonymous_may_join(&st, &share) => AuthUser {
             id: Uuid::nil(),
             username: "anonymous".into(),
             is_admin: false,

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::broker::Report;
+use crate::bus::Report;
 
 /// Events held behind output beyond this are dropped oldest first (a
 /// client that reads nothing at all; output is skipped long before).

@@ -7,9 +7,9 @@ use futures_util::Sink;
 use shellway_common::output::encode_frame;
 use shellway_common::Stream as OutStream;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use super::viewer::{Gone, Viewer, FRAME_MAX};
+use crate::store::recordings;
 
 /// Terminal output replayed to a viewer who joins without `after`.
 const REPLAY_WINDOW: i64 = 256 * 1024;
@@ -22,14 +22,7 @@ impl Viewer {
     /// The seq after which a viewer without `after` starts: at most the last
     /// REPLAY_WINDOW bytes of terminal output.
     pub(super) async fn replay_start(&self) -> u64 {
-        let first: Result<Option<i64>, _> = sqlx::query_scalar(
-            "SELECT min(seq) FROM (SELECT seq, sum(length(data)) OVER (ORDER BY seq DESC) AS total \
-             FROM output_chunks WHERE session_id = $1 AND stream = 'pty') t WHERE total <= $2",
-        )
-        .bind(self.session)
-        .bind(REPLAY_WINDOW)
-        .fetch_one(&self.st.db)
-        .await;
+        let first = recordings::tail_start(&self.st.db, self.session, REPLAY_WINDOW).await;
         match first {
             Ok(Some(seq)) => u64::try_from(seq - 1).unwrap_or(0),
             Ok(None) => 0,
@@ -46,15 +39,7 @@ impl Viewer {
         // Output messages are at most a few tens of KiB: this many rows
         // cover any limit worth having.
         let rows = (limit / 1024).clamp(64, 8192) as i64;
-        let total: Result<Option<i64>, _> = sqlx::query_scalar(
-            "SELECT sum(length(data))::bigint FROM (SELECT data FROM output_chunks \
-             WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) t",
-        )
-        .bind(self.session)
-        .bind(after as i64)
-        .bind(rows)
-        .fetch_one(&self.st.db)
-        .await;
+        let total = recordings::bytes_after(&self.st.db, self.session, after as i64, rows).await;
         match total {
             Ok(total) => total.unwrap_or(0) as usize > limit,
             Err(err) => {
@@ -69,14 +54,8 @@ impl Viewer {
         let deadline = Instant::now() + CATCH_UP;
         let want = upto.saturating_sub(self.last_sent) as i64;
         while Instant::now() < deadline {
-            let have: Result<i64, _> = sqlx::query_scalar(
-                "SELECT count(*) FROM output_chunks WHERE session_id = $1 AND seq > $2 AND seq <= $3",
-            )
-            .bind(self.session)
-            .bind(self.last_sent as i64)
-            .bind(upto as i64)
-            .fetch_one(&self.st.db)
-            .await;
+            let (from, upto) = (self.last_sent as i64, upto as i64);
+            let have = recordings::count_between(&self.st.db, self.session, from, upto).await;
             if have.is_ok_and(|n| n >= want) {
                 return;
             }
@@ -93,17 +72,8 @@ impl Viewer {
     ) -> Result<(), Gone> {
         let upto = upto.map_or(i64::MAX, |u| u as i64);
         loop {
-            let rows: Vec<(i64, String, Option<Uuid>, Vec<u8>)> = match sqlx::query_as(
-                "SELECT seq, stream, run_id, data FROM output_chunks \
-                 WHERE session_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
-            )
-            .bind(self.session)
-            .bind(self.last_sent as i64)
-            .bind(upto)
-            .bind(PAGE)
-            .fetch_all(&self.st.db)
-            .await
-            {
+            let from = self.last_sent as i64;
+            let rows = match recordings::chunks(&self.st.db, self.session, from, upto, PAGE).await {
                 Ok(rows) => rows,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot read the recording");

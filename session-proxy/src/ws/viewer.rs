@@ -21,8 +21,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use shellway_common::event::{LinkState, ViewMode, Viewer as Attendee};
-use shellway_common::{Control, ErrorKind, Event, SessionStatus, Stream as OutStream};
+use shellway_common::browser::LinkState;
+use shellway_common::event::{ViewMode, Viewer as Attendee};
+use shellway_common::{
+    BrowserEvent, Control, ErrorKind, Event, SessionStatus, Stream as OutStream,
+};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -33,13 +36,13 @@ use uuid::Uuid;
 use super::client::{ClientSide, FromClient};
 use super::outbox::Outbox;
 use super::window::Window;
-use crate::api::shares::Share;
-use crate::api::AppState;
 use crate::auth::AuthUser;
-use crate::broker::Report;
+use crate::bus::Report;
 use crate::error::ApiError;
 use crate::fanout::{self, StoredStatus, Subscription};
 use crate::presence::{Attendance, Seat};
+use crate::service::shares::Share;
+use crate::state::AppState;
 
 /// Largest WebSocket message at all.
 const MAX_MESSAGE: usize = 1024 * 1024;
@@ -231,13 +234,13 @@ impl Viewer {
                 if let Err(err) = other {
                     tracing::warn!(error = %err, "cannot read the session status");
                 }
-                let event = Event::error(ErrorKind::Runtime, "the session is unavailable");
+                let event = BrowserEvent::error(ErrorKind::Runtime, "the session is unavailable");
                 self.send_event(sink, &event).await?;
                 return Ok("unavailable".into());
             }
         };
         self.status = row.status;
-        let connected = Event::Connected {
+        let connected = BrowserEvent::Connected {
             session: self.session,
             runner: row.runner.clone(),
             mode: self.mode,
@@ -280,10 +283,11 @@ impl Viewer {
                 }
                 Step::Client(Some(FromClient::Interrupted)) => {
                     // Ctrl-C during a flood: skip what waits rather than
-                    // draw it, and show the screen as it is now.
+                    // draw it, and show the screen as it is now — at once,
+                    // even to a page still drawing (one screen, once).
                     let waiting = self.outbox.output_bytes();
                     if self.window.is_flow_controlled() && waiting >= INTERRUPT_SKIP {
-                        self.lagged = true;
+                        self.resync(sink, &mut sub).await?;
                     }
                 }
                 Step::Client(Some(FromClient::Leave { reason, by })) => {
@@ -316,7 +320,7 @@ impl Viewer {
                 self.sync(sink, &mut sub).await?;
             }
             if let Some((reason, by)) = self.ended.take() {
-                let closed = Event::Closed {
+                let closed = BrowserEvent::Closed {
                     reason: reason.clone(),
                     by,
                 };
@@ -497,7 +501,7 @@ impl Viewer {
     pub(super) async fn send_event<Si: Sink<Message, Error = E> + Unpin, E>(
         &self,
         sink: &mut Si,
-        event: &Event,
+        event: &BrowserEvent,
     ) -> Result<(), Gone> {
         let text = serde_json::to_string(event).unwrap_or_default();
         self.send(sink, Message::Text(text.into())).await
@@ -515,6 +519,7 @@ impl Viewer {
         };
         let (meta, data) = match report.as_ref() {
             Report::Event(event) => return self.on_event(sink, event).await,
+            Report::Link(state) => return self.on_link(sink, *state).await,
             Report::Stored(stored) => return self.on_stored(sink, stored).await,
             Report::Output { meta, data } => (meta, data),
         };
@@ -578,8 +583,6 @@ impl Viewer {
         event: &Event,
     ) -> Result<(), Gone> {
         match event {
-            // Internal to the runner and the recorder.
-            Event::HostKey { .. } | Event::Connected { .. } => return Ok(()),
             Event::Status { status, .. } => {
                 if !self.status.is_live() {
                     return Ok(());
@@ -591,16 +594,26 @@ impl Viewer {
             }
             Event::Closed { .. } if self.status.is_live() => self.status = SessionStatus::Closed,
             Event::Error { run: None, .. } => self.error_sent = true,
-            // The live feed is back after a broker outage: what was
-            // published meanwhile (and what the runner publishes again) is
-            // caught up as when the session opened.
-            Event::Link {
-                state: LinkState::Restored,
-                ..
-            } if self.status.is_live() => self.needs_sync = true,
             _ => {}
         }
-        self.send_event(sink, event).await
+        match BrowserEvent::from_runner(event) {
+            Some(out) => self.send_event(sink, &out).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The live feed lost the broker, or has it back: after `restored`,
+    /// what was published meanwhile (and what the runner publishes again)
+    /// is caught up as when the session opened.
+    async fn on_link<Si: Sink<Message, Error = E> + Unpin, E>(
+        &mut self,
+        sink: &mut Si,
+        state: LinkState,
+    ) -> Result<(), Gone> {
+        if state == LinkState::Restored && self.status.is_live() {
+            self.needs_sync = true;
+        }
+        self.send_event(sink, &BrowserEvent::link(state)).await
     }
 
     /// A status read from the database: news only if it is further along
@@ -618,7 +631,7 @@ impl Viewer {
                 self.needs_sync = true;
             }
             self.status = stored.status;
-            let event = Event::Status {
+            let event = BrowserEvent::Status {
                 status: stored.status,
                 runner: stored.runner.clone(),
                 message: None,
@@ -636,7 +649,7 @@ impl Viewer {
         run: Option<Uuid>,
         data: &[u8],
     ) -> Result<(), Gone> {
-        let chunk = Event::Chunk {
+        let chunk = BrowserEvent::Chunk {
             run: run.unwrap_or_default(),
             stream,
             seq,
@@ -655,8 +668,7 @@ impl Viewer {
         sink: &mut Si,
         snap: &Snapshot,
     ) -> Result<(), Gone> {
-        let event = Event::Snapshot {
-            request: None,
+        let event = BrowserEvent::Snapshot {
             seq: snap.seq,
             cols: snap.cols,
             rows: snap.rows,
@@ -763,11 +775,11 @@ impl Viewer {
                 .and_then(|k| serde_json::from_value(serde_json::Value::String(k.to_owned())).ok())
                 .unwrap_or(ErrorKind::Runtime);
             self.error_sent = true;
-            self.send_event(sink, &Event::error(kind, message.clone()))
+            self.send_event(sink, &BrowserEvent::error(kind, message.clone()))
                 .await?;
         }
         self.status = row.status;
-        let event = Event::Status {
+        let event = BrowserEvent::Status {
             status: row.status,
             runner: row.runner.clone(),
             message: row.error.clone(),

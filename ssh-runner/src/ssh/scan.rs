@@ -27,7 +27,7 @@ const SNIFF_LIMIT: usize = 8192;
 
 /// Why no key came back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ScanError {
+pub(crate) enum ScanError {
     /// Nothing that speaks SSH answered; deliberately no more detail.
     #[error("no SSH server answered at {0}")]
     NoSshServer(String),
@@ -47,7 +47,7 @@ fn address(hostname: &str, port: u16) -> String {
 
 /// The key of `hostname:port` as an OpenSSH line and its SHA256
 /// fingerprint, all within `timeout`.
-pub async fn fetch_host_key(
+pub(crate) async fn fetch_host_key(
     hostname: &str,
     port: u16,
     timeout: Duration,

@@ -1,13 +1,13 @@
 //! The benchmark: Shellway against direct OpenSSH and the webssh peer, on
-//! one sshd, in one run. `cargo run --release -p shellway-tests --bin bench`
+//! one sshd, in one run. `cargo run --release -p shellway-bench`
 //! (see docs/benchmarks.md). It measures; it asserts nothing.
 
 mod broker_hop;
 mod interactive;
 mod peers;
-pub mod procstat;
+pub(crate) mod procstat;
 mod report;
-pub mod term;
+pub(crate) mod term;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,26 +20,26 @@ use uuid::Uuid;
 use self::peers::{shellway_attach, shellway_open, Webssh};
 use self::report::{Report, Row};
 use self::term::{ssh_args, Got, Term};
-use crate::{TestEnv, TestEnvOptions};
+use shellway_tests::{TestEnv, TestEnvOptions};
 
 /// Sizes of one run.
 #[derive(Debug, Clone)]
-pub struct Plan {
-    pub keystrokes: usize,
-    pub pty_bytes: usize,
-    pub exec_bytes: usize,
-    pub opens: usize,
-    pub sessions: usize,
-    pub fanout_bytes: usize,
-    pub viewers: Vec<usize>,
-    pub write_docs: bool,
+pub(crate) struct Plan {
+    pub(crate) keystrokes: usize,
+    pub(crate) pty_bytes: usize,
+    pub(crate) exec_bytes: usize,
+    pub(crate) opens: usize,
+    pub(crate) sessions: usize,
+    pub(crate) fanout_bytes: usize,
+    pub(crate) viewers: Vec<usize>,
+    pub(crate) write_docs: bool,
     /// Only this figure (`--only echo|pty|fanout|interrupt`): for work on one path;
     /// nothing is written to the docs.
-    pub only: Option<Only>,
+    pub(crate) only: Option<Only>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Only {
+pub(crate) enum Only {
     Echo,
     Pty,
     Fanout,
@@ -47,7 +47,7 @@ pub enum Only {
 }
 
 impl Plan {
-    pub fn full() -> Self {
+    pub(crate) fn full() -> Self {
         Self {
             keystrokes: 1000,
             pty_bytes: 20_000_000,
@@ -61,7 +61,7 @@ impl Plan {
         }
     }
 
-    pub fn quick() -> Self {
+    pub(crate) fn quick() -> Self {
         Self {
             keystrokes: 200,
             pty_bytes: 2_000_000,
@@ -324,7 +324,10 @@ async fn shellway_exec(term: &mut Term, file: &std::path::Path) -> anyhow::Resul
 }
 
 /// `ssh host cat FILE`, the whole command; bytes per second.
-async fn direct_exec(sshd: &crate::Sshd, file: &std::path::Path) -> anyhow::Result<(u64, f64)> {
+async fn direct_exec(
+    sshd: &shellway_tests::Sshd,
+    file: &std::path::Path,
+) -> anyhow::Result<(u64, f64)> {
     use tokio::io::AsyncReadExt;
     let t = Instant::now();
     let mut child = tokio::process::Command::new("ssh")
@@ -370,114 +373,201 @@ where
     Ok(median_of(times.iter().map(|t| t.as_secs_f64() * 1e3)))
 }
 
-pub async fn run(plan: Plan) -> anyhow::Result<()> {
-    let started = chrono::Utc::now();
-    let env = TestEnv::start_with(TestEnvOptions {
-        runners: 0,
-        runner_capacity: (plan.sessions + 100) as u32,
-        proxy_process: true,
-        heartbeat: Duration::from_secs(2),
-        request_ttl: Duration::from_secs(60),
-        sharing: session_proxy::Sharing {
-            max_viewers: 200,
+/// What every figure measures with: the environment (the proxy as a
+/// process, the runner as another), its host, the webssh peer, the files
+/// to print and the processes whose CPU is counted.
+struct Bench {
+    env: TestEnv,
+    plan: Plan,
+    host: Uuid,
+    webssh: Option<Webssh>,
+    _files: shellway_tests::ScratchDir,
+    pty_file: PathBuf,
+    exec_file: PathBuf,
+    fan_file: PathBuf,
+    /// Proxy, runner, broker (the server side of a session), then
+    /// database, sshd, and the bench client.
+    comms: Vec<String>,
+    proxy_pid: u32,
+    runner_pid: u32,
+}
+
+impl Bench {
+    async fn start(plan: Plan) -> anyhow::Result<(Self, tokio::process::Child)> {
+        let env = TestEnv::start_with(TestEnvOptions {
+            runners: 0,
+            runner_capacity: (plan.sessions + 100) as u32,
+            proxy_process: true,
+            heartbeat: Duration::from_secs(2),
+            request_ttl: Duration::from_secs(60),
+            sharing: session_proxy::Sharing {
+                max_viewers: 200,
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
-    let runner = env.spawn_runner_process("bench-runner");
-    let runner_pid = runner.id().context("runner pid")?;
-    let proxy_pid = env.proxy_pid().context("proxy pid")?;
-    let sshd = &env.sshd;
-    let host = env.add_host().await;
-    let api = env.api.clone();
-    let webssh = match Webssh::start().await {
-        Ok(w) => Some(w),
-        Err(err) => {
-            eprintln!("webssh columns will read n/a: {err:#}");
-            None
-        }
-    };
-    let files = crate::ScratchDir::new("shellway-bench-files-")?;
-    let pty_file = make_file(&files, "pty.bin", plan.pty_bytes, false)?;
-    let exec_file = make_file(&files, "exec.txt", plan.exec_bytes, true)?;
-    let fan_file = make_file(&files, "fanout.bin", plan.fanout_bytes, false)?;
-    let mut report = Report::new(started, &plan);
-
-    let comms: Vec<String> = vec![
-        procstat::comm(proxy_pid),
-        procstat::comm(runner_pid),
-        "beam.smp".into(),
-        "postgres".into(),
-        "sshd".into(),
-        procstat::comm(std::process::id()),
-    ];
-    if plan.only == Some(Only::Fanout) {
-        fanout_figures(&env, &api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
-        return finish(&report, &plan, runner, env).await;
-    }
-    if plan.only == Some(Only::Interrupt) {
-        interactive::interrupt_in_console(&env, &mut report).await?;
-        return finish(&report, &plan, runner, env).await;
-    }
-
-    // 1. Keystroke echo.
-    eprintln!("echo latency ({} keystrokes each)…", plan.keystrokes);
-    let (sw_session, mut sw) = shellway_open(&api, host).await?;
-    ready(&mut sw).await?;
-    let mut direct = Term::direct(sshd)?;
-    ready(&mut direct).await?;
-    let mut web = match &webssh {
-        Some(w) => {
-            let mut t = w.open(sshd).await?;
-            ready(&mut t).await?;
-            Some(t)
-        }
-        None => None,
-    };
-    if plan.only != Some(Only::Pty) {
-        let mut leg = Term::russh(sshd).await?;
-        ready(&mut leg).await?;
-        let quiet_p99 = echo_figures(
-            &mut sw,
-            &mut direct,
-            web.as_mut(),
-            &mut leg,
-            &env.amqp_url,
-            &plan,
-            &mut report,
-        )
-        .await?;
-        leg.close().await;
-        eprintln!("echo beside a flooding session…");
-        interactive::echo_beside_a_flood(
-            &api,
+        })
+        .await;
+        let runner = env.spawn_runner_process("bench-runner");
+        let runner_pid = runner.id().context("runner pid")?;
+        let proxy_pid = env.proxy_pid().context("proxy pid")?;
+        let host = env.add_host().await;
+        let webssh = match Webssh::start().await {
+            Ok(w) => Some(w),
+            Err(err) => {
+                eprintln!("webssh columns will read n/a: {err:#}");
+                None
+            }
+        };
+        let files = shellway_tests::ScratchDir::new("shellway-bench-files-")?;
+        let pty_file = make_file(&files, "pty.bin", plan.pty_bytes, false)?;
+        let exec_file = make_file(&files, "exec.txt", plan.exec_bytes, true)?;
+        let fan_file = make_file(&files, "fanout.bin", plan.fanout_bytes, false)?;
+        let comms = vec![
+            procstat::comm(proxy_pid),
+            procstat::comm(runner_pid),
+            "beam.smp".into(),
+            "postgres".into(),
+            "sshd".into(),
+            procstat::comm(std::process::id()),
+        ];
+        let bench = Self {
+            env,
+            plan,
             host,
-            &mut sw,
-            plan.keystrokes,
-            quiet_p99,
-            &mut report,
-        )
-        .await?;
+            webssh,
+            _files: files,
+            pty_file,
+            exec_file,
+            fan_file,
+            comms,
+            proxy_pid,
+            runner_pid,
+        };
+        Ok((bench, runner))
     }
-    if plan.only == Some(Only::Echo) {
-        return finish(&report, &plan, runner, env).await;
+}
+
+/// One terminal on each system, shared by the echo, PTY and exec figures.
+struct Terms {
+    session: Uuid,
+    sw: Term,
+    direct: Term,
+    web: Option<Term>,
+}
+
+impl Terms {
+    async fn open(b: &Bench) -> anyhow::Result<Self> {
+        let (session, mut sw) = shellway_open(&b.env.api, b.host).await?;
+        ready(&mut sw).await?;
+        let mut direct = Term::direct(&b.env.sshd)?;
+        ready(&mut direct).await?;
+        let web = match &b.webssh {
+            Some(w) => {
+                let mut t = w.open(&b.env.sshd).await?;
+                ready(&mut t).await?;
+                Some(t)
+            }
+            None => None,
+        };
+        Ok(Self {
+            session,
+            sw,
+            direct,
+            web,
+        })
     }
 
-    // 2. PTY output.
-    eprintln!("PTY output ({} bytes)…", plan.pty_bytes);
-    // Who spends the CPU while Shellway streams (the whole path shares two
-    // cores): proxy, runner, broker (the server side of a session), then
-    // database, sshd, and the bench client.
+    async fn close(self) {
+        self.sw.close().await;
+        self.direct.close().await;
+        if let Some(t) = self.web {
+            t.close().await;
+        }
+    }
+}
+
+pub(crate) async fn run(plan: Plan) -> anyhow::Result<()> {
+    let started = chrono::Utc::now();
+    let (b, runner) = Bench::start(plan).await?;
+    let mut report = Report::new(started, &b.plan);
+    measure(&b, &mut report).await?;
+    let Bench { env, plan, .. } = b;
+    finish(&report, &plan, runner, env).await
+}
+
+/// Every figure the plan asks for, in an order where none disturbs the
+/// next (the 1,000 sessions last: they leave a thousand shells open).
+async fn measure(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    match b.plan.only {
+        Some(Only::Fanout) => return fanout_figures(b, report).await,
+        Some(Only::Interrupt) => return interactive::interrupt_in_console(&b.env, report).await,
+        _ => {}
+    }
+    let mut terms = Terms::open(b).await?;
+    if b.plan.only != Some(Only::Pty) {
+        echo_figure(b, &mut terms, report).await?;
+    }
+    if b.plan.only == Some(Only::Echo) {
+        return Ok(());
+    }
+    pty_figure(b, &mut terms, report).await?;
+    if b.plan.only == Some(Only::Pty) {
+        return Ok(());
+    }
+    exec_figure(b, &mut terms, report).await?;
+    // The recorder keeps up (checked right after the PTY and exec figures).
+    report.note(recorder_check(&b.env, terms.session, terms.sw.last_seq()).await?);
+    terms.close().await;
+    open_figure(b, report).await?;
+    // The viewers' own clients are the users' browsers: not counted.
+    fanout_figures(b, report).await?;
+    eprintln!("Ctrl-C during yes in the console…");
+    interactive::interrupt_in_console(&b.env, report).await?;
+    eprintln!("{} concurrent idle sessions…", b.plan.sessions);
+    many_sessions(b, report).await
+}
+
+/// Keystroke echo, quiet and beside a flooding session.
+async fn echo_figure(b: &Bench, terms: &mut Terms, report: &mut Report) -> anyhow::Result<()> {
+    eprintln!("echo latency ({} keystrokes each)…", b.plan.keystrokes);
+    let mut leg = Term::russh(&b.env.sshd).await?;
+    ready(&mut leg).await?;
+    let quiet_p99 = echo_figures(
+        &mut terms.sw,
+        &mut terms.direct,
+        terms.web.as_mut(),
+        &mut leg,
+        &b.env.amqp_url,
+        &b.plan,
+        report,
+    )
+    .await?;
+    leg.close().await;
+    eprintln!("echo beside a flooding session…");
+    interactive::echo_beside_a_flood(
+        &b.env.api,
+        b.host,
+        &mut terms.sw,
+        b.plan.keystrokes,
+        quiet_p99,
+        report,
+    )
+    .await
+}
+
+/// PTY output rate, and who spends the CPU while Shellway streams (the
+/// whole path shares two cores).
+async fn pty_figure(b: &Bench, terms: &mut Terms, report: &mut Report) -> anyhow::Result<()> {
+    eprintln!("PTY output ({} bytes)…", b.plan.pty_bytes);
     let (mut sw_runs, mut direct_runs, mut web_runs) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let cpu0 = procstat::cpu_snapshot(&comms);
-        let sw_round = pty_output(&mut sw, &pty_file).await?;
+        let cpu0 = procstat::cpu_snapshot(&b.comms);
+        let sw_round = pty_output(&mut terms.sw, &b.pty_file).await?;
         if round == 0 {
             report.note(cpu_note(
                 "PTY output (first round)",
                 &cpu0,
-                &comms,
+                &b.comms,
                 sw_round.bytes,
             ));
             report.note(format!(
@@ -486,9 +576,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
             ));
         }
         sw_runs.push(sw_round);
-        direct_runs.push(pty_output(&mut direct, &pty_file).await?);
-        if let Some(t) = web.as_mut() {
-            web_runs.push(pty_output(t, &pty_file).await?);
+        direct_runs.push(pty_output(&mut terms.direct, &b.pty_file).await?);
+        if let Some(t) = terms.web.as_mut() {
+            web_runs.push(pty_output(t, &b.pty_file).await?);
         }
     }
     let rate = |runs: &[PtyRound]| median_of(runs.iter().map(|r| r.rate / 1e6));
@@ -516,16 +606,16 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         each(&direct_runs, |r| r.machine_busy * 100.0, 0),
         each(&web_runs, |r| r.machine_busy * 100.0, 0),
     ));
-    if plan.only == Some(Only::Pty) {
-        return finish(&report, &plan, runner, env).await;
-    }
+    Ok(())
+}
 
-    // 3. Exec output.
-    eprintln!("exec output ({} bytes)…", plan.exec_bytes);
-    let cpu0 = procstat::cpu_snapshot(&comms);
-    let (exec_bytes, exec_rate) = shellway_exec(&mut sw, &exec_file).await?;
-    report.note(cpu_note("exec output", &cpu0, &comms, exec_bytes));
-    let (_, direct_exec_rate) = direct_exec(sshd, &exec_file).await?;
+/// Exec output rate: a run's `chunk` events against `ssh host cat`.
+async fn exec_figure(b: &Bench, terms: &mut Terms, report: &mut Report) -> anyhow::Result<()> {
+    eprintln!("exec output ({} bytes)…", b.plan.exec_bytes);
+    let cpu0 = procstat::cpu_snapshot(&b.comms);
+    let (exec_bytes, exec_rate) = shellway_exec(&mut terms.sw, &b.exec_file).await?;
+    report.note(cpu_note("exec output", &cpu0, &b.comms, exec_bytes));
+    let (_, direct_exec_rate) = direct_exec(&b.env.sshd, &b.exec_file).await?;
     report.push(Row::higher_better_vs_direct(
         "exec output (MB/s)",
         exec_rate / 1e6,
@@ -536,26 +626,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
     report.note(format!(
         "exec bytes seen by the Shellway client: {exec_bytes}"
     ));
+    Ok(())
+}
 
-    // 7. The recorder keeps up (checked here, right after 2 and 3).
-    let recorded = recorder_check(&env, sw_session, sw.last_seq()).await?;
-    report.note(recorded);
-    sw.close().await;
-    direct.close().await;
-    if let Some(t) = web.take() {
-        t.close().await;
-    }
-
-    // 4. Session open.
+/// Session open → first byte on each system.
+async fn open_figure(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("session open…");
-    let sw_open = open_times(plan.opens, || async {
-        let (_, t) = shellway_open(&api, host).await?;
+    let n = b.plan.opens;
+    let sw_open = open_times(n, || async {
+        let (_, t) = shellway_open(&b.env.api, b.host).await?;
         Ok(t)
     })
     .await?;
-    let direct_open = open_times(plan.opens, || async { Term::direct(sshd) }).await?;
-    let web_open = match &webssh {
-        Some(w) => Some(open_times(plan.opens, || w.open(sshd)).await?),
+    let direct_open = open_times(n, || async { Term::direct(&b.env.sshd) }).await?;
+    let web_open = match &b.webssh {
+        Some(w) => Some(open_times(n, || w.open(&b.env.sshd)).await?),
         None => None,
     };
     report.push(Row::lower_better_vs_direct(
@@ -565,21 +650,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<()> {
         web_open,
         ("≤ 1.5× direct", 1.5),
     ));
-
-    // 6. Fan-out.
-    // The viewers' own clients are the users' browsers: not counted.
-    fanout_figures(&env, &api, host, &comms[..3], &plan, &fan_file, &mut report).await?;
-
-    // 8. Ctrl-C through a flood in the real console.
-    eprintln!("Ctrl-C during yes in the console…");
-    interactive::interrupt_in_console(&env, &mut report).await?;
-
-    // 5. Many idle sessions (last: it leaves a thousand shells open).
-    eprintln!("{} concurrent idle sessions…", plan.sessions);
-    many_sessions(&api, host, &plan, proxy_pid, runner_pid, &mut report).await?;
-
-    drop(webssh);
-    finish(&report, &plan, runner, env).await
+    Ok(())
 }
 
 /// Prints the report (and writes it to the docs if the plan says so), stops
@@ -603,15 +674,9 @@ async fn finish(
 }
 
 /// Fan-out figures: one session watched by each of `plan.viewers` viewers.
-async fn fanout_figures(
-    env: &TestEnv,
-    api: &crate::Api,
-    host: Uuid,
-    servers: &[String],
-    plan: &Plan,
-    fan_file: &std::path::Path,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn fanout_figures(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let (env, api, host, plan) = (&b.env, &b.env.api, b.host, &b.plan);
+    let (servers, fan_file) = (&b.comms[..3], b.fan_file.as_path());
     eprintln!("fan-out…");
     let pool = env.db().await;
     // One unmeasured pass first, so the 1-viewer figure (the divisor) is
@@ -768,7 +833,7 @@ struct Fanout {
 /// spent on it.
 async fn fanout(
     pool: &sqlx::PgPool,
-    api: &crate::Api,
+    api: &shellway_tests::Api,
     host: Uuid,
     servers: &[String],
     viewers: usize,
@@ -838,14 +903,9 @@ async fn fanout(
     })
 }
 
-async fn many_sessions(
-    api: &crate::Api,
-    host: Uuid,
-    plan: &Plan,
-    proxy_pid: u32,
-    runner_pid: u32,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn many_sessions(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let (api, host, plan) = (&b.env.api, b.host, &b.plan);
+    let (proxy_pid, runner_pid) = (b.proxy_pid, b.runner_pid);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let proxy0 = procstat::rss_kib(proxy_pid)?;
     let runner0 = procstat::rss_kib(runner_pid)?;
@@ -917,8 +977,8 @@ async fn ready_quick(term: &mut Term) -> anyhow::Result<()> {
     }
 }
 
-/// `cargo run --bin bench` builds only the bench itself; the proxy and
-/// runner it starts are this package's other binaries, so build them too
+/// `cargo run -p shellway-bench` builds only the bench itself; the proxy
+/// and runner it starts are the test harness's binaries, so build them too
 /// (a stale proxy would be measured otherwise).
 fn build_servers() -> anyhow::Result<()> {
     let Some(cargo) = std::env::var_os("CARGO") else {
@@ -954,8 +1014,8 @@ fn build_servers() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bench binary's entry: `--quick` for a smoke run.
-pub fn main() -> std::process::ExitCode {
+/// `--quick` for a smoke run; see docs/benchmarks.md for the flags.
+fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if procstat::raise_fd_limit_by_reexec(&args) {
         return std::process::ExitCode::SUCCESS;

@@ -1,5 +1,5 @@
-//! What the recorder writes into a recording beside the output: resizes,
-//! run markers, and the size cap. Every write is idempotent (a key per
+//! Recordings: the output the recorder stores and what it writes beside
+//! it (resizes, run markers, the size cap). Every write is idempotent (a key per
 //! event), like the output's `(session, seq)`.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use shellway_common::{Event, OutputMeta};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::db;
+use super::audit::{self, AuditAction};
 
 /// Longest command shown in a marker.
 const LABEL_COMMAND: usize = 120;
@@ -47,6 +47,31 @@ pub(crate) async fn record_event(
         }
         _ => Ok(()),
     }
+}
+
+/// Stores output chunks; a `(session, seq)` stored before is skipped.
+pub(crate) async fn insert_outputs(
+    conn: &mut PgConnection,
+    outputs: &[(Uuid, OutputMeta, &[u8])],
+) -> Result<(), sqlx::Error> {
+    let sessions: Vec<Uuid> = outputs.iter().map(|o| o.0).collect();
+    let seqs: Vec<i64> = outputs.iter().map(|o| o.1.seq as i64).collect();
+    let runs: Vec<Option<Uuid>> = outputs.iter().map(|o| o.1.run).collect();
+    let streams: Vec<&str> = outputs.iter().map(|o| o.1.stream.as_str()).collect();
+    let data: Vec<&[u8]> = outputs.iter().map(|o| o.2).collect();
+    sqlx::query(
+        "INSERT INTO output_chunks (session_id, seq, run_id, stream, data) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::uuid[], $4::text[], $5::bytea[]) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(sessions)
+    .bind(seqs)
+    .bind(runs)
+    .bind(streams)
+    .bind(data)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// The PTY took a new size after output `seq`.
@@ -245,16 +270,112 @@ async fn stop_storing(
     if added > 0 {
         tracing::info!(session_id = %session, stored, cap, "recording size limit reached; later output is not stored");
         let detail = json!({"stored_bytes": stored, "max_bytes": cap, "after_seq": seq});
-        db::audit(
-            &mut *conn,
-            None,
-            "recording.truncated",
-            &session.to_string(),
-            detail,
-        )
-        .await;
+        let target = session.to_string();
+        audit::record(conn, None, AuditAction::RecordingTruncated, &target, detail).await?;
     }
     Ok(())
+}
+
+/// When the session's recording was deleted by retention, if it was.
+pub(crate) async fn deleted_at(
+    db: &sqlx::PgPool,
+    session: Uuid,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT recording_deleted_at FROM sessions WHERE id = $1")
+        .bind(session)
+        .fetch_one(db)
+        .await
+}
+
+/// The last bytes of terminal output up to `seq` (looking a few chunks
+/// back at most): a character they start is finished on the next page.
+pub(crate) async fn pty_tail(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    seq: i64,
+) -> Result<Vec<u8>, sqlx::Error> {
+    let tail: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT substring(data FROM greatest(length(data) - 2, 1)) FROM output_chunks \
+         WHERE session_id = $1 AND seq <= $2 AND seq > $2 - 16 AND stream = 'pty' \
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(session)
+    .bind(seq)
+    .fetch_optional(db)
+    .await?;
+    Ok(tail.unwrap_or_default())
+}
+
+/// The first seq of the last `window` bytes of terminal output.
+pub(crate) async fn tail_start(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    window: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(seq) FROM (SELECT seq, sum(length(data)) OVER (ORDER BY seq DESC) AS total \
+         FROM output_chunks WHERE session_id = $1 AND stream = 'pty') t WHERE total <= $2",
+    )
+    .bind(session)
+    .bind(window)
+    .fetch_one(db)
+    .await
+}
+
+/// Bytes recorded in the first `rows` chunks after `after`.
+pub(crate) async fn bytes_after(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    after: i64,
+    rows: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT sum(length(data))::bigint FROM (SELECT data FROM output_chunks \
+         WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) t",
+    )
+    .bind(session)
+    .bind(after)
+    .bind(rows)
+    .fetch_one(db)
+    .await
+}
+
+/// Chunks recorded with `from < seq <= upto`.
+pub(crate) async fn count_between(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    from: i64,
+    upto: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM output_chunks WHERE session_id = $1 AND seq > $2 AND seq <= $3",
+    )
+    .bind(session)
+    .bind(from)
+    .bind(upto)
+    .fetch_one(db)
+    .await
+}
+
+/// Seq, stream, run and bytes of up to `limit` chunks with
+/// `from < seq <= upto`, in order.
+pub(crate) async fn chunks(
+    db: &sqlx::PgPool,
+    session: Uuid,
+    from: i64,
+    upto: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, Option<Uuid>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT seq, stream, run_id, data FROM output_chunks \
+         WHERE session_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(session)
+    .bind(from)
+    .bind(upto)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 #[cfg(test)]

@@ -1,17 +1,8 @@
 //! What a process costs, read from /proc.
 
-use anyhow::Context;
+pub(crate) use shellway_tests::rss::rss_kib;
 
-/// Resident memory, KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")
-}
+use anyhow::Context;
 
 /// CPU seconds each live thread of `pid` has run so far, by thread id
 /// (unique on the machine, like a pid). From /proc/<pid>/task/*/schedstat, in nanoseconds: exact,
@@ -48,7 +39,7 @@ fn processes() -> Vec<(u32, String)> {
 
 /// CPU seconds so far of every thread of every process whose command name
 /// is in `comms` (a snapshot to diff with [`spent_by_comm`]).
-pub fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
+pub(crate) fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
     processes()
         .into_iter()
         .filter(|(_, name)| comms.contains(name))
@@ -62,7 +53,7 @@ pub fn cpu_snapshot(comms: &[String]) -> Vec<(u32, String, f64)> {
 
 /// CPU seconds spent between two snapshots, summed by command name (a
 /// thread that started in between counts from zero), largest first.
-pub fn spent_by_comm(
+pub(crate) fn spent_by_comm(
     before: &[(u32, String, f64)],
     after: &[(u32, String, f64)],
 ) -> Vec<(String, f64)> {
@@ -82,7 +73,7 @@ pub fn spent_by_comm(
 }
 
 /// Command name of a process (what /proc/<pid>/comm says).
-pub fn comm(pid: u32) -> String {
+pub(crate) fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| c.trim().to_owned())
         .unwrap_or_default()
@@ -92,7 +83,7 @@ pub fn comm(pid: u32) -> String {
 /// 1024; without unsafe code we cannot raise our own limit, so we run
 /// ourselves again under `ulimit -n`. True if this process was only the
 /// launcher (the child has run and its status was reported).
-pub fn raise_fd_limit_by_reexec(args: &[String]) -> bool {
+pub(crate) fn raise_fd_limit_by_reexec(args: &[String]) -> bool {
     const WANT: u64 = 65536;
     if std::env::var_os("SHELLWAY_BENCH_REEXEC").is_some() {
         return false;
@@ -130,13 +121,13 @@ pub fn raise_fd_limit_by_reexec(args: &[String]) -> bool {
 /// The whole machine's CPU time (every process and the kernel, all cores)
 /// from /proc/stat, seconds: busy and in all.
 #[derive(Debug, Clone, Copy)]
-pub struct MachineCpu {
+pub(crate) struct MachineCpu {
     busy: f64,
     total: f64,
 }
 
 impl MachineCpu {
-    pub fn now() -> anyhow::Result<Self> {
+    pub(crate) fn now() -> anyhow::Result<Self> {
         let stat = std::fs::read_to_string("/proc/stat")?;
         let line = stat.lines().next().context("/proc/stat")?;
         // cpu user nice system idle iowait irq softirq steal (guest time is
@@ -159,7 +150,7 @@ impl MachineCpu {
     }
 
     /// Busy CPU seconds since `earlier`, and the share of the machine that was.
-    pub fn since(&self, earlier: &Self) -> (f64, f64) {
+    pub(crate) fn since(&self, earlier: &Self) -> (f64, f64) {
         let busy = self.busy - earlier.busy;
         let total = self.total - earlier.total;
         (busy, if total > 0.0 { busy / total } else { 0.0 })

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::Plan;
 
-pub struct Row {
+pub(crate) struct Row {
     name: String,
     shellway: f64,
     direct: Option<f64>,
@@ -48,7 +48,7 @@ impl Row {
     }
 
     /// Lower is better; the target is a ratio to webssh.
-    pub fn lower_better(
+    pub(crate) fn lower_better(
         name: &str,
         shellway: f64,
         direct: f64,
@@ -65,7 +65,7 @@ impl Row {
         )
     }
 
-    pub fn lower_better_vs_direct(
+    pub(crate) fn lower_better_vs_direct(
         name: &str,
         shellway: f64,
         direct: f64,
@@ -82,7 +82,7 @@ impl Row {
         )
     }
 
-    pub fn higher_better_vs_direct(
+    pub(crate) fn higher_better_vs_direct(
         name: &str,
         shellway: f64,
         direct: f64,
@@ -99,11 +99,11 @@ impl Row {
         )
     }
 
-    pub fn plain(name: &str, value: f64, target: Option<(&str, f64)>) -> Self {
+    pub(crate) fn plain(name: &str, value: f64, target: Option<(&str, f64)>) -> Self {
         Self::new(name, value, None, None, target, Against::ValueAtMost)
     }
 
-    pub fn ratio(name: &str, value: f64, target: (&str, f64)) -> Self {
+    pub(crate) fn ratio(name: &str, value: f64, target: (&str, f64)) -> Self {
         Self::new(name, value, None, None, Some(target), Against::ValueBelow)
     }
 
@@ -139,7 +139,7 @@ impl Row {
     }
 }
 
-pub struct Report {
+pub(crate) struct Report {
     started: DateTime<Utc>,
     plan: Plan,
     rows: Vec<Row>,
@@ -150,7 +150,7 @@ const START: &str = "<!-- results:start -->";
 const END: &str = "<!-- results:end -->";
 
 impl Report {
-    pub fn new(started: DateTime<Utc>, plan: &Plan) -> Self {
+    pub(crate) fn new(started: DateTime<Utc>, plan: &Plan) -> Self {
         Self {
             started,
             plan: plan.clone(),
@@ -159,11 +159,11 @@ impl Report {
         }
     }
 
-    pub fn push(&mut self, row: Row) {
+    pub(crate) fn push(&mut self, row: Row) {
         self.rows.push(row);
     }
 
-    pub fn note(&mut self, note: String) {
+    pub(crate) fn note(&mut self, note: String) {
         eprintln!("  {note}");
         self.notes.push(note);
     }
@@ -196,11 +196,11 @@ impl Report {
         out
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!("{}", self.markdown());
     }
 
-    pub fn write_docs(&self) -> anyhow::Result<()> {
+    pub(crate) fn write_docs(&self) -> anyhow::Result<()> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let block = format!("{START}\n{}{END}", self.markdown());

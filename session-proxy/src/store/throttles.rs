@@ -64,7 +64,7 @@ pub(crate) struct Key {
 pub(crate) fn keys(username: &str, addr: Option<IpAddr>) -> Vec<Key> {
     let mut keys = vec![Key {
         kind: Kind::Username,
-        key: crate::db::untrusted_text(username).to_lowercase(),
+        key: crate::store::pool::untrusted_text(username).to_lowercase(),
     }];
     if let Some(ip) = addr {
         keys.push(Key {
@@ -174,7 +174,7 @@ pub(crate) async fn succeeded(db: &sqlx::PgPool, keys: &[Key]) -> sqlx::Result<(
     for k in keys {
         match k.kind {
             Kind::Username => {
-                clear(db, k.kind, &k.key).await?;
+                forget(db, k.kind, &k.key).await?;
             }
             Kind::Address => {
                 // The key was not blocked when this attempt was counted
@@ -220,13 +220,31 @@ pub(crate) async fn list(db: &sqlx::PgPool, limit: i64) -> sqlx::Result<Vec<Thro
 }
 
 /// Forgets a key; whether it was there.
-pub(crate) async fn clear(db: &sqlx::PgPool, kind: Kind, key: &str) -> sqlx::Result<bool> {
+async fn forget<'e>(db: impl sqlx::PgExecutor<'e>, kind: Kind, key: &str) -> sqlx::Result<bool> {
     let done = sqlx::query("DELETE FROM login_throttles WHERE kind = $1 AND key = $2")
         .bind(kind.as_str())
         .bind(key)
         .execute(db)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// An administrator clears a key (audited); whether it was there.
+pub(crate) async fn clear(
+    db: &sqlx::PgPool,
+    kind: Kind,
+    key: &str,
+    who: super::audit::Who<'_>,
+) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    if !forget(&mut *tx, kind, key).await? {
+        return Ok(false);
+    }
+    let detail = serde_json::json!({"kind": kind.as_str()});
+    let action = super::AuditAction::LoginThrottleCleared;
+    super::audit::record(&mut tx, who, action, key, detail).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 async fn prune(db: &sqlx::PgPool) -> sqlx::Result<()> {

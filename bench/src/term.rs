@@ -16,12 +16,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::finder::Finder;
-use crate::Sshd;
+use shellway_tests::finder::Finder;
+use shellway_tests::Sshd;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub enum Term {
+pub(crate) enum Term {
     /// `last_seq`: the highest output seq received.
     Shellway {
         ws: Ws,
@@ -40,7 +40,7 @@ pub enum Term {
 }
 
 /// Accepts only the benchmark sshd's host key.
-pub struct PinnedKey(String);
+pub(crate) struct PinnedKey(String);
 
 impl russh::client::Handler for PinnedKey {
     type Error = russh::Error;
@@ -63,7 +63,7 @@ impl russh::client::Handler for PinnedKey {
 }
 
 /// What a read brought.
-pub enum Got {
+pub(crate) enum Got {
     Bytes(Vec<u8>),
     /// A JSON event (Shellway only).
     Event(serde_json::Value),
@@ -71,7 +71,10 @@ pub enum Got {
     Closed,
 }
 
-pub async fn ws_connect(url: &str, headers: &[(&'static str, String)]) -> anyhow::Result<Ws> {
+pub(crate) async fn ws_connect(
+    url: &str,
+    headers: &[(&'static str, String)],
+) -> anyhow::Result<Ws> {
     let mut req = url.into_client_request()?;
     for (k, v) in headers {
         req.headers_mut().insert(*k, v.parse()?);
@@ -83,7 +86,7 @@ pub async fn ws_connect(url: &str, headers: &[(&'static str, String)]) -> anyhow
 }
 
 /// `ssh` arguments that reach the benchmark's sshd with its keys.
-pub fn ssh_args(sshd: &Sshd) -> Vec<String> {
+pub(crate) fn ssh_args(sshd: &Sshd) -> Vec<String> {
     let known = sshd.dir.join("known_hosts");
     let _ = std::fs::write(
         &known,
@@ -110,7 +113,7 @@ pub fn ssh_args(sshd: &Sshd) -> Vec<String> {
 
 impl Term {
     /// A direct interactive shell: `ssh -tt host`.
-    pub fn direct(sshd: &Sshd) -> anyhow::Result<Self> {
+    pub(crate) fn direct(sshd: &Sshd) -> anyhow::Result<Self> {
         let mut child = Command::new("ssh")
             .arg("-tt")
             .args(ssh_args(sshd))
@@ -131,7 +134,7 @@ impl Term {
 
     /// A shell with a PTY through russh, configured as the runner's
     /// connections are (Nagle off).
-    pub async fn russh(sshd: &Sshd) -> anyhow::Result<Self> {
+    pub(crate) async fn russh(sshd: &Sshd) -> anyhow::Result<Self> {
         let config = std::sync::Arc::new(russh::client::Config {
             nodelay: true,
             ..Default::default()
@@ -157,7 +160,7 @@ impl Term {
         })
     }
 
-    pub async fn send(&mut self, text: &str) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, text: &str) -> anyhow::Result<()> {
         match self {
             Self::Shellway { ws, .. } => {
                 let msg = json!({"action": "input", "data": text}).to_string();
@@ -176,7 +179,7 @@ impl Term {
         Ok(())
     }
 
-    pub async fn send_json(&mut self, value: serde_json::Value) -> anyhow::Result<()> {
+    pub(crate) async fn send_json(&mut self, value: serde_json::Value) -> anyhow::Result<()> {
         match self {
             Self::Shellway { ws, .. } | Self::Webssh(ws) => {
                 ws.send(Message::Text(value.to_string().into())).await?
@@ -187,7 +190,7 @@ impl Term {
     }
 
     /// The next piece of output or event, waiting at most `timeout`.
-    pub async fn recv(&mut self, timeout: Duration) -> Got {
+    pub(crate) async fn recv(&mut self, timeout: Duration) -> Got {
         let (ws, mut last_seq) = match self {
             Self::Shellway { ws, last_seq } => (ws, Some(last_seq)),
             Self::Webssh(ws) => (ws, None),
@@ -259,7 +262,7 @@ impl Term {
     /// One WebSocket ping → pong with the server at the other end (the
     /// frames in and out and the server's socket task, nothing behind it).
     /// For an idle terminal: what else arrives meanwhile is dropped.
-    pub async fn ws_round_trip(&mut self) -> anyhow::Result<Duration> {
+    pub(crate) async fn ws_round_trip(&mut self) -> anyhow::Result<Duration> {
         let (Self::Shellway { ws, .. } | Self::Webssh(ws)) = self else {
             bail!("not a WebSocket terminal");
         };
@@ -275,7 +278,7 @@ impl Term {
     }
 
     /// The highest output seq a Shellway terminal has received (0 otherwise).
-    pub fn last_seq(&self) -> u64 {
+    pub(crate) fn last_seq(&self) -> u64 {
         match self {
             Self::Shellway { last_seq, .. } => *last_seq,
             _ => 0,
@@ -283,7 +286,7 @@ impl Term {
     }
 
     /// Reads until nothing arrives for `quiet`.
-    pub async fn drain(&mut self, quiet: Duration) {
+    pub(crate) async fn drain(&mut self, quiet: Duration) {
         loop {
             match self.recv(quiet).await {
                 Got::Nothing | Got::Closed => return,
@@ -294,7 +297,7 @@ impl Term {
 
     /// Reads output until it contains `needle`; returns the output bytes
     /// counted on the way.
-    pub async fn until(&mut self, needle: &[u8], timeout: Duration) -> anyhow::Result<u64> {
+    pub(crate) async fn until(&mut self, needle: &[u8], timeout: Duration) -> anyhow::Result<u64> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut finder = Finder::new(needle);
         let mut total = 0u64;
@@ -319,7 +322,7 @@ impl Term {
         }
     }
 
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         match self {
             Self::Shellway { mut ws, .. } | Self::Webssh(mut ws) => {
                 let _ = ws.close(None).await;

@@ -9,19 +9,19 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use super::term::{ws_connect, Term};
-use crate::sshd::free_port;
-use crate::{Api, Sshd};
+use shellway_tests::sshd::free_port;
+use shellway_tests::{Api, Sshd};
 
 /// The webssh peer (`pip install webssh`), on loopback.
-pub struct Webssh {
-    pub base: String,
+pub(crate) struct Webssh {
+    pub(crate) base: String,
     port: u16,
     _child: Child,
 }
 
 impl Webssh {
     /// Starts `wssh`, or says why not (then its columns read n/a).
-    pub async fn start() -> anyhow::Result<Self> {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
         let port = free_port();
         let child = Command::new("wssh")
             .args([
@@ -54,7 +54,7 @@ impl Webssh {
     }
 
     /// Opens a shell through webssh: its login form, then its WebSocket.
-    pub async fn open(&self, sshd: &Sshd) -> anyhow::Result<Term> {
+    pub(crate) async fn open(&self, sshd: &Sshd) -> anyhow::Result<Term> {
         let key = std::fs::read_to_string(&sshd.user_key)?;
         let form = [
             ("hostname", "127.0.0.1".to_owned()),
@@ -96,14 +96,14 @@ fn urlencode(s: &str) -> String {
 }
 
 /// Opens a Shellway shell session and attaches a terminal to it.
-pub async fn shellway_open(api: &Api, host: Uuid) -> anyhow::Result<(Uuid, Term)> {
+pub(crate) async fn shellway_open(api: &Api, host: Uuid) -> anyhow::Result<(Uuid, Term)> {
     let id = api.open_session(host).await;
     let term = shellway_attach(api, id, "").await?;
     Ok((id, term))
 }
 
 /// One more viewer of a Shellway session (`query` like `?after=5`).
-pub async fn shellway_attach(api: &Api, id: Uuid, query: &str) -> anyhow::Result<Term> {
+pub(crate) async fn shellway_attach(api: &Api, id: Uuid, query: &str) -> anyhow::Result<Term> {
     let url = format!(
         "{}/ws/sessions/{id}{query}",
         api.base.replacen("http", "ws", 1)

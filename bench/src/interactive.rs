@@ -12,10 +12,10 @@ use super::peers::shellway_open;
 use super::report::{Report, Row};
 use super::term::{Got, Term};
 use super::{echo, pct, ready};
-use crate::browser::Browser;
-use crate::env::{ADMIN, ADMIN_PASSWORD};
-use crate::interrupt::ctrl_c_during_yes;
-use crate::{Api, TestEnv};
+use shellway_tests::browser::Browser;
+use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+use shellway_tests::interrupt::ctrl_c_during_yes;
+use shellway_tests::{Api, TestEnv};
 
 /// Ctrl-C tries in the console.
 const INTERRUPTS: usize = 10;

@@ -14,18 +14,15 @@
 //! Two publishing channels: `confirmed` waits for the broker's confirm
 //! (requests, controls, events the proxy emits), `fast` does not (keystrokes
 //! and the controls a viewer sends between them, which must stay in order
-//! with them). Long-lived consumers open their own channels through
-//! [`Broker::channel`] and, after a failure, wait for [`Broker::up`].
+//! with them). Long-lived consumers go through `consumer.rs`, which opens
+//! their channels with [`Broker::channel`] and waits for [`Broker::up`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use shellway_common::amqp::{self, Backoff, DurableQueueOptions};
@@ -41,7 +38,7 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// …and how long an answer may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for any broker operation a request waits on.
-pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(3);
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long closing a dead connection may take before it is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
@@ -469,150 +466,5 @@ impl Broker {
         let exchange = self.inner.topology.input_exchange();
         self.publish_fast(&exchange, &session.to_string(), data, props)
             .await
-    }
-}
-
-/// Runs a long-lived consumer until shutdown: each `attempt` starts once
-/// the broker is up; after a failure (logged, naming `what`) it starts
-/// again a moment later — as soon as the supervisor has a connection.
-pub(crate) async fn keep_consuming<F, Fut, E>(
-    broker: &Broker,
-    what: &str,
-    shutdown: &CancellationToken,
-    mut attempt: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    const PAUSE: Duration = Duration::from_millis(250);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = broker.up() => {}
-        }
-        match attempt().await {
-            Ok(()) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, "{what} interrupted; resuming once the broker is back")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PAUSE) => {}
-        }
-    }
-}
-
-/// Declares this proxy's own queue `queue` (exclusive, deleted with the
-/// connection), binds it to `exchange` with `key` and consumes it without
-/// acknowledgements: for copies of messages that only matter while the
-/// proxy lives (live output, heartbeats).
-pub(crate) async fn consume_private(
-    ch: &Channel,
-    queue: &str,
-    exchange: &str,
-    key: &str,
-) -> Result<lapin::Consumer, BrokerError> {
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), opts, FieldTable::default())
-        .await?;
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let no_ack = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    Ok(ch
-        .basic_consume(queue.into(), "".into(), no_ack, FieldTable::default())
-        .await?)
-}
-
-/// What a runner reported, decoded from one message of the events exchange.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Report {
-    Output {
-        meta: shellway_common::OutputMeta,
-        data: bytes::Bytes,
-    },
-    Event(Event),
-    /// Not from the broker: the session's status as the database has it,
-    /// read by the live feed now and then for what the bus did not bring.
-    Stored(crate::fanout::StoredStatus),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ReportError {
-    #[error("message of unknown type {0:?}")]
-    UnknownType(String),
-    #[error(transparent)]
-    Meta(#[from] shellway_common::output::OutputMetaError),
-    #[error("malformed event: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-impl Report {
-    pub(crate) fn decode(props: &BasicProperties, data: Vec<u8>) -> Result<Self, ReportError> {
-        use shellway_common::topology::{KIND_EVENT, KIND_OUTPUT};
-        let kind = props
-            .kind()
-            .as_ref()
-            .map(|k| k.as_str())
-            .unwrap_or_default();
-        match kind {
-            KIND_OUTPUT => {
-                let empty = FieldTable::default();
-                let headers = props.headers().as_ref().unwrap_or(&empty);
-                let meta = shellway_common::OutputMeta::from_headers(headers)?;
-                Ok(Self::Output {
-                    meta,
-                    data: data.into(),
-                })
-            }
-            KIND_EVENT => Ok(Self::Event(serde_json::from_slice(&data)?)),
-            other => Err(ReportError::UnknownType(other.to_owned())),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shellway_common::{OutputMeta, Stream};
-
-    #[test]
-    fn reports_decode_from_what_runners_send() {
-        let meta = OutputMeta {
-            seq: 7,
-            stream: Stream::Pty,
-            run: None,
-        };
-        let out = Report::decode(&amqp::output_properties(&meta), b"hi".to_vec());
-        assert!(
-            matches!(out, Ok(Report::Output { meta: m, ref data }) if m == meta && &data[..] == b"hi")
-        );
-        let (_, body) = amqp::encode_event(
-            Uuid::nil(),
-            &Event::error(shellway_common::ErrorKind::Ssh, "x"),
-        );
-        assert!(matches!(
-            Report::decode(&amqp::event_properties(), body),
-            Ok(Report::Event(_))
-        ));
-        assert!(Report::decode(&amqp::event_properties(), b"{nope".to_vec()).is_err());
-        assert!(Report::decode(&BasicProperties::default(), vec![]).is_err());
-        let no_headers =
-            BasicProperties::default().with_type(shellway_common::topology::KIND_OUTPUT.into());
-        assert!(Report::decode(&no_headers, vec![1]).is_err());
     }
 }

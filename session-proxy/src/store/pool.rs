@@ -1,4 +1,5 @@
-//! The Postgres pool: create the database if needed, migrate, connect.
+//! The Postgres pool: create the database if needed, migrate, connect;
+//! which errors are an outage.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -103,37 +104,12 @@ pub(crate) fn is_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
-/// Appends one line to the audit trail; failures are logged, not raised.
-pub(crate) async fn audit<'e, E>(
-    db: E,
-    user: Option<(uuid::Uuid, &str)>,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) where
-    E: sqlx::PgExecutor<'e>,
-{
-    let res = sqlx::query(
-        "INSERT INTO audit (user_id, username, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(user.map(|u| u.0))
-    .bind(user.map(|u| u.1))
-    .bind(action)
-    .bind(target)
-    .bind(sqlx::types::Json(detail))
-    .execute(db)
-    .await;
-    if let Err(err) = res {
-        tracing::error!(error = %err, action, "cannot write the audit trail");
-    }
-}
-
 /// What an unauthenticated request may have stored (a username it tried):
 /// control characters dropped, at most 64 characters.
 pub(crate) fn untrusted_text(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control())
-        .take(crate::throttle::MAX_KEY)
+        .take(crate::store::throttles::MAX_KEY)
         .collect()
 }
 

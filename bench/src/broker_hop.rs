@@ -12,7 +12,7 @@ use lapin::{BasicProperties, Channel, Consumer};
 
 /// How a hop reaches its consumer.
 #[derive(Debug, Clone, Copy)]
-pub enum Route {
+pub(crate) enum Route {
     /// An exclusive auto-delete classic queue, as the live feed uses.
     Queue,
     /// `amq.rabbitmq.reply-to`: the broker hands the message from the
@@ -28,7 +28,11 @@ const NO_ACK: BasicConsumeOptions = BasicConsumeOptions {
 };
 
 /// Sorted one-way publish → delivery times of `n` small messages.
-pub async fn round_trips(amqp_url: &str, n: usize, route: Route) -> anyhow::Result<Vec<Duration>> {
+pub(crate) async fn round_trips(
+    amqp_url: &str,
+    n: usize,
+    route: Route,
+) -> anyhow::Result<Vec<Duration>> {
     let conn = shellway_common::amqp::connect_once(amqp_url, "bench broker hop").await?;
     let publish = conn.create_channel().await?;
     let consume = conn.create_channel().await?;
@@ -66,7 +70,7 @@ async fn next(consumer: &mut Consumer) -> anyhow::Result<lapin::message::Deliver
 }
 
 async fn queue_consumer(ch: &Channel) -> anyhow::Result<(String, Consumer)> {
-    let queue = crate::unique("bench-hop-");
+    let queue = shellway_tests::unique("bench-hop-");
     let opts = QueueDeclareOptions {
         exclusive: true,
         auto_delete: true,

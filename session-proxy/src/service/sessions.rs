@@ -1,0 +1,193 @@
+//! Sessions: open one (ask a runner for it), find and list them, end one.
+
+use chrono::Utc;
+use shellway_common::{Control, Event, PtySize, SessionRequest, SessionStatus};
+use uuid::Uuid;
+
+use super::{authorize, hosts, Action, Resource, ServiceError};
+use crate::auth::AuthUser;
+use crate::bus::BrokerError;
+use crate::state::AppState;
+use crate::store::{self, sessions::SessionRow};
+
+/// The session, if `user` may do `action` to it.
+pub(crate) async fn load(
+    st: &AppState,
+    id: Uuid,
+    user: &AuthUser,
+    action: Action,
+) -> Result<SessionRow, ServiceError> {
+    let row = store::sessions::get(&st.db, id)
+        .await?
+        .ok_or(ServiceError::NotFound("session"))?;
+    authorize(
+        &user.actor(),
+        action,
+        Resource::Session {
+            owner: row.owner_id,
+        },
+    )?;
+    Ok(row)
+}
+
+/// The session, if `user` may act on it and it is live.
+pub(crate) async fn load_live(
+    st: &AppState,
+    id: Uuid,
+    user: &AuthUser,
+    code: &'static str,
+    message: &str,
+) -> Result<SessionRow, ServiceError> {
+    let row = load(st, id, user, Action::Control).await?;
+    if !row.status().is_live() {
+        return Err(ServiceError::conflict(code, message));
+    }
+    Ok(row)
+}
+
+/// Sessions matching `filter`: everyone's for those who may see them all
+/// (unless they ask for their own), else the caller's own.
+pub(crate) async fn list(
+    st: &AppState,
+    user: &AuthUser,
+    mine: bool,
+    mut filter: store::sessions::Filter<'_>,
+) -> Result<Vec<SessionRow>, ServiceError> {
+    let all = authorize(&user.actor(), Action::ListAll, Resource::Sessions).is_ok();
+    filter.owned_by = (mine || !all).then_some(user.id);
+    Ok(store::sessions::list(&st.db, &filter).await?)
+}
+
+/// What `POST /api/sessions` asks for (the API's request body).
+pub(crate) use shellway_common::api::sessions::OpenSession as OpenRequest;
+
+fn pty_size(cols: Option<u16>, rows: Option<u16>) -> Result<PtySize, ServiceError> {
+    let d = PtySize::default();
+    let size = PtySize {
+        cols: cols.unwrap_or(d.cols),
+        rows: rows.unwrap_or(d.rows),
+    };
+    if !(1..=1000).contains(&size.cols) {
+        return Err(ServiceError::invalid(
+            "cols",
+            "cols must be between 1 and 1000",
+        ));
+    }
+    if !(1..=1000).contains(&size.rows) {
+        return Err(ServiceError::invalid(
+            "rows",
+            "rows must be between 1 and 1000",
+        ));
+    }
+    Ok(size)
+}
+
+/// Writes the session `pending` and asks the runners for it.
+pub(crate) async fn open(
+    st: &AppState,
+    user: &AuthUser,
+    req: OpenRequest,
+) -> Result<Uuid, ServiceError> {
+    let pty = pty_size(req.cols, req.rows)?;
+    let host = store::hosts::get(&st.db, req.host_id)
+        .await?
+        .ok_or_else(|| ServiceError::invalid("host_id", "no such host"))?;
+    let target = hosts::target(&host)?;
+    if !st.broker.is_up() {
+        // Refused before anything is written: no session to clean up.
+        return Err(BrokerError::NotConnected.into());
+    }
+    let id = Uuid::now_v7();
+    let shell = req.shell.unwrap_or(true);
+    let new = store::sessions::NewSession {
+        id,
+        host: host.id,
+        host_name: &host.name,
+        owner: user.audit_id(),
+        cols: pty.cols,
+        rows: pty.rows,
+        shell,
+    };
+    store::sessions::create(&st.db, &new).await?;
+    let request = SessionRequest {
+        session: id,
+        owner: user.username.clone(),
+        host: target,
+        pty,
+        shell,
+        requested_at: Utc::now(),
+        idle_timeout_s: Some(st.settings.session_idle_timeout.as_secs()),
+    };
+    let sent = async {
+        st.broker.declare_session(id).await?;
+        st.broker
+            .publish_request(&request, st.settings.request_ttl)
+            .await
+    }
+    .await;
+    if let Err(err) = sent {
+        let change = store::sessions::Change {
+            error_kind: Some("runtime"),
+            error: Some("the message broker was unavailable"),
+            ..Default::default()
+        };
+        let mut tx = st.db.begin().await?;
+        store::sessions::set_status(&mut tx, id, SessionStatus::Failed, change).await?;
+        tx.commit().await?;
+        return Err(err.into());
+    }
+    tracing::info!(session_id = %id, host = %host.name, user = %user.username, "session requested");
+    Ok(id)
+}
+
+/// `DELETE /api/sessions/{id}`: the owner ends a live session, an admin
+/// kicks it.
+pub(crate) async fn end(st: &AppState, id: Uuid, user: &AuthUser) -> Result<(), ServiceError> {
+    let row = load(st, id, user, Action::Control).await?;
+    if !row.status().is_live() {
+        return Err(ServiceError::conflict(
+            "session_ended",
+            format!("the session is already {}", row.status),
+        ));
+    }
+    end_now(st, id, user).await
+}
+
+/// Ends a session `user` may control: the runner is told to close it; a
+/// session no runner has taken yet is closed right here.
+pub(crate) async fn end_now(st: &AppState, id: Uuid, user: &AuthUser) -> Result<(), ServiceError> {
+    let reason = format!("ended by {}", user.username);
+    let close = Control::Close {
+        reason: reason.clone(),
+        by: Some(user.username.clone()),
+    };
+    st.broker.publish_control(id, &close, false).await?;
+    let closed_here = store::sessions::end_by(&st.db, id, user.audit_id()).await?;
+    if closed_here {
+        let closed = Event::Closed {
+            reason,
+            by: Some(user.username.clone()),
+        };
+        st.broker.publish_event(id, &closed).await?;
+        let status = Event::Status {
+            status: SessionStatus::Closed,
+            runner: None,
+            message: None,
+        };
+        st.broker.publish_event(id, &status).await?;
+    }
+    Ok(())
+}
+
+/// Ends every live session of a user who was disabled or deleted.
+pub(crate) async fn end_all_of(
+    st: &AppState,
+    owner: Uuid,
+    admin: &AuthUser,
+    limit: i64,
+) -> Result<(), ServiceError> {
+    for id in store::sessions::live_of_owner(&st.db, owner, limit).await? {
+        end_now(st, id, admin).await?;
+    }
+    Ok(())
+}
