@@ -10,6 +10,7 @@ use shellway_tests::browser::Browser;
 use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
 use shellway_tests::interrupt::ctrl_c_during_yes;
 use shellway_tests::{Frame, TestEnv, TestEnvOptions, WsClient, WAIT};
+use uuid::Uuid;
 
 async fn login_and_connect(b: &Browser, env: &TestEnv) {
     b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
@@ -89,9 +90,9 @@ impl Shown {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flow_controlled_viewer_gets_a_window_beyond_its_acks_then_a_snapshot() {
-    let env = TestEnv::start_with(small_window()).await;
+/// A shell whose viewer takes part in flow control, with `setup` typed
+/// and everything up to `shown` acknowledged.
+async fn flow_controlled_shell(env: &TestEnv, setup: &str, shown: &str) -> (Uuid, WsClient) {
     let host = env.add_host().await;
     let id = env.api.open_session(host).await;
     let mut ws = WsClient::connect(
@@ -101,9 +102,17 @@ async fn a_flow_controlled_viewer_gets_a_window_beyond_its_acks_then_a_snapshot(
     )
     .await;
     ws.wait_open().await;
-    ws.type_text("PS1='P$ '; echo ready-$((6*7))\r").await;
-    ws.wait_output("ready-42", WAIT).await;
+    ws.type_text(&format!("{setup}\r")).await;
+    ws.wait_output(shown, WAIT).await;
     ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
+    (id, ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_controlled_viewer_gets_a_window_beyond_its_acks_then_a_snapshot() {
+    let env = TestEnv::start_with(small_window()).await;
+    let (id, mut ws) =
+        flow_controlled_shell(&env, "PS1='P$ '; echo ready-$((6*7))", "ready-42").await;
 
     // Two MB of output, and no ack: the window's worth arrives, no more.
     ws.type_text("head -c 1500000 /dev/zero | base64; echo flood-$((2*3))-done\r")
@@ -195,18 +204,7 @@ async fn ctrl_c_skips_a_flow_controlled_viewer_to_the_present_at_once() {
         ..Default::default()
     })
     .await;
-    let host = env.add_host().await;
-    let id = env.api.open_session(host).await;
-    let mut ws = WsClient::connect(
-        &env.base,
-        &format!("/ws/sessions/{id}?flow=true"),
-        env.token(),
-    )
-    .await;
-    ws.wait_open().await;
-    ws.type_text("PS1='P-$((5*5))$ '\r").await;
-    ws.wait_output("P-25$ ", WAIT).await;
-    ws.send(json!({"action": "ack", "seq": ws.last_seq})).await;
+    let (_, mut ws) = flow_controlled_shell(&env, "PS1='P-$((5*5))$ '", "P-25$ ").await;
     ws.type_text("yes flood\r").await;
     // The window's worth arrives; nothing is acknowledged, so output piles
     // up for this viewer while `yes` runs.
