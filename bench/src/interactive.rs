@@ -113,6 +113,19 @@ pub(super) async fn interrupt_in_console(env: &TestEnv, report: &mut Report) -> 
         .iter()
         .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
         .collect();
+    let after: Vec<String> = probe
+        .after
+        .iter()
+        .map(|a| {
+            let arrived = a.arrived_ms.map_or("?".into(), |ms| format!("{ms:.0}"));
+            format!("{} KiB/{} snap/{arrived} ms", a.bytes / 1024, a.snapshots)
+        })
+        .collect();
+    report.note(format!(
+        "after each Ctrl-C, handed to xterm.js before the prompt / snapshots / prompt reached the page: {}; longest task between a Ctrl-C and its prompt {:.0} ms",
+        after.join(", "),
+        probe.longest_task_after_ms
+    ));
     report.note(format!(
         "Ctrl-C → prompt in the console, {INTERRUPTS} tries after 2 s of `yes` each (ms): {}; p50 {:.0}; page errors: {}",
         ms.join(", "),

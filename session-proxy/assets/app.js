@@ -60,9 +60,16 @@ function duration(ms) { return ms == null ? '' : ms < 1000 ? ms + ' ms' : (ms / 
 // output beyond what this page has acknowledged, and the page acknowledges
 // only what xterm.js has drawn (its write callback): output never piles up
 // in the page faster than it can be drawn, and a page that falls far behind
-// is skipped ahead to a snapshot of the screen. Acks go out when drawing
-// has caught up, or every ACK_EVERY bytes while it has not.
+// is skipped ahead to a snapshot of the screen. Of what arrived, xterm.js
+// is handed at most FEED_MAX bytes ahead of drawing; the rest waits here,
+// where a snapshot (after Ctrl-C, say) replaces it rather than queueing
+// behind it. Acks go out when drawing has caught up, or every ACK_EVERY
+// bytes while it has not.
 const ACK_EVERY = 64 * 1024;
+const FEED_MAX = 64 * 1024;
+// xterm.js parses each write whole: frames are handed over in pieces of
+// at most this, so one parse never holds the page's main thread for long.
+const PIECE = 16 * 1024;
 
 class Session {
   // path: /ws/sessions/<id>?… or /ws/join/<token>; on: event handlers.
@@ -71,6 +78,7 @@ class Session {
     this.lastSeq = 0; this.closedByUs = false; this.ended = false; this.retry = 0;
     this.pending = 0; // bytes handed to xterm.js and not drawn yet
     this.unacked = 0; // bytes drawn and not acknowledged yet
+    this.waiting = []; // [data, seq, bytes] arrived, not handed to xterm.js yet
   }
 
   connect() {
@@ -102,9 +110,11 @@ class Session {
     let ev;
     try { ev = JSON.parse(data); } catch (_) { return; }
     if (ev.event === 'snapshot') {
-      // The screen as it is now, in place of everything before it: ESC c
-      // resets the terminal in order with what is still being drawn.
+      // The screen as it is now, in place of everything before it: what
+      // waits is dropped (its ack is this one's), and ESC c resets the
+      // terminal in order with what xterm.js is still drawing.
       this.lastSeq = Math.max(this.lastSeq, ev.seq);
+      this.waiting = [];
       this.draw('\x1bc' + ev.data, ev.seq);
     } else if (ev.event === 'chunk') {
       this.lastSeq = Math.max(this.lastSeq, ev.seq);
@@ -118,17 +128,37 @@ class Session {
     if (this.on.any) this.on.any(ev);
   }
 
-  // Hands output up to `seq` to xterm.js; acknowledges it once drawn.
+  // Output up to `seq`: drawn in order, acknowledged once drawn.
   draw(data, seq, bytes = data.length) {
-    this.pending += bytes;
-    this.term.write(data, () => {
-      this.pending -= bytes;
-      this.unacked += bytes;
-      if (this.pending === 0 || this.unacked >= ACK_EVERY) {
-        this.unacked = 0;
-        this.send({action: 'ack', seq});
+    if (data instanceof Uint8Array) {
+      // Only the last piece acknowledges `seq`.
+      for (let at = 0; at + PIECE < data.length; at += PIECE) {
+        this.waiting.push([data.subarray(at, at + PIECE), 0, PIECE]);
       }
-    });
+      const tail = data.length - Math.max(0, Math.ceil(data.length / PIECE) - 1) * PIECE;
+      this.waiting.push([data.subarray(data.length - tail), seq, tail]);
+    } else {
+      this.waiting.push([data, seq, bytes]);
+    }
+    this.feed();
+  }
+
+  // Hands waiting output to xterm.js, up to FEED_MAX ahead of drawing.
+  feed() {
+    while (this.waiting.length && this.pending < FEED_MAX) {
+      const [data, seq, bytes] = this.waiting.shift();
+      this.pending += bytes;
+      this.term.write(data, () => {
+        this.pending -= bytes;
+        this.unacked += bytes;
+        this.feed();
+        if (seq) this.drawnSeq = seq;
+        if (this.drawnSeq && (this.pending === 0 || this.unacked >= ACK_EVERY)) {
+          this.unacked = 0;
+          this.send({action: 'ack', seq: this.drawnSeq});
+        }
+      });
+    }
   }
 
   send(obj) {

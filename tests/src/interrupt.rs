@@ -17,10 +17,13 @@ const PROMPT: &str = "SW-READY";
 /// Instruments the console page: long tasks, errors, and a check after
 /// every parsed write (and every 5 ms) for the prompt on the cursor's line.
 const INSTRUMENT: &str = r#"
-const sw = window.__swProbe = {longest: 0, errors: [], armed: false, seen: null};
+const sw = window.__swProbe = {longest: 0, longestArmed: 0, errors: [], armed: false, seen: null};
 try {
   new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) sw.longest = Math.max(sw.longest, e.duration);
+    for (const e of list.getEntries()) {
+      sw.longest = Math.max(sw.longest, e.duration);
+      if (sw.armed) sw.longestArmed = Math.max(sw.longestArmed, e.duration);
+    }
   }).observe({type: 'longtask', buffered: true});
 } catch (_) { sw.errors.push('no longtask observer'); }
 window.addEventListener('error', (e) => sw.errors.push(String(e.message)));
@@ -41,6 +44,23 @@ const check = () => {
 };
 window.shellwayTerm.onWriteParsed(check);
 setInterval(check, 5);
+// Where the time goes after Ctrl-C: output handed to xterm.js meanwhile
+// (bytes, snapshots) and when the prompt reached the page.
+const term = window.shellwayTerm;
+const write = term.write.bind(term);
+sw.after = {bytes: 0, snapshots: 0, arrived: null};
+term.write = (data, cb) => {
+  if (sw.armed && sw.seen === null) {
+    const a = sw.after;
+    a.bytes += data.length;
+    const text = typeof data === 'string' ? data : '';
+    if (text.startsWith('\x1bc')) a.snapshots += 1;
+    if (a.arrived === null && (text || new TextDecoder().decode(data)).includes(arguments[0])) {
+      a.arrived = performance.timeOrigin + performance.now();
+    }
+  }
+  return write(data, cb);
+};
 "#;
 
 /// What one probe saw.
@@ -53,6 +73,22 @@ pub struct InterruptReport {
     /// Errors and warnings the page logged (xterm.js's "write data
     /// discarded" would be one).
     pub errors: Vec<String>,
+    /// The longest task seen between a Ctrl-C and its prompt, in ms.
+    pub longest_task_after_ms: f64,
+    /// Per try, what reached the page between Ctrl-C and the prompt.
+    pub after: Vec<AfterInterrupt>,
+}
+
+/// What one Ctrl-C was followed by, up to the prompt.
+#[derive(Debug, Clone)]
+pub struct AfterInterrupt {
+    /// Output bytes handed to xterm.js.
+    pub bytes: u64,
+    /// Snapshots among them.
+    pub snapshots: u64,
+    /// Ctrl-C → the prompt's bytes reached the page (ms); the rest of the
+    /// latency is the page drawing what came before it.
+    pub arrived_ms: Option<f64>,
 }
 
 fn now_ms() -> f64 {
@@ -79,6 +115,7 @@ pub async fn ctrl_c_during_yes(
     type_line(b, &format!("PS1='{PROMPT}$ '\n")).await;
     wait_prompt(b, limit).await?;
     let mut latencies = Vec::with_capacity(tries);
+    let mut after = Vec::with_capacity(tries);
     for i in 0..tries {
         type_line(b, &format!("yes 'flood line {i}'\n")).await;
         let flooding =
@@ -86,7 +123,8 @@ pub async fn ctrl_c_during_yes(
         b.wait_js("the flood on screen", &flooding).await;
         tokio::time::sleep(flood).await;
         b.js(
-            "window.__swProbe.seen = null; window.__swProbe.armed = true;",
+            "const p = window.__swProbe; p.seen = null; \
+             p.after = {bytes: 0, snapshots: 0, arrived: null}; p.armed = true;",
             json!([]),
         )
         .await;
@@ -94,7 +132,17 @@ pub async fn ctrl_c_during_yes(
         b.ctrl('c').await;
         let seen = wait_seen(b, limit).await?;
         latencies.push(Duration::from_secs_f64((seen - sent).max(0.0) / 1000.0));
-        b.js("window.__swProbe.armed = false;", json!([])).await;
+        let a = b
+            .js(
+                "window.__swProbe.armed = false; return window.__swProbe.after;",
+                json!([]),
+            )
+            .await;
+        after.push(AfterInterrupt {
+            bytes: a["bytes"].as_u64().unwrap_or(0),
+            snapshots: a["snapshots"].as_u64().unwrap_or(0),
+            arrived_ms: a["arrived"].as_f64().map(|at| at - sent),
+        });
     }
     let state = b.js("return window.__swProbe;", json!([])).await;
     let errors = state["errors"]
@@ -109,6 +157,8 @@ pub async fn ctrl_c_during_yes(
         latencies,
         longest_task_ms: state["longest"].as_f64().unwrap_or(f64::NAN),
         errors,
+        longest_task_after_ms: state["longestArmed"].as_f64().unwrap_or(f64::NAN),
+        after,
     })
 }
 

@@ -60,9 +60,16 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
 const DRAIN_BATCH: usize = 64;
 /// Messages the client reader may have waiting for this side.
 const FROM_CLIENT: usize = 32;
-/// Output waiting for a flow-controlled viewer when it types Ctrl-C beyond
-/// which it skips to the present at once.
+/// Output waiting for (or sent to and not yet drawn by) a flow-controlled
+/// viewer when it types Ctrl-C beyond which it stops being streamed output
+/// and is shown the screen instead (see [`Settling`]).
 const INTERRUPT_SKIP: usize = 64 * 1024;
+/// After such a Ctrl-C, the screen is painted once the feed has been quiet
+/// this long (the program stopped, the prompt is out)…
+const SETTLE_QUIET: Duration = Duration::from_millis(15);
+/// …and streaming resumes this long after the Ctrl-C whatever the program
+/// does (one that ignores Ctrl-C is shown the present, then streamed).
+const SETTLE_MAX: Duration = Duration::from_millis(400);
 /// A flow-controlled viewer missing more live messages than this catches
 /// up by snapshot rather than from the recording.
 const GAP_FOR_SNAPSHOT: u64 = 64;
@@ -80,6 +87,24 @@ pub(super) struct Attach {
     pub(super) snapshot: bool,
     /// The client acknowledges what it draws.
     pub(super) flow: bool,
+}
+
+/// A Ctrl-C typed over a backlog: what the program prints until it stops
+/// is not streamed (the recording keeps it); the viewer is painted the
+/// screen whenever the feed pauses, so the prompt shows as soon as it is
+/// printed rather than after megabytes of stale output are drawn.
+#[derive(Debug, Clone, Copy)]
+struct Settling {
+    until: Instant,
+    /// When to paint the screen, if output was skipped since the last
+    /// paint: a moment after the last of it.
+    paint_at: Option<Instant>,
+}
+
+impl Settling {
+    fn wake_at(&self) -> Instant {
+        self.paint_at.map_or(self.until, |at| at.min(self.until))
+    }
 }
 
 /// One attached viewer's output side.
@@ -103,6 +128,8 @@ pub(crate) struct Viewer {
     needs_sync: bool,
     /// The live feed lost messages for this viewer.
     lagged: bool,
+    /// Settling after a Ctrl-C over a backlog.
+    settling: Option<Settling>,
     /// Set when the viewer must leave: the reason, and who caused it.
     ended: Option<(String, Option<String>)>,
     outbox: Outbox,
@@ -141,6 +168,7 @@ impl Viewer {
             error_sent: false,
             needs_sync: false,
             lagged: false,
+            settling: None,
             ended: None,
             outbox: Outbox::default(),
             window: Window::new(window),
@@ -179,6 +207,7 @@ enum Step {
     Acked,
     Live(Result<Arc<Report>, RecvError>),
     Send,
+    Settle,
     Linger,
     Expired,
     Shutdown,
@@ -258,12 +287,14 @@ impl Viewer {
         let expires = self.share.as_ref().map(|s| s.expires_at);
         loop {
             let can_send = self.can_send();
+            let settle_at = self.settling.map(|s| s.wake_at());
             let step = tokio::select! {
                 _ = self.st.shutdown.cancelled() => Step::Shutdown,
                 msg = from_client.recv() => Step::Client(msg),
                 Ok(()) = acked.changed() => Step::Acked,
                 live = sub.rx.recv() => Step::Live(live),
                 _ = std::future::ready(()), if can_send => Step::Send,
+                _ = sleep_until(settle_at), if settle_at.is_some() => Step::Settle,
                 _ = sleep_until(linger.map(|l| l.1)), if linger.is_some() => Step::Linger,
                 _ = sleep_until_utc(expires), if expires.is_some() => Step::Expired,
             };
@@ -283,13 +314,19 @@ impl Viewer {
                 }
                 Step::Client(Some(FromClient::Interrupted)) => {
                     // Ctrl-C during a flood: skip what waits rather than
-                    // draw it, and show the screen as it is now — at once,
-                    // even to a page still drawing (one screen, once).
-                    let waiting = self.outbox.output_bytes();
-                    if self.window.is_flow_controlled() && waiting >= INTERRUPT_SKIP {
-                        self.resync(sink, &mut sub).await?;
+                    // draw it, and paint the screen once the program has
+                    // stopped (even to a page still drawing).
+                    let behind = self.outbox.output_bytes() + self.window.unacked();
+                    if self.window.is_flow_controlled() && behind >= INTERRUPT_SKIP {
+                        let now = Instant::now();
+                        self.outbox.drop_output();
+                        self.settling = Some(Settling {
+                            until: now + SETTLE_MAX,
+                            paint_at: Some(now + SETTLE_QUIET),
+                        });
                     }
                 }
+                Step::Settle => self.settle(sink, &mut sub).await?,
                 Step::Client(Some(FromClient::Leave { reason, by })) => {
                     self.ended = Some((reason, Some(by)))
                 }
@@ -302,8 +339,14 @@ impl Viewer {
                 Step::Live(Ok(report)) => {
                     self.take(report);
                     self.drain(&mut sub);
+                    self.skip_while_settling();
                 }
                 Step::Send => self.send_next(sink, &mut sub).await?,
+            }
+            if self.lagged && self.settling.is_some() {
+                // Painted when it settles.
+                self.lagged = false;
+                self.skip_while_settling();
             }
             if self.lagged || self.too_far_behind() {
                 if self.window.is_flow_controlled() && self.window.room() == 0 {
@@ -435,6 +478,39 @@ impl Viewer {
             }
             _ => self.outbox.push(report),
         }
+    }
+
+    /// While settling after a Ctrl-C, output is skipped, and the screen is
+    /// painted a moment after the last of it.
+    fn skip_while_settling(&mut self) {
+        let Some(settling) = self.settling.as_mut() else {
+            return;
+        };
+        if self.outbox.output_bytes() > 0 || self.lagged {
+            self.outbox.drop_output();
+            settling.paint_at = Some(Instant::now() + SETTLE_QUIET);
+        }
+    }
+
+    /// The feed paused (paint the screen), or settling is over.
+    async fn settle<Si: Sink<Message, Error = E> + Unpin, E>(
+        &mut self,
+        sink: &mut Si,
+        sub: &mut Subscription,
+    ) -> Result<(), Gone> {
+        let Some(mut settling) = self.settling else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let due = settling
+            .paint_at
+            .is_some_and(|at| at <= now || now >= settling.until);
+        if due {
+            settling.paint_at = None;
+            self.resync(sink, sub).await?;
+        }
+        self.settling = (now < settling.until).then_some(settling);
+        Ok(())
     }
 
     /// Takes what else the feed has right now, up to a batch.

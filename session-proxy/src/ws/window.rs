@@ -47,6 +47,11 @@ impl Window {
         }
     }
 
+    /// Output sent and not yet acknowledged.
+    pub(super) fn unacked(&self) -> usize {
+        self.bytes
+    }
+
     /// Bytes that may be sent now (unbounded without flow control).
     pub(super) fn room(&self) -> usize {
         self.limit
