@@ -177,6 +177,27 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid { field, message } => Self::invalid(field, message),
             ServiceError::Conflict { code, message } => Self::conflict(code, message),
             ServiceError::Denied(denied) => denied.into(),
+            ServiceError::Forbidden(why) => Self::forbidden(why),
+            ServiceError::Unauthenticated(why) => {
+                Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", why)
+            }
+            ServiceError::WrongSecret { field, message } => Self {
+                field: Some(field.into()),
+                ..Self::forbidden(message)
+            },
+            ServiceError::Throttled {
+                message,
+                retry_after_s,
+            } => Self::retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                message,
+                retry_after_s,
+            ),
+            ServiceError::Busy(why) => {
+                Self::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", why, 1)
+            }
+            ServiceError::Internal(err) => Self::internal(&err),
             ServiceError::Share(refused) => {
                 let (status, code) = match refused {
                     LinkRefused::Malformed => (StatusCode::NOT_FOUND, "share_malformed"),

@@ -123,7 +123,7 @@ pub async fn run(
     let hasher =
         passwords::Hasher::new(config.security.hash_concurrency, config.security.hash_wait)?;
     if let Some((username, password)) = &config.bootstrap_admin {
-        if api::login::ensure_admin(&db, &hasher, username, password).await? {
+        if service::accounts::ensure_admin(&db, &hasher, username, password).await? {
             tracing::info!(%username, "created the bootstrap administrator");
         }
     }
@@ -310,7 +310,7 @@ async fn create_admin(opts: &config::Options, username: &str) -> anyhow::Result<
     passwords::check_new(username, &password).map_err(anyhow::Error::msg)?;
     let db = store::pool::connect(&opts.database_url).await?;
     let hasher = passwords::Hasher::new(1, Duration::from_secs(60))?;
-    let created = api::login::ensure_admin(&db, &hasher, username, &password).await?;
+    let created = service::accounts::ensure_admin(&db, &hasher, username, &password).await?;
     db.close().await;
     if created {
         tracing::info!(%username, "administrator created");

@@ -8,10 +8,7 @@ use shellway_common::api::throttles::Throttle;
 use super::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::service::{authorize, Action, Resource};
-use crate::store::throttles::{self as throttle, Kind};
-
-const MAX_LISTED: i64 = 200;
+use crate::service::throttles;
 
 /// `GET /api/login-throttles`: keys with at least the threshold of
 /// failures in the window, most recent first.
@@ -20,9 +17,7 @@ pub(crate) async fn list(
     State(st): State<AppState>,
     user: AuthUser,
 ) -> Result<axum::Json<Vec<Throttle>>, ApiError> {
-    authorize(&user.actor(), Action::Read, Resource::LoginThrottles)?;
-    let rows = throttle::list(&st.db, MAX_LISTED).await?;
-    Ok(axum::Json(rows))
+    Ok(axum::Json(throttles::list(&st, &user).await?))
 }
 
 /// `DELETE /api/login-throttles/{kind}/{key}`.
@@ -32,10 +27,6 @@ pub(crate) async fn clear(
     user: AuthUser,
     Path((kind, key)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&user.actor(), Action::Manage, Resource::LoginThrottles)?;
-    let kind = Kind::parse(&kind).ok_or_else(|| ApiError::not_found("throttle"))?;
-    if !throttle::clear(&st.db, kind, &key, user.audit_id()).await? {
-        return Err(ApiError::not_found("throttle"));
-    }
+    throttles::clear(&st, &user, &kind, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }

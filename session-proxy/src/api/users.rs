@@ -12,12 +12,11 @@ use axum::http::StatusCode;
 use shellway_common::api::users::{CreatedUser, NewUser, User, UserChange};
 use uuid::Uuid;
 
-use super::login::hashing_error;
 use super::{AppState, Json};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::passwords;
-use crate::service::{authorize, sessions, Action, Resource};
+use crate::service::{authorize, sessions, Action, Resource, ServiceError};
 use crate::store::users::UserRow;
 use crate::store::{self, AuditAction};
 
@@ -50,7 +49,7 @@ pub(crate) async fn create(
     }
     passwords::check_new(&body.username, &body.password)
         .map_err(|why| ApiError::invalid("password", why))?;
-    let hash = st.hasher.hash(body.password).await.map_err(hashing_error)?;
+    let hash = st.hasher.hash(body.password).await.map_err(ServiceError::from)?;
     let id = Uuid::now_v7();
     let created = store::users::create(
         &st.db,
@@ -131,7 +130,7 @@ pub(crate) async fn update(
         Some(pw) => {
             passwords::check_new(&target.username, &pw)
                 .map_err(|why| ApiError::invalid("password", why))?;
-            Some(st.hasher.hash(pw).await.map_err(hashing_error)?)
+            Some(st.hasher.hash(pw).await.map_err(ServiceError::from)?)
         }
         None => None,
     };

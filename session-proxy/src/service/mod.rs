@@ -3,11 +3,14 @@
 //! handlers (`api/`) and the WebSocket (`ws/`) both call these and turn a
 //! [`ServiceError`] into their own answer in one place each (`error.rs`).
 
+pub(crate) mod accounts;
 pub(crate) mod authorize;
 pub(crate) mod hosts;
 pub(crate) mod runs;
 pub(crate) mod sessions;
 pub(crate) mod shares;
+pub(crate) mod throttles;
+pub(crate) mod tokens;
 
 use std::borrow::Cow;
 
@@ -30,6 +33,27 @@ pub(crate) enum ServiceError {
     Conflict { code: &'static str, message: String },
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// Not allowed, for a reason the caller can act on.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Who the caller says they are is not proven.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A secret given to prove something (a current password) is wrong.
+    #[error("{message}")]
+    WrongSecret {
+        field: &'static str,
+        message: &'static str,
+    },
+    /// Too many failed attempts: try again later.
+    #[error("{message}")]
+    Throttled { message: String, retry_after_s: u64 },
+    /// No capacity right now: try again in a moment.
+    #[error("{0}")]
+    Busy(&'static str),
+    /// Failed for a reason the caller cannot act on (logged, not shown).
+    #[error("{0}")]
+    Internal(String),
     /// A share link that does not open its session.
     #[error("{0}")]
     Share(#[from] shares::LinkRefused),
