@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::passwords::{self, HashError, Hasher};
 use crate::store::pool as db;
 use crate::store::throttles::{self as throttle, Attempt};
+use crate::service::Role;
 use crate::store::{self, audit, AuditAction};
 
 /// Largest sign-in request body (a long passphrase, JSON-escaped, fits).
@@ -25,11 +26,12 @@ const LOGIN_BODY_MAX: usize = 8 * 1024;
 /// How long a client may take to send it.
 const LOGIN_BODY_TIME: Duration = Duration::from_secs(10);
 
-fn user_summary(id: Uuid, username: &str, is_admin: bool) -> UserSummary {
+fn user_summary(id: Uuid, username: &str, role: Role) -> UserSummary {
     UserSummary {
         id,
         username: username.to_owned(),
-        is_admin,
+        is_admin: role == Role::Admin,
+        role: role.as_str().to_owned(),
     }
 }
 
@@ -108,7 +110,7 @@ pub(crate) async fn login(
     let row = store::users::for_login(&st.db, &body.username).await?;
     let stored = row.as_ref().map(|r| r.2.clone());
     let ok = admitted.verify(stored, body.password).await;
-    let Some((id, username, _, is_admin, disabled_at)) = row.filter(|_| ok) else {
+    let Some((id, username, _, role, disabled_at)) = row.filter(|_| ok) else {
         let tried = db::untrusted_text(&body.username);
         let address = addr.map(|a| a.to_string());
         let detail = json!({"address": address});
@@ -142,7 +144,7 @@ pub(crate) async fn login(
     let hours = auth::LOGIN_HOURS as i32;
     store::users::sign_in(&st.db, (id, &username), &hash, &csrf, hours, detail).await?;
     let body = LoginResponse {
-        user: user_summary(id, &username, is_admin),
+        user: user_summary(id, &username, Role::parse(&role).unwrap_or(Role::User)),
         csrf_token: csrf,
     };
     let cookie = auth::login_cookie(&token, st.settings.cookie_secure);
@@ -168,7 +170,7 @@ pub(crate) async fn me(user: AuthUser) -> axum::Json<Me> {
         _ => None,
     };
     axum::Json(Me {
-        user: user_summary(user.id, &user.username, user.is_admin),
+        user: user_summary(user.id, &user.username, user.role),
         csrf_token,
     })
 }
@@ -190,5 +192,5 @@ pub(crate) async fn ensure_admin(
     let hash = hasher.hash(password.to_owned()).await?;
     let id = Uuid::now_v7();
     let action = AuditAction::UserCreateAdmin;
-    Ok(store::users::create(db, id, username, &hash, true, None, action).await?)
+    Ok(store::users::create(db, id, username, &hash, "admin", None, action).await?)
 }

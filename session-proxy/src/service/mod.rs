@@ -3,6 +3,7 @@
 //! handlers (`api/`) and the WebSocket (`ws/`) both call these and turn a
 //! [`ServiceError`] into their own answer in one place each (`error.rs`).
 
+pub(crate) mod access;
 pub(crate) mod authorize;
 pub(crate) mod hosts;
 pub(crate) mod runs;
@@ -12,7 +13,9 @@ pub(crate) mod shares;
 use std::borrow::Cow;
 
 use crate::bus::BrokerError;
-pub(crate) use authorize::{authorize, Action, Actor, Denied, Resource};
+pub(crate) use authorize::{
+    authorize, Action, Actor, Denied, Grant, GrantTarget, HostAccess, HostAction, Resource, Role,
+};
 
 /// Why the domain refused or failed, in its own terms.
 #[derive(Debug, thiserror::Error)]
