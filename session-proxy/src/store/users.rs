@@ -328,6 +328,16 @@ pub(crate) async fn delete(
 }
 
 async fn revoke_credentials(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    // Their live sessions are ended by whoever disabled them (the access
+    // re-check leaves these alone).
+    sqlx::query(
+        "UPDATE sessions SET access_revoked_at = coalesce(access_revoked_at, now()) \
+         WHERE owner_id = $1 AND status = ANY($2)",
+    )
+    .bind(id)
+    .bind(super::lifecycle::live_sessions())
+    .execute(&mut *conn)
+    .await?;
     for sql in [
         "DELETE FROM web_sessions WHERE user_id = $1",
         "DELETE FROM api_tokens WHERE user_id = $1",
