@@ -517,3 +517,66 @@ async fn bad_grants_groups_and_accounts_name_the_field() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grants_page_grants_and_a_user_sees_only_their_hosts() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let web = env.api.create_host(env.host_json("web1")).await;
+    env.api.create_host(env.host_json("db1")).await;
+    env.add_user("bob").await;
+
+    let admin = Browser::start().await;
+    admin.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    admin.goto(&format!("{}/grants", env.base)).await;
+    admin
+        .wait_js(
+            "the grant form",
+            "document.querySelectorAll('#grant-subject option').length > 1 \
+             && document.querySelectorAll('#grant-target option').length === 2",
+        )
+        .await;
+    admin
+        .js(
+            "const s = document.getElementById('grant-subject');\
+             s.value = [...s.options].find((o) => o.textContent === 'user bob').value;\
+             document.getElementById('grant-target').value = arguments[0];",
+            json!([web]),
+        )
+        .await;
+    admin.click("#grant-create").await;
+    admin
+        .wait_js(
+            "the grant listed",
+            "document.querySelectorAll('#grants-table tbody tr').length === 1 \
+             && document.querySelector('#grants-table tbody').textContent.includes('user bob') \
+             && document.querySelector('#grants-table tbody').textContent.includes('web1')",
+        )
+        .await;
+    admin.quit().await;
+
+    let b = Browser::start().await;
+    b.login(&env.base, "bob", "bob-password").await;
+    let hidden = b
+        .js("return document.getElementById('nav-grants').hidden", json!([]))
+        .await;
+    assert_eq!(hidden, true, "no Grants link for a user");
+    b.wait_js(
+        "only web1 in the picker",
+        "document.querySelectorAll('#host option').length === 1 \
+         && document.querySelector('#host option').textContent.startsWith('web1')",
+    )
+    .await;
+    b.goto(&format!("{}/my-hosts", env.base)).await;
+    b.wait_js(
+        "my hosts",
+        "document.querySelectorAll('#my-hosts-table tbody tr').length === 1 \
+         && document.querySelector('#my-hosts-table tbody').textContent.includes('shell')",
+    )
+    .await;
+    let text = b.text("#my-hosts-table").await;
+    assert!(text.contains("web1") && !text.contains("db1"), "{text}");
+    b.quit().await;
+    env.finish().await;
+}
