@@ -1423,6 +1423,7 @@ async function start() {
     $('#nav-monitor').hidden = !app.me.is_admin;
     $('#nav-users').hidden = !app.me.is_admin;
     $('#nav-groups').hidden = !app.me.is_admin;
+    $('#nav-my-hosts').hidden = app.me.is_admin;
     $('#nav-grants').hidden = !app.me.is_admin;
   } catch (e) { return; }
   $('#logout').addEventListener('click', async () => {
