@@ -91,9 +91,7 @@ async fn without_a_grant_a_host_does_not_exist() {
     let shares = format!("/api/sessions/{session}/shares");
     let (status, _) = bob.post(&shares, json!({"mode": "view"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = bob
-        .get(&format!("/api/sessions/{session}/recording"))
-        .await;
+    let (status, _) = bob.get(&format!("/api/sessions/{session}/recording")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, access) = bob.get("/api/me/access").await;
     assert_eq!(access["hosts"], json!([]), "{access}");
@@ -167,7 +165,10 @@ async fn a_shell_grant_opens_that_account_only_and_runs_nothing() {
 
     // But no runs, no share links.
     let (status, body) = bob
-        .post(&format!("/api/sessions/{id}/runs"), json!({"command": "id"}))
+        .post(
+            &format!("/api/sessions/{id}/runs"),
+            json!({"command": "id"}),
+        )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "not_granted");
@@ -189,7 +190,10 @@ async fn a_group_grant_holds_while_the_user_is_in_the_group() {
     let host = host_with_two_accounts(&env, json!({"env": "staging", "team": "web"})).await;
     let (status, group) = env
         .api
-        .post("/api/groups", json!({"name": "web-ops", "members": [bob_id]}))
+        .post(
+            "/api/groups",
+            json!({"name": "web-ops", "members": [bob_id]}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{group}");
     let group_id = group["id"].clone();
@@ -363,7 +367,10 @@ async fn an_auditor_reads_everyones_recordings_and_connects_nowhere() {
     let (status, list) = audrey.get("/api/sessions").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        list.as_array().unwrap().iter().any(|s| s["id"] == id.to_string()),
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.to_string()),
         "{list}"
     );
     let (status, _) = audrey.get(&format!("/api/sessions/{id}")).await;
@@ -381,7 +388,10 @@ async fn an_auditor_reads_everyones_recordings_and_connects_nowhere() {
     let (status, body) = open(&audrey, json!({"host_id": host})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _) = audrey
-        .post(&format!("/api/sessions/{id}/runs"), json!({"command": "id"}))
+        .post(
+            &format!("/api/sessions/{id}/runs"),
+            json!({"command": "id"}),
+        )
         .await;
     assert!(status.is_client_error(), "{status}");
     assert_ne!(status, StatusCode::CREATED);
@@ -442,7 +452,10 @@ async fn bad_grants_groups_and_accounts_name_the_field() {
 
     let (status, reply) = env
         .api
-        .post("/api/groups", json!({"name": "g1", "members": [Uuid::now_v7()]}))
+        .post(
+            "/api/groups",
+            json!({"name": "g1", "members": [Uuid::now_v7()]}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
     assert_eq!(reply["error"]["field"], "members");
@@ -475,8 +488,14 @@ async fn bad_grants_groups_and_accounts_name_the_field() {
             json!({"login": "x", "auth_method": "key_path", "key_path": "../k"}),
             "key_path",
         ),
-        (json!({"login": "x", "auth_method": "telepathy"}), "auth_method"),
-        (json!({"login": "x", "auth_method": "stored_key"}), "credential_id"),
+        (
+            json!({"login": "x", "auth_method": "telepathy"}),
+            "auth_method",
+        ),
+        (
+            json!({"login": "x", "auth_method": "stored_key"}),
+            "credential_id",
+        ),
         (
             json!({"login": env.sshd.username, "auth_method": "agent"}),
             "login",
@@ -559,7 +578,10 @@ async fn the_grants_page_grants_and_a_user_sees_only_their_hosts() {
     let b = Browser::start().await;
     b.login(&env.base, "bob", "bob-password").await;
     let hidden = b
-        .js("return document.getElementById('nav-grants').hidden", json!([]))
+        .js(
+            "return document.getElementById('nav-grants').hidden",
+            json!([]),
+        )
         .await;
     assert_eq!(hidden, true, "no Grants link for a user");
     b.wait_js(

@@ -16,9 +16,9 @@ use crate::auth::{self, AuthUser, Credential};
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
 use crate::passwords::{self, HashError, Hasher};
+use crate::service::Role;
 use crate::store::pool as db;
 use crate::store::throttles::{self as throttle, Attempt};
-use crate::service::Role;
 use crate::store::{self, audit, AuditAction};
 
 /// Largest sign-in request body (a long passphrase, JSON-escaped, fits).

@@ -12,7 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, account, hosts, library, login, recording, runs, sessions, shares, throttles, tokens, users,
+    access, account, hosts, library, login, recording, runs, sessions, shares, throttles, tokens,
+    users,
 };
 
 #[derive(OpenApi)]

@@ -138,7 +138,10 @@ pub(crate) async fn account_for(
             }),
         None => {
             if accounts.len() == 1 {
-                Ok(accounts.into_iter().next().ok_or(ServiceError::NotFound("account"))?)
+                Ok(accounts
+                    .into_iter()
+                    .next()
+                    .ok_or(ServiceError::NotFound("account"))?)
             } else {
                 Err(ServiceError::invalid(
                     "account",
@@ -218,7 +221,11 @@ pub(crate) async fn enforce(st: &AppState) -> Result<usize, ServiceError> {
                         grants: grants.remove(&s.owner_id).unwrap_or_default(),
                         now,
                     };
-                    let labels = s.host_labels.as_ref().map(|l| l.0.clone()).unwrap_or_default();
+                    let labels = s
+                        .host_labels
+                        .as_ref()
+                        .map(|l| l.0.clone())
+                        .unwrap_or_default();
                     let ok = access
                         .check_on(
                             host,
@@ -414,11 +421,17 @@ pub(crate) async fn create_grant(
     may_manage(user)?;
     if let Some(u) = g.user {
         if !store::access::unknown_users(&st.db, &[u]).await?.is_empty() {
-            return Err(ServiceError::invalid("subject", format!("no user with id {u}")));
+            return Err(ServiceError::invalid(
+                "subject",
+                format!("no user with id {u}"),
+            ));
         }
     }
     if let Some(group) = g.group {
-        if !store::access::unknown_groups(&st.db, &[group]).await?.is_empty() {
+        if !store::access::unknown_groups(&st.db, &[group])
+            .await?
+            .is_empty()
+        {
             return Err(ServiceError::invalid(
                 "subject",
                 format!("no group with id {group}"),
@@ -471,7 +484,10 @@ pub(crate) async fn create_grant(
     }
     if let Some(host) = g.host {
         let Some(_) = store::hosts::get(&st.db, host).await? else {
-            return Err(ServiceError::invalid("target", format!("no host with id {host}")));
+            return Err(ServiceError::invalid(
+                "target",
+                format!("no host with id {host}"),
+            ));
         };
         if g.account != "*" {
             let accounts = store::access::accounts(&st.db, host).await?;

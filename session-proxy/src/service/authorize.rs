@@ -176,9 +176,16 @@ pub(crate) enum Resource<'a> {
     Access,
     LoginThrottles,
     Sessions,
-    Session { owner: Uuid },
-    Share { owner: Uuid, creator: Option<Uuid> },
-    Token { owner: Uuid },
+    Session {
+        owner: Uuid,
+    },
+    Share {
+        owner: Uuid,
+        creator: Option<Uuid>,
+    },
+    Token {
+        owner: Uuid,
+    },
 }
 
 /// Refused. `Hidden`: the actor may not even know the thing exists
@@ -209,7 +216,10 @@ pub(crate) fn authorize(actor: &Actor, action: Action, resource: Resource) -> Re
             if h.in_force().any(|g| g.actions.contains(&a)) {
                 true
             } else {
-                let visible = HostAccess { account: None, ..h }.in_force().next().is_some();
+                let visible = HostAccess { account: None, ..h }
+                    .in_force()
+                    .next()
+                    .is_some();
                 return Err(if visible {
                     Denied::NotGranted(a.as_str())
                 } else {

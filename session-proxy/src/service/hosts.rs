@@ -6,10 +6,10 @@ use uuid::Uuid;
 
 use super::access::Access;
 use super::{authorize, Action, Resource, ServiceError};
-use crate::store::access::{AccountFields, AccountRow, AccountWriteError};
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store;
+use crate::store::access::{AccountFields, AccountRow, AccountWriteError};
 use crate::store::hosts::{HostFields, HostRow, HostWriteError};
 
 /// What a runner needs to reach this host as `account`, or why it cannot.
@@ -20,18 +20,17 @@ pub(crate) fn target(h: &HostRow, account: &AccountRow) -> Result<HostTarget, Se
             "this host's settings are not usable; edit the host",
         )
     };
-    let auth = match (account.auth_method.as_str(), &account.key_path) {
-        ("key_path", Some(path)) => AuthMethod::KeyPath { path: path.clone() },
-        ("agent", _) => AuthMethod::Agent,
-        // The credential vault is not part of this build yet.
-        ("stored_key" | "password", _) => {
-            return Err(ServiceError::conflict(
+    let auth =
+        match (account.auth_method.as_str(), &account.key_path) {
+            ("key_path", Some(path)) => AuthMethod::KeyPath { path: path.clone() },
+            ("agent", _) => AuthMethod::Agent,
+            // The credential vault is not part of this build yet.
+            ("stored_key" | "password", _) => return Err(ServiceError::conflict(
                 "credentials_unavailable",
                 "stored credentials are not available yet; use an account with key_path or agent",
-            ))
-        }
-        _ => return Err(unusable()),
-    };
+            )),
+            _ => return Err(unusable()),
+        };
     Ok(HostTarget {
         name: h.name.clone(),
         hostname: h.hostname.clone(),
@@ -120,10 +119,9 @@ pub(crate) async fn delete_account(
 
 fn account_error(err: AccountWriteError) -> ServiceError {
     match err {
-        AccountWriteError::DuplicateLogin => ServiceError::invalid(
-            "login",
-            "this host has an account with this login already",
-        ),
+        AccountWriteError::DuplicateLogin => {
+            ServiceError::invalid("login", "this host has an account with this login already")
+        }
         AccountWriteError::LastAccount => ServiceError::conflict(
             "last_account",
             "a host keeps at least one account; add another first",

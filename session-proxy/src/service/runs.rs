@@ -105,7 +105,10 @@ async fn may_run(
         if row.account.as_deref() != Some(login) {
             return Err(ServiceError::invalid(
                 "account",
-                format!("this session is logged in as {:?}", row.account.unwrap_or_default()),
+                format!(
+                    "this session is logged in as {:?}",
+                    row.account.unwrap_or_default()
+                ),
             ));
         }
     }

@@ -170,7 +170,8 @@ pub(crate) struct AccountRow {
     pub created_at: DateTime<Utc>,
 }
 
-const ACCOUNT_COLUMNS: &str = "id, host_id, login, auth_method, credential_id, key_path, created_at";
+const ACCOUNT_COLUMNS: &str =
+    "id, host_id, login, auth_method, credential_id, key_path, created_at";
 
 /// A host's accounts, oldest (the first) first.
 pub(crate) async fn accounts(db: &PgPool, host: Uuid) -> Result<Vec<AccountRow>, sqlx::Error> {

@@ -253,11 +253,10 @@ pub(crate) async fn change(
         audit::record(&mut tx, who, action, name, json!({})).await?;
     }
     if let Some(role) = &c.role {
-        let before: String =
-            sqlx::query_scalar("SELECT role FROM users WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let before: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
         sqlx::query("UPDATE users SET role = $2, is_admin = ($2 = 'admin') WHERE id = $1")
             .bind(id)
             .bind(role)
@@ -267,12 +266,11 @@ pub(crate) async fn change(
         audit::record(&mut tx, who, AuditAction::UserUpdate, name, detail).await?;
     }
     if let Some(groups) = &c.groups {
-        let before: Vec<Uuid> = sqlx::query_scalar(
-            "DELETE FROM group_members WHERE user_id = $1 RETURNING group_id",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let before: Vec<Uuid> =
+            sqlx::query_scalar("DELETE FROM group_members WHERE user_id = $1 RETURNING group_id")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
         sqlx::query(
             "INSERT INTO group_members (group_id, user_id) \
              SELECT DISTINCT g, $1 FROM unnest($2::uuid[]) g",
