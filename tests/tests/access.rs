@@ -381,6 +381,21 @@ async fn an_auditor_reads_everyones_recordings_and_connects_nowhere() {
     assert_eq!(status, StatusCode::OK);
     assert!(events.to_string().contains("secret-42"));
 
+    // A user granted view_recordings on the host reads it too; one with
+    // only a shell there does not.
+    let carol = env.add_user("carol").await;
+    let dave = env.add_user("dave").await;
+    let (_, session) = env.api.get(&format!("/api/sessions/{id}")).await;
+    let bobs_host: Uuid = session["host_id"].as_str().unwrap().parse().unwrap();
+    env.grant(&carol, bobs_host, &["view_recordings"]).await;
+    env.grant(&dave, bobs_host, &["shell"]).await;
+    let recording = format!("/api/sessions/{id}/recording/events");
+    let (status, events) = carol.get(&recording).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert!(events.to_string().contains("secret-42"));
+    let (status, _) = dave.get(&recording).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
     // Hosts are visible to an auditor; connecting or acting is not.
     let host = env.add_host().await;
     let (status, _) = audrey.get(&format!("/api/hosts/{host}")).await;
@@ -443,6 +458,24 @@ async fn bad_grants_groups_and_accounts_name_the_field() {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply}");
         assert_eq!(reply["error"]["field"], field, "{body}: {reply}");
     }
+    // A second grant to the same subject, host and account whose validity
+    // overlaps the first is refused: change the first one instead.
+    let hour = chrono::Duration::hours(1);
+    let first = with("not_after", json!(now + hour));
+    let (status, reply) = env.api.post("/api/grants", first).await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let mut overlapping = with("not_before", json!(now + hour / 2));
+    overlapping["actions"] = json!(["run"]);
+    let (status, reply) = env.api.post("/api/grants", overlapping).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"]["field"], "not_before");
+    let after = with("not_before", json!(now + hour));
+    let (status, reply) = env.api.post("/api/grants", after).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "back to back is no overlap: {reply}"
+    );
     // A deleted host takes no grant.
     let (status, _) = env.api.delete(&format!("/api/hosts/{host}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);

@@ -228,32 +228,33 @@ pub(crate) async fn add_account(
             "login must be 1 to 32 characters of A-Z, a-z, 0-9, '.', '_' or '-', not starting with '.' or '-'",
         ));
     }
-    let (credential_id, key_path) =
-        match body.auth_method.as_str() {
-            "stored_key" | "password" => {
-                let id = body.credential_id.ok_or_else(|| {
-                    ApiError::invalid(
-                        "credential_id",
-                        "credential_id is required with stored_key and password",
-                    )
-                })?;
-                (Some(id), None)
-            }
-            "key_path" => {
-                let path = body.key_path.clone().ok_or_else(|| {
-                    ApiError::invalid("key_path", "key_path is required with auth_method key_path")
-                })?;
-                super::host_input::check_key_path(&path)?;
-                (None, Some(path))
-            }
-            "agent" => (None, None),
-            other => return Err(ApiError::invalid(
+    let (credential_id, key_path) = match body.auth_method.as_str() {
+        "stored_key" | "password" => {
+            let id = body.credential_id.ok_or_else(|| {
+                ApiError::invalid(
+                    "credential_id",
+                    "credential_id is required with stored_key and password",
+                )
+            })?;
+            (Some(id), None)
+        }
+        "key_path" => {
+            let path = body.key_path.clone().ok_or_else(|| {
+                ApiError::invalid("key_path", "key_path is required with auth_method key_path")
+            })?;
+            super::host_input::check_key_path(&path)?;
+            (None, Some(path))
+        }
+        "agent" => (None, None),
+        other => {
+            return Err(ApiError::invalid(
                 "auth_method",
                 format!(
                     "unknown auth_method {other:?} (use stored_key, password, key_path or agent)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     let fields = AccountFields {
         login: &body.login,
         auth_method: &body.auth_method,

@@ -125,10 +125,13 @@ impl Access {
 /// only account when none is named.
 pub(crate) async fn account_for(
     st: &AppState,
+    access: &Access,
     host: &HostRow,
     login: Option<&str>,
 ) -> Result<AccountRow, ServiceError> {
     let accounts = store::access::accounts(&st.db, host.id).await?;
+    // Named in a refusal: only those the caller may know of.
+    let known = |a: &&AccountRow| access.check(host, Some(&a.login), Action::Read).is_ok();
     match login {
         Some(login) => accounts
             .into_iter()
@@ -146,10 +149,11 @@ pub(crate) async fn account_for(
                 Err(ServiceError::invalid(
                     "account",
                     format!(
-                        "this host has {} accounts: name one ({})",
+                        "this host has {} accounts: name one (yours: {})",
                         accounts.len(),
                         accounts
                             .iter()
+                            .filter(known)
                             .map(|a| a.login.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
@@ -509,6 +513,15 @@ pub(crate) async fn create_grant(
         not_before: g.not_before,
         not_after: g.not_after,
     };
+    if let Some(other) = store::access::overlapping(&st.db, &fields).await? {
+        return Err(ServiceError::invalid(
+            "not_before",
+            format!(
+                "the validity overlaps grant {other} to the same subject, hosts and account; \
+                 change or revoke that one instead"
+            ),
+        ));
+    }
     Ok(store::access::create_grant(&st.db, &fields, user.audit_id()).await?)
 }
 

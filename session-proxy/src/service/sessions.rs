@@ -125,7 +125,7 @@ pub(crate) async fn open(
         None => return Err(ServiceError::NotFound("host")),
     };
     let shell = req.shell.unwrap_or(true);
-    let account = access::account_for(st, &host, req.account.as_deref()).await?;
+    let account = access::account_for(st, &access, &host, req.account.as_deref()).await?;
     let action = Action::Use(access::session_action(shell));
     access.check(&host, Some(&account.login), action)?;
     let target = hosts::target(&host, &account)?;

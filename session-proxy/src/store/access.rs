@@ -435,6 +435,26 @@ pub(crate) struct GrantFields {
     pub not_after: Option<DateTime<Utc>>,
 }
 
+/// A grant with the same subject, target and account whose validity
+/// overlaps `g`'s.
+pub(crate) async fn overlapping(db: &PgPool, g: &GrantFields) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM grants WHERE user_id IS NOT DISTINCT FROM $1 \
+         AND group_id IS NOT DISTINCT FROM $2 AND host_id IS NOT DISTINCT FROM $3 \
+         AND labels IS NOT DISTINCT FROM $4 AND account = $5 \
+         AND tstzrange(not_before, not_after) && tstzrange($6, $7) ORDER BY id LIMIT 1",
+    )
+    .bind(g.user_id)
+    .bind(g.group_id)
+    .bind(g.host_id)
+    .bind(g.labels.as_ref().map(Json))
+    .bind(&g.account)
+    .bind(g.not_before)
+    .bind(g.not_after)
+    .fetch_optional(db)
+    .await
+}
+
 pub(crate) async fn create_grant(
     db: &PgPool,
     g: &GrantFields,
