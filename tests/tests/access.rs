@@ -271,7 +271,7 @@ async fn an_expiring_grant_ends_the_live_session() {
     let env = TestEnv::start().await;
     let bob = env.add_user("bob").await;
     let host = env.add_host().await;
-    let until = Utc::now() + chrono::Duration::seconds(5);
+    let until = Utc::now() + chrono::Duration::seconds(8);
     let g = grant(
         &env,
         json!({
