@@ -569,3 +569,50 @@ pub(crate) async fn mine(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_and_logins_are_plain() {
+        let ok: BTreeMap<String, String> = [("env".into(), "prod".into())].into();
+        assert_eq!(labels_problem(&ok), None);
+        let bad_key: BTreeMap<String, String> = [("e nv".into(), "x".into())].into();
+        assert!(labels_problem(&bad_key).is_some());
+        let bad_value: BTreeMap<String, String> = [("env".into(), "a\nb".into())].into();
+        assert!(labels_problem(&bad_value).is_some());
+        let many: BTreeMap<String, String> =
+            (0..33).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(labels_problem(&many).is_some());
+        assert!(login_ok("deploy") && login_ok("_svc.1"));
+        assert!(!login_ok("") && !login_ok("-x") && !login_ok(".x") && !login_ok("a b"));
+        assert!(!login_ok(&"x".repeat(33)));
+    }
+
+    #[test]
+    fn stored_grants_become_decisions() {
+        let row = GrantRow {
+            id: Uuid::nil(),
+            user_id: Some(Uuid::nil()),
+            group_id: None,
+            host_id: None,
+            labels: Some(sqlx::types::Json(
+                [("env".to_owned(), "prod".to_owned())].into(),
+            )),
+            account: "*".into(),
+            actions: vec!["shell".into(), "share".into(), "unknown".into()],
+            not_before: None,
+            not_after: None,
+            created_at: Utc::now(),
+        };
+        let g = to_grant(&row);
+        assert_eq!(
+            g.target,
+            GrantTarget::Labels([("env".to_owned(), "prod".to_owned())].into())
+        );
+        assert_eq!(g.actions, vec![HostAction::Shell, HostAction::Share]);
+        assert_eq!(session_action(true), HostAction::Shell);
+        assert_eq!(session_action(false), HostAction::Run);
+    }
+}
