@@ -1,6 +1,7 @@
 // Shellway web console. One page app, no build step: the proxy serves this
-// file as is. Views: console, hosts, logs (+ replay), live monitor, join,
-// users (admins), account, manual. Protocol: docs/protocol.md. It runs
+// file as is. Views: console, hosts (with their accounts and labels), my
+// hosts, logs (+ replay), live monitor, join, users, groups and grants
+// (admins), account, manual. Protocol: docs/protocol.md. It runs
 // under a Content-Security-Policy without inline scripts or style
 // attributes of its own: style with classes (app.css).
 'use strict';
@@ -469,14 +470,25 @@ function tabLabel(s) { return (s.host_name || 'session') + ' · ' + s.id.slice(-
 async function consoleView(view, params) {
   if (params.get('watch')) return watchView(view, params.get('watch'));
   const admin = app.me && app.me.is_admin;
-  const [hosts, tasks, scripts, mine] = await Promise.all([api('GET', '/api/hosts'), api('GET', '/api/tasks'),
-    api('GET', '/api/scripts'), api('GET', '/api/sessions?status=live&mine=true&limit=50')]);
+  const [hosts, tasks, scripts, mine, access] = await Promise.all([api('GET', '/api/hosts'), api('GET', '/api/tasks'),
+    api('GET', '/api/scripts'), api('GET', '/api/sessions?status=live&mine=true&limit=50'), api('GET', '/api/me/access')]);
+  // The accounts the caller may connect as, by host.
+  const accountsOf = new Map(access.hosts.map((x) => [x.host_id,
+    x.accounts.filter((a) => a.actions.includes('shell')).map((a) => a.login)]));
   const badge = h('span', {class: 'badge', id: 'badge', role: 'status', 'aria-live': 'polite'}, 'IDLE');
   const hostSel = h('select', {id: 'host', 'aria-label': 'Host'},
     hosts.map((x) => h('option', {value: x.id}, x.name + ' (' + x.username + '@' + x.hostname + ')')));
+  const accountSel = h('select', {id: 'account', 'aria-label': 'Account'});
+  const pickAccounts = () => {
+    const logins = accountsOf.get(hostSel.value) || [];
+    accountSel.replaceChildren(...logins.map((l) => h('option', {value: l}, l)));
+    accountSel.hidden = logins.length < 2;
+  };
+  hostSel.addEventListener('change', pickAccounts);
+  pickAccounts();
   const connectBtn = h('button', {id: 'connect', class: 'primary', title: 'Open a new session on this host'}, 'Connect');
   const noHosts = h('span', {id: 'no-hosts', class: 'muted'}, 'No hosts yet: ',
-    admin ? [h('a', {href: '/hosts', 'data-link': true}, 'add a host'), ' first.'] : 'ask an administrator to add one.');
+    admin ? [h('a', {href: '/hosts', 'data-link': true}, 'add a host'), ' first.'] : 'ask an administrator for access to one.');
   const endBtn = h('button', {id: 'disconnect', class: 'danger', disabled: true, title: 'End this session for everyone'}, 'End session');
   const shareBtn = h('button', {id: 'share', disabled: true}, 'Share');
   const tabs = h('div', {class: 'tabs', id: 'tabs', role: 'tablist', 'aria-label': 'Your sessions'});
@@ -504,7 +516,7 @@ async function consoleView(view, params) {
 
   view.append(h('div', {class: 'console'},
     h('section', {class: 'term-pane', 'aria-label': 'Terminal'},
-      h('div', {class: 'toolbar'}, hostSel, connectBtn, hosts.length ? null : noHosts, h('span', {class: 'spacer'}), endBtn, shareBtn, badge),
+      h('div', {class: 'toolbar'}, hostSel, accountSel, connectBtn, hosts.length ? null : noHosts, h('span', {class: 'spacer'}), endBtn, shareBtn, badge),
       tabs, stack),
     h('aside', {class: 'side'},
       h('div', {class: 'card', id: 'run-card'}, h('h3', {}, 'Run in this session'),
@@ -619,7 +631,8 @@ async function consoleView(view, params) {
     badge.textContent = 'CONNECTING'; badge.className = 'badge busy';
     try {
       const size = active && active.term ? {cols: active.term.cols, rows: active.term.rows} : {};
-      const s = await api('POST', '/api/sessions', Object.assign({host_id: hostSel.value}, size));
+      const account = accountSel.value ? {account: accountSel.value} : {};
+      const s = await api('POST', '/api/sessions', Object.assign({host_id: hostSel.value}, account, size));
       const host = hosts.find((x) => x.id === hostSel.value);
       activate(addPane({id: s.id, ws_path: s.ws_path, host_name: host && host.name, status: 'pending'}, true));
     } catch (e) { badge.textContent = 'ERROR'; badge.className = 'badge bad'; flash(e.message); }
@@ -758,6 +771,19 @@ function readOnlyNote(what) {
 
 // ---- hosts ---------------------------------------------------------------
 
+function labelText(labels) {
+  return Object.entries(labels || {}).map(([k, v]) => k + '=' + v).join(', ');
+}
+
+function parseLabels(text) {
+  const labels = {};
+  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const i = part.indexOf('=');
+    if (i < 0) labels[part] = ''; else labels[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return labels;
+}
+
 async function hostsView(view) {
   const admin = app.me && app.me.is_admin;
   const tbody = h('tbody');
@@ -777,6 +803,7 @@ async function hostsView(view) {
     input('key_path', 'Key path', h('input', {placeholder: '/keys/id_ed25519'})),
     input('host_key_policy', 'Host key policy', h('select', {}, h('option', {value: 'strict'}, 'strict — pinned keys only'), h('option', {value: 'tofu'}, 'tofu — pin the first key seen'), h('option', {value: 'off'}, 'off — accept any key (unsafe)'))),
     input('host_keys', 'Pinned host keys', h('textarea', {rows: 3, placeholder: 'ssh-ed25519 AAAA… (one a line; ssh-keyscan -t ed25519 HOST)'})),
+    input('labels', 'Labels', h('input', {placeholder: 'env=prod, team=web'})),
     h('span'), h('div', {class: 'row-actions'}, h('button', {type: 'button', id: 'host-scan', onclick: scan}, 'Fetch host key'),
       h('span', {id: 'host-scan-result', class: 'muted', role: 'status'})), h('span'),
     h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: 'host-save'}, 'Save host'), h('button', {type: 'button', id: 'host-new', onclick: () => edit(null)}, 'New')), h('span'));
@@ -807,7 +834,35 @@ async function hostsView(view) {
     fields.key_path.value = host && host.key_path ? host.key_path : '';
     fields.host_key_policy.value = host ? host.host_key_policy : 'strict';
     fields.host_keys.value = host ? host.host_keys.join('\n') : '';
+    fields.labels.value = host ? labelText(host.labels) : '';
     $('#host-save').textContent = host ? 'Update host' : 'Save host';
+    showAccounts(host);
+  }
+  // The accounts of the host being edited (the first one is the form's User).
+  const accountsCard = h('section', {class: 'card section-title', id: 'host-accounts', hidden: true});
+  async function showAccounts(host) {
+    accountsCard.hidden = !host;
+    if (!host) return;
+    const list = await api('GET', '/api/hosts/' + host.id + '/accounts');
+    const login = h('input', {id: 'account-login', placeholder: 'deploy', 'aria-label': 'Login'});
+    const method = h('select', {id: 'account-auth_method', 'aria-label': 'Authentication'},
+      ['key_path', 'agent', 'stored_key', 'password'].map((m) => h('option', {value: m}, m)));
+    const keyPath = h('input', {id: 'account-key_path', placeholder: '/keys/id_ed25519 or credential id', 'aria-label': 'Key path or credential id'});
+    const add = h('button', {id: 'account-add', onclick: async () => {
+      const m = method.value;
+      const body = {login: login.value.trim(), auth_method: m};
+      if (m === 'key_path') body.key_path = keyPath.value.trim();
+      if (m === 'stored_key' || m === 'password') body.credential_id = keyPath.value.trim() || null;
+      try { await api('POST', '/api/hosts/' + host.id + '/accounts', body); flash('Account added.', 'info'); showAccounts(host); load(); } catch (e) { flash(e.message); }
+    }}, 'Add account');
+    accountsCard.replaceChildren(h('h3', {}, 'Accounts of ' + host.name),
+      h('table', {id: 'accounts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Login'), h('th', {}, 'Authentication'), h('th'))),
+        h('tbody', {}, list.map((a) => h('tr', {'data-account': a.login},
+          h('td', {}, a.login), h('td', {}, a.auth_method + (a.key_path ? ' · ' + a.key_path : '') + (a.credential_id ? ' · ' + a.credential_id : '')),
+          h('td', {class: 'row-actions'}, h('button', {class: 'danger', onclick: async () => {
+            try { await api('DELETE', '/api/hosts/' + host.id + '/accounts/' + a.id); showAccounts(host); load(); } catch (e) { flash(e.message); }
+          }}, 'Remove')))))),
+      h('div', {class: 'toolbar'}, login, method, keyPath, add));
   }
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -819,6 +874,7 @@ async function hostsView(view) {
       key_path: fields.auth_method.value === 'key_path' ? fields.key_path.value.trim() : null,
       host_key_policy: fields.host_key_policy.value,
       host_keys: fields.host_keys.value.split('\n').map((s) => s.trim()).filter(Boolean),
+      labels: parseLabels(fields.labels.value),
     };
     try {
       if (editing) await api('PUT', '/api/hosts/' + editing, body); else await api('POST', '/api/hosts', body);
@@ -837,6 +893,7 @@ async function hostsView(view) {
     tbody.replaceChildren(...hosts.map((x) => h('tr', {},
       h('td', {}, x.name), h('td', {}, x.username + '@' + x.hostname + ':' + x.port), h('td', {}, x.auth_method + (x.key_path ? ' · ' + x.key_path : '')),
       h('td', {}, x.host_key_policy + ' · ' + x.host_keys.length + ' pinned'),
+      h('td', {class: 'labels'}, labelText(x.labels)),
       admin && h('td', {class: 'row-actions'}, [
         h('button', {onclick: () => edit(x)}, 'Edit'),
         h('button', {class: 'danger', onclick: async () => {
@@ -844,8 +901,8 @@ async function hostsView(view) {
           try { await api('DELETE', '/api/hosts/' + x.id); load(); } catch (e) { flash(e.message); }
         }}, 'Delete')]))));
   }
-  view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), admin ? h('th') : null)), tbody),
-    ...(admin ? [h('h2', {class: 'section-title'}, 'Add or edit a host'), form] : [readOnlyNote('hosts')]));
+  view.append(h('h2', {}, 'Hosts'), h('table', {id: 'hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Target'), h('th', {}, 'Credentials'), h('th', {}, 'Host key'), h('th', {}, 'Labels'), admin ? h('th') : null)), tbody),
+    ...(admin ? [h('h2', {class: 'section-title'}, 'Add or edit a host'), form, accountsCard] : [readOnlyNote('hosts')]));
   await load();
 }
 
@@ -1094,7 +1151,7 @@ async function usersView(view) {
     username: h('input', {id: 'user-username', autocomplete: 'off', required: true}),
     password: h('input', {id: 'user-password', type: 'password', autocomplete: 'new-password', required: true}),
   };
-  const isAdmin = h('input', {id: 'user-is_admin', type: 'checkbox'});
+  const role = h('select', {id: 'user-role'}, ['user', 'auditor', 'admin'].map((r) => h('option', {value: r}, r)));
   const errs = {};
   const row = (name, label) => {
     errs[name] = h('span', {class: 'field-error', id: 'user-' + name + '-error', role: 'alert'});
@@ -1102,15 +1159,15 @@ async function usersView(view) {
   };
   const form = h('form', {class: 'form-grid card', id: 'user-form', novalidate: true},
     row('username', 'Username'), row('password', 'Password (12+ characters)'),
-    h('label', {for: 'user-is_admin'}, 'Administrator'), h('div', {}, isAdmin), h('span'),
+    h('label', {for: 'user-role'}, 'Role'), h('div', {}, role), h('span'),
     h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: 'user-create'}, 'Create user')), h('span'));
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     for (const e of Object.values(errs)) e.textContent = '';
     try {
-      await api('POST', '/api/users', {username: fields.username.value.trim(), password: fields.password.value, is_admin: isAdmin.checked});
+      await api('POST', '/api/users', {username: fields.username.value.trim(), password: fields.password.value, role: role.value});
       flash('User ' + fields.username.value.trim() + ' created.', 'info');
-      fields.username.value = ''; fields.password.value = ''; isAdmin.checked = false;
+      fields.username.value = ''; fields.password.value = ''; role.value = 'user';
       load();
     } catch (e) { if (e.field && errs[e.field]) errs[e.field].textContent = e.message; else flash(e.message); }
   });
@@ -1122,8 +1179,9 @@ async function usersView(view) {
     return [
       h('button', {class: 'user-toggle', onclick: act(u.username + (u.disabled ? ' enabled.' : ' disabled; their sessions ended.'),
         () => api('PUT', '/api/users/' + u.id, {disabled: !u.disabled}))}, u.disabled ? 'Enable' : 'Disable'),
-      h('button', {onclick: act(u.username + ' updated.', () => api('PUT', '/api/users/' + u.id, {is_admin: !u.is_admin}))},
-        u.is_admin ? 'Make user' : 'Make admin'),
+      h('select', {class: 'user-role', 'aria-label': 'Role of ' + u.username, onchange: (ev) =>
+        act(u.username + ' is now ' + ev.target.value + '.', () => api('PUT', '/api/users/' + u.id, {role: ev.target.value}))()},
+      ['user', 'auditor', 'admin'].map((r) => h('option', {value: r, selected: r === u.role}, r))),
       h('button', {onclick: async () => {
         const pw = prompt('New password for ' + u.username + ' (12 characters or more). Their sign-ins end.');
         if (pw) await act('Password of ' + u.username + ' changed.', () => api('PUT', '/api/users/' + u.id, {password: pw}))();
@@ -1135,9 +1193,10 @@ async function usersView(view) {
     ];
   }
   async function load() {
-    const [users, blocked] = await Promise.all([api('GET', '/api/users'), api('GET', '/api/login-throttles')]);
+    const [users, blocked, groups] = await Promise.all([api('GET', '/api/users'), api('GET', '/api/login-throttles'), api('GET', '/api/groups')]);
+    const groupName = new Map(groups.map((g) => [g.id, g.name]));
     tbody.replaceChildren(...users.map((u) => h('tr', {'data-user': u.username},
-      h('td', {}, u.username), h('td', {}, u.is_admin ? 'admin' : 'user'),
+      h('td', {}, u.username), h('td', {}, u.role), h('td', {}, (u.groups || []).map((g) => groupName.get(g) || g).join(', ')),
       h('td', {class: u.disabled ? 'status-bad' : 'status-ok'}, u.disabled ? 'disabled' : 'active'),
       h('td', {}, when(u.created_at)), h('td', {class: 'row-actions'}, actions(u)))));
     throttles.replaceChildren(...(blocked.length ? blocked.map((t) => h('tr', {'data-throttle': t.kind + ':' + t.key},
@@ -1148,12 +1207,126 @@ async function usersView(view) {
       [h('tr', {}, h('td', {colspan: 5, class: 'muted'}, 'Nobody is throttled.'))]));
   }
   view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Users'), h('button', {onclick: load}, 'Refresh')),
-    h('table', {id: 'users-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Username'), h('th', {}, 'Role'), h('th', {}, 'State'), h('th', {}, 'Created'), h('th'))), tbody),
+    h('table', {id: 'users-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Username'), h('th', {}, 'Role'), h('th', {}, 'Groups'), h('th', {}, 'State'), h('th', {}, 'Created'), h('th'))), tbody),
     h('h2', {class: 'section-title'}, 'Add a user'), form,
     h('section', {class: 'card section-title', id: 'throttles'}, h('h3', {}, 'Sign-in protection'),
       h('p', {class: 'muted'}, 'After 5 failed sign-ins for a username or from an address, each further try waits 1 s, 2 s, 4 s … up to a minute. Clear one to let a locked-out colleague in at once.'),
       h('table', {id: 'throttles-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Kind'), h('th', {}, 'Username or address'), h('th', {}, 'Failures'), h('th', {}, 'Blocked until'), h('th'))), throttles)));
   await load();
+}
+
+// ---- groups and grants (admins) ------------------------------------------
+
+async function groupsView(view) {
+  const tbody = h('tbody');
+  const name = h('input', {id: 'group-name', placeholder: 'web-ops', 'aria-label': 'Group name'});
+  const members = h('select', {id: 'group-members', multiple: true, 'aria-label': 'Members'});
+  let editing = null;
+  const save = h('button', {class: 'primary', id: 'group-save', onclick: async () => {
+    const body = {name: name.value.trim(), members: [...members.selectedOptions].map((o) => o.value)};
+    try {
+      if (editing) await api('PUT', '/api/groups/' + editing, body); else await api('POST', '/api/groups', body);
+      flash('Group saved.', 'info'); editing = null; name.value = ''; save.textContent = 'Create group'; load();
+    } catch (e) { flash(e.message); }
+  }}, 'Create group');
+  async function load() {
+    const [groups, users] = await Promise.all([api('GET', '/api/groups'), api('GET', '/api/users')]);
+    const userName = new Map(users.map((u) => [u.id, u.username]));
+    members.replaceChildren(...users.map((u) => h('option', {value: u.id}, u.username)));
+    tbody.replaceChildren(...groups.map((g) => h('tr', {'data-group': g.name},
+      h('td', {}, g.name), h('td', {}, g.members.map((m) => userName.get(m) || m).join(', ') || '—'),
+      h('td', {class: 'row-actions'},
+        h('button', {onclick: () => {
+          editing = g.id; name.value = g.name; save.textContent = 'Update group';
+          for (const o of members.options) o.selected = g.members.includes(o.value);
+        }}, 'Edit'),
+        h('button', {class: 'danger', onclick: async () => {
+          if (!confirm('Delete group ' + g.name + '? Its grants go with it; sessions they allowed end.')) return;
+          try { await api('DELETE', '/api/groups/' + g.id); load(); } catch (e) { flash(e.message); }
+        }}, 'Delete')))));
+  }
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Groups'), h('button', {onclick: load}, 'Refresh')),
+    h('table', {id: 'groups-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Members'), h('th'))), tbody),
+    h('h2', {class: 'section-title'}, 'Add or edit a group'),
+    h('div', {class: 'card'}, h('div', {class: 'toolbar'}, name, save), members,
+      h('p', {class: 'muted'}, 'Ctrl-click to pick several members. Members who leave lose the sessions the group\'s grants allowed.')));
+  await load();
+}
+
+const ACTIONS = ['shell', 'run', 'job', 'service', 'share', 'view_recordings'];
+
+async function grantsView(view) {
+  const tbody = h('tbody');
+  const subject = h('select', {id: 'grant-subject', 'aria-label': 'Who'});
+  const target = h('select', {id: 'grant-target', 'aria-label': 'Host'});
+  const labels = h('input', {id: 'grant-labels', placeholder: 'or labels: env=prod', 'aria-label': 'Label selector'});
+  const account = h('input', {id: 'grant-account', value: '*', 'aria-label': 'Account', size: 10});
+  const boxes = ACTIONS.map((a) => h('input', {type: 'checkbox', id: 'grant-action-' + a, value: a, checked: a === 'shell'}));
+  const from = h('input', {type: 'datetime-local', id: 'grant-not_before', 'aria-label': 'Valid from'});
+  const to = h('input', {type: 'datetime-local', id: 'grant-not_after', 'aria-label': 'Valid until'});
+  const errs = h('span', {class: 'field-error', id: 'grant-error', role: 'alert'});
+  const create = h('button', {class: 'primary', id: 'grant-create', onclick: async () => {
+    errs.textContent = '';
+    const [kind, id] = subject.value.split(':');
+    const sel = parseLabels(labels.value);
+    const body = {
+      subject: {[kind]: id},
+      target: Object.keys(sel).length ? {labels: sel} : {host: target.value},
+      account: account.value.trim() || '*',
+      actions: boxes.filter((b) => b.checked).map((b) => b.value),
+      not_before: from.value ? new Date(from.value).toISOString() : null,
+      not_after: to.value ? new Date(to.value).toISOString() : null,
+    };
+    try { await api('POST', '/api/grants', body); flash('Granted.', 'info'); labels.value = ''; load(); } catch (e) {
+      errs.textContent = (e.field ? e.field + ': ' : '') + e.message;
+    }
+  }}, 'Grant');
+  async function load() {
+    const [grants, users, groups, hosts] = await Promise.all([api('GET', '/api/grants'), api('GET', '/api/users'),
+      api('GET', '/api/groups'), api('GET', '/api/hosts')]);
+    const userName = new Map(users.map((u) => [u.id, u.username]));
+    const groupName = new Map(groups.map((g) => [g.id, g.name]));
+    const hostName = new Map(hosts.map((x) => [x.id, x.name]));
+    subject.replaceChildren(...users.map((u) => h('option', {value: 'user:' + u.id}, 'user ' + u.username)),
+      ...groups.map((g) => h('option', {value: 'group:' + g.id}, 'group ' + g.name)));
+    target.replaceChildren(...hosts.map((x) => h('option', {value: x.id}, x.name)));
+    const who = (s) => s.user ? 'user ' + (userName.get(s.user) || s.user) : 'group ' + (groupName.get(s.group) || s.group);
+    const where = (t) => t.host ? (hostName.get(t.host) || t.host) : 'hosts with ' + labelText(t.labels);
+    tbody.replaceChildren(...grants.map((g) => h('tr', {'data-grant': g.id},
+      h('td', {}, who(g.subject)), h('td', {}, where(g.target)), h('td', {}, g.account),
+      ACTIONS.map((a) => h('td', {class: 'matrix'}, g.actions.includes(a) ? '✓' : '')),
+      h('td', {class: g.active ? 'status-ok' : 'status-bad'},
+        (g.not_before ? when(g.not_before) : '…') + ' → ' + (g.not_after ? when(g.not_after) : '…') + (g.active ? '' : ' (not now)')),
+      h('td', {class: 'row-actions'}, h('button', {class: 'danger', onclick: async () => {
+        if (!confirm('Revoke this grant? Live sessions that need it end at once.')) return;
+        try { await api('DELETE', '/api/grants/' + g.id); load(); } catch (e) { flash(e.message); }
+      }}, 'Revoke')))));
+  }
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Grants'), h('button', {onclick: load}, 'Refresh')),
+    h('p', {class: 'muted'}, 'Who may do what on which host and account. Users see only the hosts a grant reaches.'),
+    h('table', {id: 'grants-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Who'), h('th', {}, 'Hosts'), h('th', {}, 'Account'),
+      ACTIONS.map((a) => h('th', {}, a)), h('th', {}, 'Valid'), h('th'))), tbody),
+    h('h2', {class: 'section-title'}, 'Grant access'),
+    h('div', {class: 'card', id: 'grant-form'},
+      h('div', {class: 'toolbar'}, subject, target, labels, h('label', {for: 'grant-account'}, 'as'), account),
+      h('div', {class: 'toolbar'}, ACTIONS.map((a, i) => h('label', {for: 'grant-action-' + a}, boxes[i], ' ' + a))),
+      h('div', {class: 'toolbar'}, h('label', {for: 'grant-not_before'}, 'from'), from, h('label', {for: 'grant-not_after'}, 'until'), to, create),
+      errs));
+  await load();
+}
+
+// ---- my hosts: what the caller may reach ---------------------------------
+
+async function myHostsView(view) {
+  const access = await api('GET', '/api/me/access');
+  const tbody = h('tbody', {}, access.hosts.map((x) => h('tr', {'data-host': x.name},
+    h('td', {}, x.name), h('td', {}, x.hostname + ':' + x.port), h('td', {class: 'labels'}, labelText(x.labels)),
+    h('td', {}, x.accounts.map((a) => h('div', {}, h('strong', {}, a.login), ' — ' + a.actions.join(', ')))))));
+  view.append(h('h2', {}, 'My hosts'),
+    h('p', {class: 'muted'}, access.role === 'auditor' ? 'Auditors read every session and recording and connect nowhere.' :
+      'The hosts and accounts you may use, and what you may do as each.'),
+    access.hosts.length ? h('table', {id: 'my-hosts-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Host'), h('th', {}, 'Address'), h('th', {}, 'Labels'), h('th', {}, 'Accounts'))), tbody)
+      : h('p', {id: 'no-access'}, 'You have no access to any host yet; ask an administrator.'));
 }
 
 // ---- one's own account: password and API tokens ------------------------
@@ -1234,6 +1407,9 @@ const routes = [
   [/^\/logs\/([0-9a-f-]+)$/, replayView, 'logs'],
   [/^\/monitor$/, monitorView, 'monitor'],
   [/^\/users$/, usersView, 'users'],
+  [/^\/groups$/, groupsView, 'groups'],
+  [/^\/grants$/, grantsView, 'grants'],
+  [/^\/my-hosts$/, myHostsView, 'my-hosts'],
   [/^\/account$/, accountView, null],
   [/^\/manual$/, manualView, 'manual'],
   [/^\/join\/([^/]+)$/, joinView, null],
@@ -1276,6 +1452,9 @@ async function start() {
     $('#me').textContent = app.me.username;
     $('#nav-monitor').hidden = !app.me.is_admin;
     $('#nav-users').hidden = !app.me.is_admin;
+    $('#nav-groups').hidden = !app.me.is_admin;
+    $('#nav-my-hosts').hidden = app.me.is_admin;
+    $('#nav-grants').hidden = !app.me.is_admin;
   } catch (e) { return; }
   $('#logout').addEventListener('click', async () => {
     try { await api('POST', '/api/logout', {}); } catch (_) { /* signed out anyway */ }

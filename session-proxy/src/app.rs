@@ -86,7 +86,7 @@ mod tests {
                 sharing: crate::service::shares::Sharing::default(),
                 trusted_proxies: TrustedProxies::default(),
                 public_origin: None,
-                token_max_expiry: crate::api::tokens::DEFAULT_EXPIRY,
+                token_max_expiry: crate::service::tokens::DEFAULT_EXPIRY,
                 session_idle_timeout: Duration::ZERO,
             }),
             shutdown,

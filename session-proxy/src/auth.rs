@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::origin::Origin;
-use crate::service::Actor;
+use crate::service::{Actor, Role};
 use crate::state::AppState;
 use crate::store;
 
@@ -103,7 +103,7 @@ pub(crate) enum Credential {
 pub(crate) struct AuthUser {
     pub id: Uuid,
     pub username: String,
-    pub is_admin: bool,
+    pub role: Role,
     pub credential: Credential,
 }
 
@@ -112,8 +112,12 @@ impl AuthUser {
     pub(crate) fn actor(&self) -> Actor {
         Actor {
             id: self.id,
-            is_admin: self.is_admin,
+            role: self.role,
         }
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        self.role == Role::Admin
     }
 
     pub(crate) fn audit_id(&self) -> Option<(Uuid, &str)> {
@@ -127,23 +131,23 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(token) = bearer_token(&parts.headers) {
             let row = store::users::by_token(&state.db, &token_hash(token)).await?;
-            let (id, username, is_admin) = row.ok_or_else(ApiError::unauthenticated)?;
+            let (id, username, role) = row.ok_or_else(ApiError::unauthenticated)?;
             return Ok(Self {
                 id,
                 username,
-                is_admin,
+                role: Role::parse(&role).unwrap_or(Role::User),
                 credential: Credential::Token,
             });
         }
         let cookie = session_cookie(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
         let row = store::users::by_cookie(&state.db, &token_hash(cookie)).await?;
-        let (id, username, is_admin, csrf_token) = row.ok_or_else(ApiError::unauthenticated)?;
+        let (id, username, role, csrf_token) = row.ok_or_else(ApiError::unauthenticated)?;
         let site = crate::origin::expected(parts, &state.settings);
         check_cookie_request(&parts.method, &parts.headers, &csrf_token, site.as_ref())?;
         Ok(Self {
             id,
             username,
-            is_admin,
+            role: Role::parse(&role).unwrap_or(Role::User),
             credential: Credential::Cookie { csrf_token },
         })
     }

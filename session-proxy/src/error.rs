@@ -219,6 +219,9 @@ impl From<Denied> for ApiError {
         match denied {
             Denied::Hidden(what) => Self::not_found(what),
             Denied::Forbidden => Self::forbidden(denied.to_string()),
+            Denied::NotGranted(_) => {
+                Self::new(StatusCode::FORBIDDEN, "not_granted", denied.to_string())
+            }
         }
     }
 }

@@ -182,6 +182,7 @@ pub async fn run(
         }),
         shutdown: tasks.clone(),
     };
+    tracker.spawn(service::access::watch(state.clone(), tasks.clone()));
     tracker.spawn(recorder::run(
         db.clone(),
         recording,

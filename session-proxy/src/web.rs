@@ -53,6 +53,9 @@ const PAGES: &[&str] = &[
     "/manual",
     "/monitor",
     "/users",
+    "/groups",
+    "/grants",
+    "/my-hosts",
     "/account",
     "/join/{token}",
 ];

@@ -112,6 +112,7 @@ impl Api {
             cols: Some(80),
             rows: Some(24),
             shell: None,
+            account: None,
         };
         let body = serde_json::to_value(open).unwrap_or_default();
         let (status, body) = self.post("/api/sessions", body).await;

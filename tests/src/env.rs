@@ -320,6 +320,39 @@ impl TestEnv {
         Api::login(&self.base, username, &password).await
     }
 
+    /// Grants the user signed in as `user` `actions` on every account of
+    /// `host` (as the admin); returns the grant's id. Without a grant a
+    /// user does not even see a host.
+    pub async fn grant(&self, user: &Api, host: Uuid, actions: &[&str]) -> Uuid {
+        let (_, me) = user.get("/api/me").await;
+        let (status, body) = self
+            .api
+            .post(
+                "/api/grants",
+                json!({
+                    "subject": {"user": me["user"]["id"]},
+                    "target": {"host": host},
+                    "account": "*",
+                    "actions": actions,
+                }),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "grant: {body}");
+        crate::api::id_of(&body)
+    }
+
+    /// A shell on the test sshd for `user`, who is granted what a session's
+    /// owner usually does there (shell, run, share); waits until it is open.
+    pub async fn open_shell_as(&self, user: &Api, base: &str) -> (Uuid, WsClient) {
+        let host = self.add_host().await;
+        self.grant(user, host, &["shell", "run", "share"]).await;
+        let id = user.open_session(host).await;
+        let token = user.token.as_deref().unwrap_or_default();
+        let mut ws = WsClient::connect(base, &format!("/ws/sessions/{id}"), token).await;
+        ws.wait_open().await;
+        (id, ws)
+    }
+
     pub async fn wait_healthy(&self, base: &str) {
         let http = reqwest::Client::new();
         crate::eventually("the proxy to be ready", WAIT, || {

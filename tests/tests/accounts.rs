@@ -179,6 +179,8 @@ async fn user_id(env: &TestEnv, name: &str) -> Uuid {
 /// `user` opens a shell on a new host and attaches to it.
 async fn open_shell_as(env: &TestEnv, user: &Api) -> (Uuid, WsClient) {
     let host = env.add_host().await;
+    // Users reach only the hosts they are granted.
+    env.grant(user, host, &["shell"]).await;
     let id = user.open_session(host).await;
     let mut ws = WsClient::connect(
         &env.base,

@@ -114,8 +114,10 @@ async fn reloading_returns_to_the_session_and_tabs_keep_sessions_apart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_badge_and_the_viewers_follow_the_end_of_a_session_at_once() {
     let env = TestEnv::start().await;
-    env.add_host().await;
-    env.add_user("bob").await;
+    let host = env.add_host().await;
+    let bob = env.add_user("bob").await;
+    // Users reach only the hosts they are granted.
+    env.grant(&bob, host, &["shell", "run"]).await;
     let b = Browser::start().await;
     b.login(&env.base, "bob", "bob-password").await;
     let ended = "document.getElementById('badge').textContent === 'CLOSED' \
@@ -368,7 +370,7 @@ async fn people_who_are_not_admins_see_hosts_tasks_and_scripts_read_only() {
         ..Default::default()
     })
     .await;
-    env.add_host().await;
+    let host = env.add_host().await;
     let (status, body) = env
         .api
         .post("/api/tasks", json!({"name": "uptime", "command": "uptime"}))
@@ -382,7 +384,9 @@ async fn people_who_are_not_admins_see_hosts_tasks_and_scripts_read_only() {
         )
         .await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
-    env.add_user("bob").await;
+    let bob = env.add_user("bob").await;
+    // Users see only the hosts they are granted.
+    env.grant(&bob, host, &["shell"]).await;
     let b = Browser::start().await;
     b.login(&env.base, "bob", "bob-password").await;
     for (page, table, form) in [
@@ -422,6 +426,8 @@ async fn watching_shows_no_controls_a_viewer_cannot_use() {
     let env = TestEnv::start().await;
     let host = env.add_host().await;
     let bob = env.add_user("bob").await;
+    // Users reach only the hosts they are granted.
+    env.grant(&bob, host, &["shell", "run", "share"]).await;
     let id = bob.open_session(host).await;
     let (status, body) = bob
         .post(

@@ -214,6 +214,8 @@ async fn the_session_list_filters_by_host_owner_status_date_and_command_and_page
     let web = env.add_host().await;
     let db = env.add_host().await;
     let bob = env.add_user("bob").await;
+    // Users reach only the hosts they are granted.
+    env.grant(&bob, web, &["shell", "run"]).await;
     let a1 = open(&env.api, web).await;
     let a2 = open(&env.api, db).await;
     let b1 = open(&bob, web).await;

@@ -162,24 +162,30 @@ async fn a_peer_that_spoke_ssh_gets_an_ssh_answer_and_sshd_its_key() {
 async fn only_admins_may_scan_and_refusals_are_audited() {
     let env = with_runner().await;
     let bob = env.add_user("bob").await;
-    let (status, reply) = bob
-        .post(
-            "/api/hosts/scan",
-            json!({"hostname": "127.0.0.1", "port": env.sshd.port}),
-        )
-        .await;
+    let scan = json!({"hostname": "127.0.0.1", "port": env.sshd.port});
+    // No host of bob's at that address: as if there were none.
+    let (status, reply) = bob.post("/api/hosts/scan", scan.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
+    assert!(reply.get("key").is_none());
+    // A host he is granted: he knows of it, and still may not scan.
+    let host = env.add_host().await;
+    env.grant(&bob, host, &["shell"]).await;
+    let (status, reply) = bob.post("/api/hosts/scan", scan).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
     assert!(reply.get("key").is_none());
     let db = env.db().await;
     let rows: Vec<(Option<String>, Value)> =
-        sqlx::query_as("SELECT username, detail FROM audit WHERE action = 'host.scan'")
+        sqlx::query_as("SELECT username, detail FROM audit WHERE action = 'host.scan' ORDER BY id")
             .fetch_all(&db)
             .await
             .unwrap();
     db.close().await;
     assert_eq!(
         rows,
-        vec![(Some("bob".to_owned()), json!({"outcome": "forbidden"}))]
+        vec![
+            (Some("bob".to_owned()), json!({"outcome": "hidden"})),
+            (Some("bob".to_owned()), json!({"outcome": "forbidden"}))
+        ]
     );
     env.finish().await;
 }

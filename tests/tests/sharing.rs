@@ -38,6 +38,8 @@ async fn join_path(base: &str, path: &str, api: &Api) -> WsClient {
 /// Opens a shell owned by `owner` (attached on `base`).
 async fn open_shell_as(env: &TestEnv, owner: &Api, base: &str) -> (Uuid, WsClient) {
     let host = env.add_host().await;
+    // Users reach only the hosts they are granted; sharing is granted too.
+    env.grant(owner, host, &["shell", "share"]).await;
     let id = owner.open_session(host).await;
     let mut ws = WsClient::connect(
         base,

@@ -49,6 +49,10 @@ pub struct HostSpec {
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<Vec<String>>)]
     pub host_keys: Sent<Vec<Sent<String>>>,
+    /// `{key: value}` for grants to select hosts by; at most 32.
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub labels: Sent<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -58,11 +62,13 @@ pub struct Host {
     pub hostname: String,
     pub port: i32,
     pub username: String,
-    #[schema(pattern = "^(key_path|agent)$")]
+    /// The first account's (see `GET /api/hosts/{id}/accounts`).
+    #[schema(pattern = "^(key_path|agent|stored_key|password)$")]
     pub auth_method: String,
     #[schema(pattern = "^(strict|tofu|off)$")]
     pub host_key_policy: String,
     pub host_keys: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     /// Only with `auth_method` `key_path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,7 +15,10 @@ pub struct LoginRequest {
 pub struct UserSummary {
     pub id: Uuid,
     pub username: String,
+    /// `role == "admin"`.
     pub is_admin: bool,
+    #[schema(pattern = "^(admin|auditor|user)$")]
+    pub role: String,
 }
 
 /// A signed-in person: the CSRF token goes in `X-CSRF-Token` with every

@@ -2,6 +2,7 @@
 //! these shapes and the tests read them; the OpenAPI document
 //! (`docs/openapi.json`, `GET /api/openapi.json`) is generated from them.
 
+pub mod access;
 pub mod account;
 pub mod errors;
 pub mod health;

@@ -16,6 +16,8 @@ pub struct RunRequest {
     pub task: Option<String>,
     pub task_id: Option<Uuid>,
     pub script_id: Option<Uuid>,
+    /// The host account it runs as: the session's (given, it must match).
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

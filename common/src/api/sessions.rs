@@ -19,6 +19,10 @@ pub struct OpenSession {
     pub rows: Option<u16>,
     /// Whether to open an interactive shell (default true).
     pub shell: Option<bool>,
+    /// The host account (login) to connect as; may be left out when the
+    /// host has only one.
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// A session requested: attach a WebSocket to `ws_path`.
@@ -71,6 +75,8 @@ pub struct Session {
     pub id: Uuid,
     pub host_id: Option<Uuid>,
     pub host_name: Option<String>,
+    /// The host account (login) it connected as.
+    pub account: Option<String>,
     pub owner: String,
     #[schema(pattern = "^(pending|connecting|open|closed|failed|lost|rejected)$")]
     pub status: String,

@@ -15,8 +15,14 @@ pub struct NewUser {
     /// 12 or more characters, not the username.
     #[schema(min_length = 12)]
     pub password: String,
+    /// The same as `role: "admin"` (kept for old clients).
     #[serde(default)]
     pub is_admin: bool,
+    /// `admin`, `auditor` or `user`; `user` (or `admin` with `is_admin`)
+    /// when absent.
+    #[serde(default)]
+    #[schema(pattern = "^(admin|auditor|user)$")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -24,6 +30,7 @@ pub struct CreatedUser {
     pub id: Uuid,
     pub username: String,
     pub is_admin: bool,
+    pub role: String,
     pub disabled: bool,
 }
 
@@ -32,7 +39,12 @@ pub struct CreatedUser {
 #[serde(deny_unknown_fields)]
 pub struct UserChange {
     pub disabled: Option<bool>,
+    /// `true`: role `admin`; `false`: role `user`.
     pub is_admin: Option<bool>,
+    #[schema(pattern = "^(admin|auditor|user)$")]
+    pub role: Option<String>,
+    /// Ids of every group the user belongs to (replaces the list).
+    pub groups: Option<Vec<Uuid>>,
     /// A new password (the user's cookie sessions end).
     pub password: Option<String>,
 }
@@ -42,7 +54,11 @@ pub struct User {
     pub id: Uuid,
     pub username: String,
     pub is_admin: bool,
+    #[schema(pattern = "^(admin|auditor|user)$")]
+    pub role: String,
     pub created_at: DateTime<Utc>,
     pub disabled: bool,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Ids of the groups they belong to.
+    pub groups: Vec<Uuid>,
 }

@@ -18,6 +18,7 @@ pub(crate) struct HostInput {
     pub key_path: Option<String>,
     pub host_key_policy: HostKeyPolicy,
     pub host_keys: Vec<String>,
+    pub labels: crate::store::hosts::Labels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
     let key_path = errs.take(parse_key_path(spec.key_path, auth_method));
     let host_key_policy = errs.take(parse_policy(spec.host_key_policy));
     let host_keys = errs.take(parse_host_keys(spec.host_keys));
+    let labels = errs.take(parse_labels(spec.labels));
     if host_key_policy == Some(HostKeyPolicy::Strict)
         && host_keys.as_ref().is_some_and(Vec::is_empty)
     {
@@ -107,6 +109,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         Some(key_path),
         Some(host_key_policy),
         Some(host_keys),
+        Some(labels),
     ) = (
         name,
         hostname,
@@ -116,6 +119,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         key_path,
         host_key_policy,
         host_keys,
+        labels,
     )
     else {
         return Err(ApiError::invalid("body", "the host is not valid"));
@@ -129,7 +133,34 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         key_path,
         host_key_policy,
         host_keys,
+        labels,
     })
+}
+
+/// Labels: at most 32, keys of 1-64 `A-Z a-z 0-9 . _ / -`, values of at
+/// most 128 printable characters.
+pub(crate) fn parse_labels(
+    v: Sent<crate::store::hosts::Labels>,
+) -> Result<crate::store::hosts::Labels, ApiError> {
+    let labels = match v {
+        Sent::Missing => return Ok(Default::default()),
+        Sent::Value(l) => l,
+        Sent::WrongType => {
+            return Err(ApiError::invalid(
+                "labels",
+                "labels must be an object of string values",
+            ))
+        }
+    };
+    check_labels(&labels)?;
+    Ok(labels)
+}
+
+pub(crate) fn check_labels(labels: &crate::store::hosts::Labels) -> Result<(), ApiError> {
+    match crate::service::access::labels_problem(labels) {
+        Some(problem) => Err(ApiError::invalid("labels", problem)),
+        None => Ok(()),
+    }
 }
 
 fn parse_auth_method(v: Sent<String>) -> Result<AuthKind, ApiError> {
@@ -211,7 +242,7 @@ pub(crate) fn parse_port(v: &Sent<u64>) -> Result<u16, ApiError> {
     .ok_or_else(|| ApiError::invalid("port", "port must be between 1 and 65535"))
 }
 
-fn check_username(user: &str) -> Result<(), ApiError> {
+pub(crate) fn check_username(user: &str) -> Result<(), ApiError> {
     let first_ok = user
         .bytes()
         .next()
@@ -231,7 +262,7 @@ fn check_username(user: &str) -> Result<(), ApiError> {
 
 /// Refuses paths that are plainly wrong. The runner stays the authority:
 /// it reads keys only as regular files under its key directory.
-fn check_key_path(path: &str) -> Result<(), ApiError> {
+pub(crate) fn check_key_path(path: &str) -> Result<(), ApiError> {
     let problem = if !path.starts_with('/') {
         Some("key_path must be an absolute path on the runner (starting with /)")
     } else if path.len() > 4096 {

@@ -3,6 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{json, Value};
+use shellway_common::api::access::{AccountSpec, HostAccount};
 use shellway_common::api::errors::ErrorBody;
 use shellway_common::api::hosts::{Host, HostSpec, ScanRequest, ScanResult};
 use shellway_common::api::Sent;
@@ -15,6 +16,7 @@ use crate::auth::AuthUser;
 use crate::bus::ScanError;
 use crate::error::ApiError;
 use crate::service::hosts;
+use crate::store::access::{AccountFields, AccountRow};
 use crate::store::audit::{self, AuditAction};
 use crate::store::hosts::{HostFields, HostRow};
 
@@ -29,6 +31,7 @@ fn to_dto(h: &HostRow) -> Host {
         auth_method: h.auth_method.clone(),
         host_key_policy: h.host_key_policy.clone(),
         host_keys: h.host_keys.clone(),
+        labels: h.labels.0.clone(),
         created_at: h.created_at,
         key_path: h.key_path.clone(),
     }
@@ -49,6 +52,7 @@ fn fields(h: &HostInput) -> HostFields<'_> {
         key_path: h.key_path.as_deref(),
         host_key_policy: h.host_key_policy.as_str(),
         host_keys: &h.host_keys,
+        labels: &h.labels,
     }
 }
 
@@ -92,6 +96,8 @@ pub(crate) async fn update(
     hosts::may_manage(&user)?;
     let h = host_input::parse(body)?;
     let row = hosts::save(&st, &user, Some(id), &fields(&h), audit_detail).await?;
+    // Labels may have moved the host out of a label grant's reach.
+    crate::service::access::enforce_now(&st).await;
     Ok(axum::Json(to_dto(&row)))
 }
 
@@ -126,7 +132,18 @@ pub(crate) async fn scan(
             .filter(|c| !c.is_control())
             .take(255)
             .collect();
-        let detail = json!({"outcome": "forbidden"});
+        // A host the caller may not see is not theirs to learn about.
+        let port = super::host_input::parse_port(&body.port).unwrap_or(22);
+        let known = hosts::list(&st, &user)
+            .await?
+            .iter()
+            .any(|h| h.hostname == hostname && h.port == i32::from(port));
+        let (err, outcome) = if known {
+            (ApiError::from(err), "forbidden")
+        } else {
+            (ApiError::not_found("host"), "hidden")
+        };
+        let detail = json!({"outcome": outcome});
         audit::record_alone(
             &st.db,
             user.audit_id(),
@@ -135,7 +152,7 @@ pub(crate) async fn scan(
             detail,
         )
         .await?;
-        return Err(err.into());
+        return Err(err);
     }
     super::host_input::check_hostname(&hostname)?;
     let port = super::host_input::parse_port(&body.port)?;
@@ -173,4 +190,87 @@ pub(crate) async fn scan(
         )),
         Err(ScanError::Broker(err)) => Err(err.into()),
     }
+}
+
+fn account_dto(a: &AccountRow) -> HostAccount {
+    HostAccount {
+        id: a.id,
+        host_id: a.host_id,
+        login: a.login.clone(),
+        auth_method: a.auth_method.clone(),
+        credential_id: a.credential_id,
+        key_path: a.key_path.clone(),
+        created_at: a.created_at,
+    }
+}
+
+#[utoipa::path(get, operation_id = "list_host_accounts", path = "/api/hosts/{id}/accounts", tag = "hosts", params(("id" = Uuid, Path)), responses((status = 200, description = "The host's accounts the caller may see, first account first", body = Vec<HostAccount>)))]
+pub(crate) async fn accounts(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<Vec<HostAccount>>, ApiError> {
+    let (_, rows, _) = hosts::accounts(&st, &user, id).await?;
+    Ok(axum::Json(rows.iter().map(account_dto).collect()))
+}
+
+#[utoipa::path(post, operation_id = "create_host_account", path = "/api/hosts/{id}/accounts", tag = "hosts", params(("id" = Uuid, Path)), request_body = AccountSpec, responses((status = 201, description = "Added (administrators)", body = HostAccount)))]
+pub(crate) async fn add_account(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Json(body): Json<AccountSpec>,
+) -> Result<(StatusCode, axum::Json<HostAccount>), ApiError> {
+    hosts::may_manage(&user)?;
+    if !crate::service::access::login_ok(&body.login) {
+        return Err(ApiError::invalid(
+            "login",
+            "login must be 1 to 32 characters of A-Z, a-z, 0-9, '.', '_' or '-', not starting with '.' or '-'",
+        ));
+    }
+    let (credential_id, key_path) = match body.auth_method.as_str() {
+        "stored_key" | "password" => {
+            let id = body.credential_id.ok_or_else(|| {
+                ApiError::invalid(
+                    "credential_id",
+                    "credential_id is required with stored_key and password",
+                )
+            })?;
+            (Some(id), None)
+        }
+        "key_path" => {
+            let path = body.key_path.clone().ok_or_else(|| {
+                ApiError::invalid("key_path", "key_path is required with auth_method key_path")
+            })?;
+            super::host_input::check_key_path(&path)?;
+            (None, Some(path))
+        }
+        "agent" => (None, None),
+        other => {
+            return Err(ApiError::invalid(
+                "auth_method",
+                format!(
+                    "unknown auth_method {other:?} (use stored_key, password, key_path or agent)"
+                ),
+            ))
+        }
+    };
+    let fields = AccountFields {
+        login: &body.login,
+        auth_method: &body.auth_method,
+        credential_id,
+        key_path: key_path.as_deref(),
+    };
+    let row = hosts::add_account(&st, &user, id, &fields).await?;
+    Ok((StatusCode::CREATED, axum::Json(account_dto(&row))))
+}
+
+#[utoipa::path(delete, operation_id = "delete_host_account", path = "/api/hosts/{id}/accounts/{account_id}", tag = "hosts", params(("id" = Uuid, Path), ("account_id" = Uuid, Path)), responses((status = 204, description = "Removed (administrators); a host keeps at least one account (409 `last_account`)")))]
+pub(crate) async fn remove_account(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path((id, account)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    hosts::delete_account(&st, &user, id, account).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -14,18 +14,19 @@ use super::AppState;
 use crate::auth::{self, AuthUser, Credential};
 use crate::client_addr::ClientAddr;
 use crate::error::ApiError;
-use crate::service::accounts;
+use crate::service::{accounts, Role};
 
 /// Largest sign-in request body (a long passphrase, JSON-escaped, fits).
 const LOGIN_BODY_MAX: usize = 8 * 1024;
 /// How long a client may take to send it.
 const LOGIN_BODY_TIME: Duration = Duration::from_secs(10);
 
-fn user_summary(id: Uuid, username: &str, is_admin: bool) -> UserSummary {
+fn user_summary(id: Uuid, username: &str, role: Role) -> UserSummary {
     UserSummary {
         id,
         username: username.to_owned(),
-        is_admin,
+        is_admin: role == Role::Admin,
+        role: role.as_str().to_owned(),
     }
 }
 
@@ -63,7 +64,7 @@ pub(crate) async fn login(
     let body = read_login(body).await?;
     let signed = accounts::sign_in(&st, &body.username, body.password, addr).await?;
     let body = LoginResponse {
-        user: user_summary(signed.id, &signed.username, signed.is_admin),
+        user: user_summary(signed.id, &signed.username, signed.role),
         csrf_token: signed.csrf_token,
     };
     let cookie = auth::login_cookie(&signed.cookie_token, st.settings.cookie_secure);
@@ -89,7 +90,7 @@ pub(crate) async fn me(user: AuthUser) -> axum::Json<Me> {
         _ => None,
     };
     axum::Json(Me {
-        user: user_summary(user.id, &user.username, user.is_admin),
+        user: user_summary(user.id, &user.username, user.role),
         csrf_token,
     })
 }

@@ -1,6 +1,7 @@
 //! The HTTP API: its routes, thin handlers over `service/`, and the JSON
 //! extractor whose rejections speak our error format.
 
+mod access;
 mod account;
 mod host_input;
 mod hosts;
@@ -39,6 +40,28 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/logout", post(login::logout))
         .route("/api/me", get(login::me))
         .route("/api/me/password", post(account::change_password))
+        .route("/api/me/access", get(access::mine))
+        .route(
+            "/api/groups",
+            get(access::list_groups).post(access::create_group),
+        )
+        .route(
+            "/api/groups/{id}",
+            put(access::update_group).delete(access::delete_group),
+        )
+        .route(
+            "/api/grants",
+            get(access::list_grants).post(access::create_grant),
+        )
+        .route("/api/grants/{id}", delete(access::delete_grant))
+        .route(
+            "/api/hosts/{id}/accounts",
+            get(hosts::accounts).post(hosts::add_account),
+        )
+        .route(
+            "/api/hosts/{id}/accounts/{account_id}",
+            delete(hosts::remove_account),
+        )
         .route("/api/tokens", get(tokens::list).post(tokens::create))
         .route("/api/tokens/{id}", delete(tokens::revoke))
         .route("/api/hosts", get(hosts::list).post(hosts::create))

@@ -12,7 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, hosts, library, login, recording, runs, sessions, shares, throttles, tokens, users,
+    access, account, hosts, library, login, recording, runs, sessions, shares, throttles, tokens,
+    users,
 };
 
 #[derive(OpenApi)]
@@ -32,6 +33,9 @@ use super::{
         sessions::list, sessions::open, sessions::detail, sessions::end, runs::create,
         shares::list, shares::create, shares::revoke, shares::describe,
         users::list, users::create, users::update, users::remove,
+        hosts::accounts, hosts::add_account, hosts::remove_account,
+        access::list_groups, access::create_group, access::update_group, access::delete_group,
+        access::list_grants, access::create_grant, access::delete_grant, access::mine,
         throttles::list, throttles::clear,
         recording::asciicast, recording::events,
         library::list_tasks, library::create_task, library::get_task,
@@ -164,6 +168,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 43);
+        assert_eq!(operations.len(), 54);
     }
 }

@@ -18,7 +18,7 @@ use super::AppState;
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::recording::asciicast::{self, CastEvent, Writer};
-use crate::service::{sessions, Action};
+use crate::service::sessions;
 use crate::store::recording_pages::{self as reader, Cursor, Limits};
 use crate::store::recordings;
 use crate::store::sessions::SessionRow;
@@ -36,7 +36,7 @@ const PAGE_BYTES: usize = 1 << 20;
 
 /// The session, if its recording has not been deleted.
 async fn recorded(st: &AppState, id: Uuid, user: &AuthUser) -> Result<SessionRow, ApiError> {
-    let session = sessions::load(st, id, user, Action::View).await?;
+    let session = sessions::load_recording(st, id, user).await?;
     let deleted = recordings::deleted_at(&st.db, id).await?;
     match deleted {
         Some(at) => Err(ApiError::new(

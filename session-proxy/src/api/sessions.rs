@@ -21,6 +21,7 @@ fn to_dto(row: &SessionRow, runs: Vec<Run>) -> Session {
         id: row.id,
         host_id: row.host_id,
         host_name: row.host_name.clone(),
+        account: row.account.clone(),
         owner: row.owner.clone(),
         status: row.status.clone(),
         runner: row.runner.clone(),

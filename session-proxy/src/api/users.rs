@@ -16,7 +16,7 @@ use super::{AppState, Json};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::passwords;
-use crate::service::{authorize, sessions, Action, Resource, ServiceError};
+use crate::service::{access, authorize, sessions, Action, Resource, Role, ServiceError};
 use crate::store::users::UserRow;
 use crate::store::{self, AuditAction};
 
@@ -28,6 +28,11 @@ fn valid_username(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    Role::parse(role)
+        .ok_or_else(|| ApiError::invalid("role", "role must be admin, auditor or user"))
 }
 
 fn may_manage(user: &AuthUser) -> Result<(), ApiError> {
@@ -49,6 +54,11 @@ pub(crate) async fn create(
     }
     passwords::check_new(&body.username, &body.password)
         .map_err(|why| ApiError::invalid("password", why))?;
+    let role = match body.role.as_deref() {
+        Some(r) => parse_role(r)?,
+        None if body.is_admin => Role::Admin,
+        None => Role::User,
+    };
     let hash = st.hasher.hash(body.password).await.map_err(ServiceError::from)?;
     let id = Uuid::now_v7();
     let created = store::users::create(
@@ -56,7 +66,7 @@ pub(crate) async fn create(
         id,
         &body.username,
         &hash,
-        body.is_admin,
+        role.as_str(),
         user.audit_id(),
         AuditAction::UserCreate,
     )
@@ -72,7 +82,8 @@ pub(crate) async fn create(
         axum::Json(CreatedUser {
             id,
             username: body.username,
-            is_admin: body.is_admin,
+            is_admin: role == Role::Admin,
+            role: role.as_str().to_owned(),
             disabled: false,
         }),
     ))
@@ -83,10 +94,12 @@ impl UserRow {
         User {
             id: self.id,
             username: self.username.clone(),
-            is_admin: self.is_admin,
+            is_admin: self.role == "admin",
+            role: self.role.clone(),
             created_at: self.created_at,
             disabled: self.disabled_at.is_some(),
             disabled_at: self.disabled_at,
+            groups: self.groups.clone(),
         }
     }
 }
@@ -123,8 +136,22 @@ pub(crate) async fn update(
 ) -> Result<axum::Json<User>, ApiError> {
     may_manage(&user)?;
     let target = fetch(&st.db, id).await?;
-    if id == user.id && (body.disabled == Some(true) || body.is_admin == Some(false)) {
+    let role = match (body.role.as_deref(), body.is_admin) {
+        (Some(r), _) => Some(parse_role(r)?),
+        (None, Some(true)) => Some(Role::Admin),
+        (None, Some(false)) => Some(Role::User),
+        (None, None) => None,
+    };
+    if id == user.id && (body.disabled == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
         return Err(not_yourself());
+    }
+    if let Some(groups) = &body.groups {
+        if let Some(unknown) = store::access::unknown_groups(&st.db, groups).await?.first() {
+            return Err(ApiError::invalid(
+                "groups",
+                format!("no group with id {unknown}"),
+            ));
+        }
     }
     let password_hash = match body.password {
         Some(pw) => {
@@ -136,12 +163,16 @@ pub(crate) async fn update(
     };
     let change = store::users::Change {
         disabled: body.disabled,
-        is_admin: body.is_admin,
+        role: role.map(|r| r.as_str().to_owned()),
+        groups: body.groups.clone(),
         password_hash,
     };
     store::users::change(&st.db, id, &target.username, &change, user.audit_id()).await?;
     if body.disabled == Some(true) {
         sessions::end_all_of(&st, id, &user, MAX_LISTED).await?;
+    }
+    if role.is_some() || body.groups.is_some() {
+        access::enforce_now(&st).await;
     }
     Ok(axum::Json(fetch(&st.db, id).await?.to_dto()))
 }

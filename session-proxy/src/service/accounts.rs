@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::ServiceError;
+use super::{Role, ServiceError};
 use crate::auth::{self, AuthUser};
 use crate::passwords::{self, HashError, Hasher};
 use crate::state::AppState;
@@ -21,7 +21,7 @@ use crate::store::{self, audit, AuditAction};
 pub(crate) struct SignedIn {
     pub(crate) id: Uuid,
     pub(crate) username: String,
-    pub(crate) is_admin: bool,
+    pub(crate) role: Role,
     pub(crate) cookie_token: String,
     pub(crate) csrf_token: String,
 }
@@ -65,7 +65,7 @@ pub(crate) async fn sign_in(
     let stored = row.as_ref().map(|r| r.2.clone());
     let ok = admitted.verify(stored, password).await;
     let address = addr.map(|a| a.to_string());
-    let Some((id, username, _, is_admin, disabled_at)) = row.filter(|_| ok) else {
+    let Some((id, username, _, role, disabled_at)) = row.filter(|_| ok) else {
         let tried = db::untrusted_text(username);
         let detail = json!({"address": address});
         audit::record_alone(&st.db, None, AuditAction::LoginFailed, &tried, detail).await?;
@@ -93,7 +93,7 @@ pub(crate) async fn sign_in(
     Ok(SignedIn {
         id,
         username,
-        is_admin,
+        role: Role::parse(&role).unwrap_or(Role::User),
         cookie_token,
         csrf_token,
     })
@@ -162,5 +162,5 @@ pub(crate) async fn ensure_admin(
     let hash = hasher.hash(password.to_owned()).await?;
     let id = Uuid::now_v7();
     let action = AuditAction::UserCreateAdmin;
-    Ok(store::users::create(db, id, username, &hash, true, None, action).await?)
+    Ok(store::users::create(db, id, username, &hash, "admin", None, action).await?)
 }

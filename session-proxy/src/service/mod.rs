@@ -3,6 +3,7 @@
 //! handlers (`api/`) and the WebSocket (`ws/`) both call these and turn a
 //! [`ServiceError`] into their own answer in one place each (`error.rs`).
 
+pub(crate) mod access;
 pub(crate) mod accounts;
 pub(crate) mod authorize;
 pub(crate) mod hosts;
@@ -15,7 +16,9 @@ pub(crate) mod tokens;
 use std::borrow::Cow;
 
 use crate::bus::BrokerError;
-pub(crate) use authorize::{authorize, Action, Actor, Denied, Resource};
+pub(crate) use authorize::{
+    authorize, Action, Actor, Denied, Grant, GrantTarget, HostAccess, HostAction, Resource, Role,
+};
 
 /// Why the domain refused or failed, in its own terms.
 #[derive(Debug, thiserror::Error)]

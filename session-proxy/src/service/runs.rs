@@ -4,7 +4,8 @@ use shellway_common::control::{RunKind, RunSpec};
 use shellway_common::{script, Control};
 use uuid::Uuid;
 
-use super::ServiceError;
+use super::access::Access;
+use super::{Action, HostAction, Role, ServiceError};
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store;
@@ -89,6 +90,45 @@ fn step_count(n: usize) -> String {
     format!("{n} step{}", if n == 1 { "" } else { "s" })
 }
 
+/// Whether `user`'s grants allow a run in `session` (its host and account);
+/// `account`, when given, must be the session's.
+async fn may_run(
+    st: &AppState,
+    session: Uuid,
+    user: &AuthUser,
+    account: Option<&str>,
+) -> Result<(), ServiceError> {
+    let row = store::sessions::get(&st.db, session)
+        .await?
+        .ok_or(ServiceError::NotFound("session"))?;
+    if let Some(login) = account {
+        if row.account.as_deref() != Some(login) {
+            return Err(ServiceError::invalid(
+                "account",
+                format!(
+                    "this session is logged in as {:?}",
+                    row.account.unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    let access = Access::load(st, user).await?;
+    if access.actor.role == Role::Admin {
+        return Ok(());
+    }
+    let Some(host) = row.host_id else {
+        return Err(ServiceError::conflict(
+            "host_deleted",
+            "the session's host was deleted",
+        ));
+    };
+    let host = store::hosts::get(&st.db, host)
+        .await?
+        .ok_or(ServiceError::NotFound("host"))?;
+    access.check(&host, row.account.as_deref(), Action::Use(HostAction::Run))?;
+    Ok(())
+}
+
 /// Records a queued run in a live session `user` may control and sends it
 /// to the session's runner. `ordered` keeps it in order with the caller's
 /// keystrokes (WebSocket path).
@@ -99,6 +139,7 @@ pub(crate) async fn start(
     req: &RunRequest,
     ordered: bool,
 ) -> Result<Uuid, ServiceError> {
+    may_run(st, session, user, req.account.as_deref()).await?;
     let (kind, label, steps) = resolve(&st.db, req).await?;
     let run = Uuid::now_v7();
     let new = store::runs::NewRun {

@@ -4,7 +4,8 @@ use chrono::Utc;
 use shellway_common::{Control, Event, PtySize, SessionRequest, SessionStatus};
 use uuid::Uuid;
 
-use super::{authorize, hosts, Action, Resource, ServiceError};
+use super::access::{self, Access};
+use super::{authorize, hosts, Action, HostAction, Resource, ServiceError};
 use crate::auth::AuthUser;
 use crate::bus::BrokerError;
 use crate::state::AppState;
@@ -28,6 +29,32 @@ pub(crate) async fn load(
         },
     )?;
     Ok(row)
+}
+
+/// The session, if `user` may read its recording: who may view it, and
+/// those granted `view_recordings` on its host and account.
+pub(crate) async fn load_recording(
+    st: &AppState,
+    id: Uuid,
+    user: &AuthUser,
+) -> Result<SessionRow, ServiceError> {
+    match load(st, id, user, Action::View).await {
+        Err(ServiceError::Denied(denied)) => {
+            let row = store::sessions::get(&st.db, id)
+                .await?
+                .ok_or(ServiceError::NotFound("session"))?;
+            let access = Access::load(st, user).await?;
+            if access::session_allows(st, &access, &row, HostAction::ViewRecordings)
+                .await?
+                .is_ok()
+            {
+                Ok(row)
+            } else {
+                Err(denied.into())
+            }
+        }
+        other => other,
+    }
 }
 
 /// The session, if `user` may act on it and it is live.
@@ -89,20 +116,29 @@ pub(crate) async fn open(
     req: OpenRequest,
 ) -> Result<Uuid, ServiceError> {
     let pty = pty_size(req.cols, req.rows)?;
-    let host = store::hosts::get(&st.db, req.host_id)
-        .await?
-        .ok_or_else(|| ServiceError::invalid("host_id", "no such host"))?;
-    let target = hosts::target(&host)?;
+    let access = Access::load(st, user).await?;
+    let host = store::hosts::get(&st.db, req.host_id).await?;
+    let host = match host {
+        Some(h) if access.sees(&h) => h,
+        Some(_) => return Err(ServiceError::NotFound("host")),
+        None if user.is_admin() => return Err(ServiceError::invalid("host_id", "no such host")),
+        None => return Err(ServiceError::NotFound("host")),
+    };
+    let shell = req.shell.unwrap_or(true);
+    let account = access::account_for(st, &access, &host, req.account.as_deref()).await?;
+    let action = Action::Use(access::session_action(shell));
+    access.check(&host, Some(&account.login), action)?;
+    let target = hosts::target(&host, &account)?;
     if !st.broker.is_up() {
         // Refused before anything is written: no session to clean up.
         return Err(BrokerError::NotConnected.into());
     }
     let id = Uuid::now_v7();
-    let shell = req.shell.unwrap_or(true);
     let new = store::sessions::NewSession {
         id,
         host: host.id,
         host_name: &host.name,
+        account: &account.login,
         owner: user.audit_id(),
         cols: pty.cols,
         rows: pty.rows,
@@ -157,16 +193,28 @@ pub(crate) async fn end(st: &AppState, id: Uuid, user: &AuthUser) -> Result<(), 
 /// session no runner has taken yet is closed right here.
 pub(crate) async fn end_now(st: &AppState, id: Uuid, user: &AuthUser) -> Result<(), ServiceError> {
     let reason = format!("ended by {}", user.username);
+    end_with(st, id, &reason, Some(&user.username), user.audit_id()).await
+}
+
+/// Ends a session with `reason` for its viewers, `by` someone (or the
+/// proxy), audited as `who`'s `session.end`.
+pub(crate) async fn end_with(
+    st: &AppState,
+    id: Uuid,
+    reason: &str,
+    by: Option<&str>,
+    who: store::audit::Who<'_>,
+) -> Result<(), ServiceError> {
     let close = Control::Close {
-        reason: reason.clone(),
-        by: Some(user.username.clone()),
+        reason: reason.to_owned(),
+        by: by.map(str::to_owned),
     };
     st.broker.publish_control(id, &close, false).await?;
-    let closed_here = store::sessions::end_by(&st.db, id, user.audit_id()).await?;
+    let closed_here = store::sessions::end_by(&st.db, id, who).await?;
     if closed_here {
         let closed = Event::Closed {
-            reason,
-            by: Some(user.username.clone()),
+            reason: reason.to_owned(),
+            by: by.map(str::to_owned),
         };
         st.broker.publish_event(id, &closed).await?;
         let status = Event::Status {
@@ -179,7 +227,8 @@ pub(crate) async fn end_now(st: &AppState, id: Uuid, user: &AuthUser) -> Result<
     Ok(())
 }
 
-/// Ends every live session of a user who was disabled or deleted.
+/// Ends every live session of a user who was disabled or deleted: their
+/// viewers are told "access revoked".
 pub(crate) async fn end_all_of(
     st: &AppState,
     owner: Uuid,
@@ -187,7 +236,8 @@ pub(crate) async fn end_all_of(
     limit: i64,
 ) -> Result<(), ServiceError> {
     for id in store::sessions::live_of_owner(&st.db, owner, limit).await? {
-        end_now(st, id, admin).await?;
+        let reason = super::access::ACCESS_REVOKED;
+        end_with(st, id, reason, Some(&admin.username), admin.audit_id()).await?;
     }
     Ok(())
 }

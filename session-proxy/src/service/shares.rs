@@ -128,6 +128,8 @@ pub(crate) async fn create(
         "the session has ended; only live sessions can be shared",
     )
     .await?;
+    let access = super::access::Access::load(st, user).await?;
+    super::access::session_allows(st, &access, &session, super::HostAction::Share).await??;
     let mode = parse_mode(mode.unwrap_or("view"))
         .ok_or_else(|| ServiceError::invalid("mode", "mode must be \"view\" or \"control\""))?;
     let max = st.settings.sharing.max_expiry;
@@ -217,6 +219,34 @@ pub(crate) async fn resolve(st: &AppState, token: &str) -> Result<Share, Service
         expires_at: row.expires_at,
         start_seq: u64::try_from(row.start_seq).unwrap_or(0),
     })
+}
+
+/// A `control` link works only while its session's owner still holds the
+/// grant the session needs; a `view` link needs no grant of anyone.
+pub(crate) async fn owner_still_allowed(st: &AppState, share: &Share) -> Result<(), ServiceError> {
+    if share.mode != ViewMode::Control {
+        return Ok(());
+    }
+    let session = store::sessions::get(&st.db, share.session)
+        .await?
+        .ok_or(LinkRefused::Ended)?;
+    let role = store::users::role_of(&st.db, session.owner_id).await?;
+    let Some(role) = role.as_deref().and_then(super::Role::parse) else {
+        return Err(LinkRefused::Revoked.into());
+    };
+    let owner = super::Actor {
+        id: session.owner_id,
+        role,
+    };
+    let access = super::access::Access::of(st, owner).await?;
+    let action = super::access::session_action(session.shell);
+    if super::access::session_allows(st, &access, &session, action)
+        .await?
+        .is_err()
+    {
+        return Err(LinkRefused::Revoked.into());
+    }
+    Ok(())
 }
 
 /// Whether someone not signed in may use this link.

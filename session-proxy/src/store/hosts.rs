@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -18,11 +19,14 @@ pub(crate) struct HostRow {
     pub key_path: Option<String>,
     pub host_key_policy: String,
     pub host_keys: Vec<String>,
+    pub labels: Json<Labels>,
     pub created_at: DateTime<Utc>,
 }
 
+pub(crate) type Labels = std::collections::BTreeMap<String, String>;
+
 const COLUMNS: &str = "id, name, hostname, port, username, auth_method, key_path, \
-                       host_key_policy, host_keys, created_at";
+                       host_key_policy, host_keys, labels, created_at";
 
 /// A host's settings as written.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +39,7 @@ pub(crate) struct HostFields<'a> {
     pub key_path: Option<&'a str>,
     pub host_key_policy: &'a str,
     pub host_keys: &'a [String],
+    pub labels: &'a Labels,
 }
 
 /// Why a host could not be written.
@@ -84,7 +89,8 @@ pub(crate) async fn save(
         None => (
             format!(
                 "INSERT INTO hosts (id, name, hostname, port, username, auth_method, key_path, \
-                 host_key_policy, host_keys) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 host_key_policy, host_keys, labels) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  RETURNING {COLUMNS}"
             ),
             Uuid::now_v7(),
@@ -94,7 +100,7 @@ pub(crate) async fn save(
             format!(
                 "UPDATE hosts SET name = $2, hostname = $3, port = $4, username = $5, \
                  auth_method = $6, key_path = $7, host_key_policy = $8, host_keys = $9, \
-                 updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+                 labels = $10, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
             ),
             id,
             AuditAction::HostUpdate,
@@ -110,12 +116,20 @@ pub(crate) async fn save(
         .bind(h.key_path)
         .bind(h.host_key_policy)
         .bind(h.host_keys)
+        .bind(Json(h.labels))
         .fetch_optional(&mut *tx)
         .await
         .map_err(duplicate_name)?;
     let Some(row) = row else {
         return Ok(None);
     };
+    let first = super::access::AccountFields {
+        login: h.username,
+        auth_method: h.auth_method,
+        credential_id: None,
+        key_path: h.key_path,
+    };
+    super::access::set_first_account(&mut tx, row.id, &first).await?;
     audit::record(&mut tx, who, action, &row.id.to_string(), detail(&row)).await?;
     tx.commit().await?;
     Ok(Some(row))

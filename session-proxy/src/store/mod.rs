@@ -3,6 +3,7 @@
 //! [`lifecycle`], and every audit line is written in the transaction of
 //! the change it records ([`audit`]).
 
+pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod hosts;
 pub(crate) mod inputs;

@@ -30,6 +30,8 @@ pub(crate) struct SessionRow {
     pub created_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub viewers: sqlx::types::Json<Vec<ViewerInfo>>,
+    pub account: Option<String>,
+    pub shell: bool,
 }
 
 impl SessionRow {
@@ -43,6 +45,7 @@ static SELECT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT s.id, s.host_id, h.name AS host_name, s.owner_id, u.username AS owner, \
          s.status, s.runner, s.cols, s.rows, s.error_kind, s.error, s.created_at, s.ended_at, \
+         s.account, s.shell, \
          CASE WHEN s.status IN ({}) THEN s.viewers ELSE '[]' END AS viewers \
          FROM sessions s JOIN users u ON u.id = s.owner_id LEFT JOIN hosts h ON h.id = s.host_id",
         super::sql_list(&lifecycle::live_sessions())
@@ -105,6 +108,7 @@ pub(crate) struct NewSession<'a> {
     pub id: Uuid,
     pub host: Uuid,
     pub host_name: &'a str,
+    pub account: &'a str,
     pub owner: Who<'a>,
     pub cols: u16,
     pub rows: u16,
@@ -115,8 +119,8 @@ pub(crate) struct NewSession<'a> {
 pub(crate) async fn create(db: &PgPool, s: &NewSession<'_>) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO sessions (id, host_id, owner_id, status, cols, rows, shell) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6)",
+        "INSERT INTO sessions (id, host_id, owner_id, status, cols, rows, shell, account) \
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
     )
     .bind(s.id)
     .bind(s.host)
@@ -124,9 +128,10 @@ pub(crate) async fn create(db: &PgPool, s: &NewSession<'_>) -> Result<(), sqlx::
     .bind(i32::from(s.cols))
     .bind(i32::from(s.rows))
     .bind(s.shell)
+    .bind(s.account)
     .execute(&mut *tx)
     .await?;
-    let detail = json!({"host": s.host_name});
+    let detail = json!({"host": s.host_name, "account": s.account});
     audit::record(
         &mut tx,
         s.owner,

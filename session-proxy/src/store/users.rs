@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use super::audit::{self, AuditAction, Who};
 
-/// Id, name, is admin: who a credential belongs to.
-pub(crate) type Caller = (Uuid, String, bool);
+/// Id, name, role: who a credential belongs to.
+pub(crate) type Caller = (Uuid, String, String);
 
 /// The live user behind an API token (its last use noted).
 pub(crate) async fn by_token(db: &PgPool, hash: &[u8]) -> Result<Option<Caller>, sqlx::Error> {
@@ -17,7 +17,7 @@ pub(crate) async fn by_token(db: &PgPool, hash: &[u8]) -> Result<Option<Caller>,
         "UPDATE api_tokens t SET last_used_at = now() FROM users u \
          WHERE t.token_hash = $1 AND u.id = t.user_id AND t.expires_at > now() \
          AND u.disabled_at IS NULL AND u.deleted_at IS NULL \
-         RETURNING u.id, u.username, u.is_admin",
+         RETURNING u.id, u.username, u.role",
     )
     .bind(hash)
     .fetch_optional(db)
@@ -28,9 +28,9 @@ pub(crate) async fn by_token(db: &PgPool, hash: &[u8]) -> Result<Option<Caller>,
 pub(crate) async fn by_cookie(
     db: &PgPool,
     hash: &[u8],
-) -> Result<Option<(Uuid, String, bool, String)>, sqlx::Error> {
+) -> Result<Option<(Uuid, String, String, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT u.id, u.username, u.is_admin, w.csrf_token FROM web_sessions w \
+        "SELECT u.id, u.username, u.role, w.csrf_token FROM web_sessions w \
          JOIN users u ON u.id = w.user_id WHERE w.token_hash = $1 AND w.expires_at > now() \
          AND u.disabled_at IS NULL AND u.deleted_at IS NULL",
     )
@@ -39,18 +39,28 @@ pub(crate) async fn by_cookie(
     .await
 }
 
-/// Id, name, password hash, is admin, disabled since.
-pub(crate) type LoginRow = (Uuid, String, String, bool, Option<DateTime<Utc>>);
+/// Id, name, password hash, role, disabled since.
+pub(crate) type LoginRow = (Uuid, String, String, String, Option<DateTime<Utc>>);
 
 pub(crate) async fn for_login(
     db: &PgPool,
     username: &str,
 ) -> Result<Option<LoginRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, username, password_hash, is_admin, disabled_at FROM users \
+        "SELECT id, username, password_hash, role, disabled_at FROM users \
          WHERE username = $1 AND deleted_at IS NULL",
     )
     .bind(username)
+    .fetch_optional(db)
+    .await
+}
+
+/// The role of a live (not disabled, not deleted) user.
+pub(crate) async fn role_of(db: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT role FROM users WHERE id = $1 AND disabled_at IS NULL AND deleted_at IS NULL",
+    )
+    .bind(id)
     .fetch_optional(db)
     .await
 }
@@ -134,19 +144,20 @@ pub(crate) async fn create(
     id: Uuid,
     username: &str,
     hash: &str,
-    is_admin: bool,
+    role: &str,
     who: Who<'_>,
     action: AuditAction,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
     let created = sqlx::query(
-        "INSERT INTO users (id, username, password_hash, is_admin) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO users (id, username, password_hash, role, is_admin) \
+         VALUES ($1, $2, $3, $4, $4 = 'admin') \
          ON CONFLICT (username) WHERE deleted_at IS NULL DO NOTHING",
     )
     .bind(id)
     .bind(username)
     .bind(hash)
-    .bind(is_admin)
+    .bind(role)
     .execute(&mut *tx)
     .await?
     .rows_affected()
@@ -155,7 +166,7 @@ pub(crate) async fn create(
         return Ok(false);
     }
     let detail = match action {
-        AuditAction::UserCreate => json!({"is_admin": is_admin}),
+        AuditAction::UserCreate => json!({"after": {"role": role}}),
         _ => json!({}),
     };
     audit::record(&mut tx, who, action, username, detail).await?;
@@ -176,13 +187,16 @@ pub(crate) async fn exists(db: &PgPool, username: &str) -> Result<bool, sqlx::Er
 pub(crate) struct UserRow {
     pub id: Uuid,
     pub username: String,
-    pub is_admin: bool,
+    pub role: String,
     pub created_at: DateTime<Utc>,
     pub disabled_at: Option<DateTime<Utc>>,
+    /// Ids of the groups they belong to.
+    pub groups: Vec<Uuid>,
 }
 
-const SELECT: &str =
-    "SELECT id, username, is_admin, created_at, disabled_at FROM users WHERE deleted_at IS NULL";
+const SELECT: &str = "SELECT id, username, role, created_at, disabled_at, \
+     ARRAY(SELECT group_id FROM group_members m WHERE m.user_id = users.id ORDER BY group_id) \
+     AS groups FROM users WHERE deleted_at IS NULL";
 
 pub(crate) async fn list(db: &PgPool, limit: i64) -> Result<Vec<UserRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -204,7 +218,8 @@ pub(crate) async fn get(db: &PgPool, id: Uuid) -> Result<Option<UserRow>, sqlx::
 #[derive(Debug, Default)]
 pub(crate) struct Change {
     pub disabled: Option<bool>,
-    pub is_admin: Option<bool>,
+    pub role: Option<String>,
+    pub groups: Option<Vec<Uuid>>,
     pub password_hash: Option<String>,
 }
 
@@ -237,14 +252,35 @@ pub(crate) async fn change(
         };
         audit::record(&mut tx, who, action, name, json!({})).await?;
     }
-    if let Some(is_admin) = c.is_admin {
-        sqlx::query("UPDATE users SET is_admin = $2 WHERE id = $1")
+    if let Some(role) = &c.role {
+        let before: String = sqlx::query_scalar("SELECT role FROM users WHERE id = $1 FOR UPDATE")
             .bind(id)
-            .bind(is_admin)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE users SET role = $2, is_admin = ($2 = 'admin') WHERE id = $1")
+            .bind(id)
+            .bind(role)
             .execute(&mut *tx)
             .await?;
-        let detail = json!({"is_admin": is_admin});
+        let detail = json!({"before": {"role": before}, "after": {"role": role}});
         audit::record(&mut tx, who, AuditAction::UserUpdate, name, detail).await?;
+    }
+    if let Some(groups) = &c.groups {
+        let before: Vec<Uuid> =
+            sqlx::query_scalar("DELETE FROM group_members WHERE user_id = $1 RETURNING group_id")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO group_members (group_id, user_id) \
+             SELECT DISTINCT g, $1 FROM unnest($2::uuid[]) g",
+        )
+        .bind(id)
+        .bind(groups)
+        .execute(&mut *tx)
+        .await?;
+        let detail = json!({"before": {"groups": before}, "after": {"groups": groups}});
+        audit::record(&mut tx, who, AuditAction::UserGroups, name, detail).await?;
     }
     if let Some(hash) = &c.password_hash {
         sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
@@ -290,6 +326,16 @@ pub(crate) async fn delete(
 }
 
 async fn revoke_credentials(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    // Their live sessions are ended by whoever disabled them (the access
+    // re-check leaves these alone).
+    sqlx::query(
+        "UPDATE sessions SET access_revoked_at = coalesce(access_revoked_at, now()) \
+         WHERE owner_id = $1 AND status = ANY($2)",
+    )
+    .bind(id)
+    .bind(super::lifecycle::live_sessions())
+    .execute(&mut *conn)
+    .await?;
     for sql in [
         "DELETE FROM web_sessions WHERE user_id = $1",
         "DELETE FROM api_tokens WHERE user_id = $1",

@@ -102,12 +102,13 @@ pub(crate) async fn join(
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let share = shares::resolve(&st, &token).await?;
+    shares::owner_still_allowed(&st, &share).await?;
     let user = match user {
         Ok(user) => user,
         Err(_) if shares::anonymous_may_join(&st, &share) => AuthUser {
             id: Uuid::nil(),
             username: "anonymous".into(),
-            is_admin: false,
+            role: crate::service::Role::User,
             credential: Credential::Token,
         },
         Err(err) => return Err(err),
