@@ -70,6 +70,36 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A runner's identities (several during a rotation), shared and cheap to
+/// clone. Debug shows only how many there are.
+#[derive(Clone, Default)]
+pub struct Identities(std::sync::Arc<Vec<Identity>>);
+
+impl Identities {
+    pub fn new(identities: Vec<Identity>) -> Self {
+        Self(std::sync::Arc::new(identities))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Opens a sealed credential with whichever identity fits.
+    pub fn open(&self, ciphertext: &[u8]) -> Result<Secret, VaultError> {
+        open(&self.0, ciphertext)
+    }
+}
+
+impl std::fmt::Debug for Identities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identities({})", self.0.len())
+    }
+}
+
 /// Why a credential could not be sealed or opened. No variant carries
 /// plaintext.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! (`docs/openapi.json`, `GET /api/openapi.json`) is generated from them.
 
 pub mod account;
+pub mod credentials;
 pub mod errors;
 pub mod health;
 pub mod hosts;

@@ -2,6 +2,7 @@
 //! extractor whose rejections speak our error format.
 
 mod account;
+mod credentials;
 mod host_input;
 mod hosts;
 mod library;
@@ -41,6 +42,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/me/password", post(account::change_password))
         .route("/api/tokens", get(tokens::list).post(tokens::create))
         .route("/api/tokens/{id}", delete(tokens::revoke))
+        .route(
+            "/api/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route("/api/credentials/{id}", delete(credentials::remove))
         .route("/api/hosts", get(hosts::list).post(hosts::create))
         .route("/api/hosts/scan", post(hosts::scan))
         .route(

@@ -12,7 +12,7 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, hosts, library, login, recording, runs, sessions, shares, throttles, tokens, users,
+    account, credentials, hosts, library, login, recording, runs, sessions, shares, throttles, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -28,6 +28,7 @@ use super::{
     paths(
         login::login, login::logout, login::me, account::change_password,
         tokens::list, tokens::create, tokens::revoke,
+        credentials::list, credentials::create, credentials::remove,
         hosts::list, hosts::create, hosts::scan, hosts::get_one, hosts::update, hosts::remove,
         sessions::list, sessions::open, sessions::detail, sessions::end, runs::create,
         shares::list, shares::create, shares::revoke, shares::describe,

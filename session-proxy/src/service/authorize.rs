@@ -35,6 +35,8 @@ pub(crate) enum Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resource {
     Hosts,
+    /// The credential vault: administrators only.
+    Credentials,
     Library,
     Users,
     LoginThrottles,
@@ -74,7 +76,7 @@ pub(crate) fn authorize(actor: &Actor, action: Action, resource: Resource) -> Re
         Session { .. } => Denied::Hidden("session"),
         Share { .. } => Denied::Hidden("share link"),
         Token { .. } => Denied::Hidden("token"),
-        Hosts | Library | Users | LoginThrottles | Sessions => Denied::Forbidden,
+        Hosts | Credentials | Library | Users | LoginThrottles | Sessions => Denied::Forbidden,
     })
 }
 
@@ -120,6 +122,11 @@ mod tests {
             (alice, Read, Resource::Users, forbidden),
             (alice, Manage, Resource::Users, forbidden),
             (admin, Manage, Resource::Users, Ok(())),
+            // So is the credential vault, even to read.
+            (alice, Read, Resource::Credentials, forbidden),
+            (alice, Manage, Resource::Credentials, forbidden),
+            (admin, Read, Resource::Credentials, Ok(())),
+            (admin, Manage, Resource::Credentials, Ok(())),
             (alice, Manage, Resource::LoginThrottles, forbidden),
             (admin, Read, Resource::LoginThrottles, Ok(())),
             // A session is its owner's; others do not learn it exists.

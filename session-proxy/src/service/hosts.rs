@@ -4,23 +4,28 @@ use serde_json::Value;
 use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use uuid::Uuid;
 
-use super::{authorize, Action, Resource, ServiceError};
+use super::{authorize, credentials, Action, Resource, ServiceError};
+use shellway_common::vault::CredentialKind;
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store;
 use crate::store::hosts::{HostFields, HostRow, HostWriteError};
 
-/// What a runner needs to reach this host, or why it cannot.
-pub(crate) fn target(h: &HostRow) -> Result<HostTarget, ServiceError> {
+/// What a runner needs to reach this host, or why it cannot. A stored
+/// credential travels sealed: only a runner can open it.
+pub(crate) async fn target(st: &AppState, h: &HostRow) -> Result<HostTarget, ServiceError> {
     let unusable = || {
         ServiceError::conflict(
             "host_unusable",
             "this host's settings are not usable; edit the host",
         )
     };
-    let auth = match (h.auth_method.as_str(), &h.key_path) {
-        ("key_path", Some(path)) => AuthMethod::KeyPath { path: path.clone() },
-        ("agent", _) => AuthMethod::Agent,
+    let auth = match (h.auth_method.as_str(), &h.key_path, h.credential_id) {
+        ("key_path", Some(path), _) => AuthMethod::KeyPath { path: path.clone() },
+        ("agent", _, _) => AuthMethod::Agent,
+        ("stored_key" | "password", _, Some(credential)) => {
+            credentials::sealed_auth(st, credential).await?
+        }
         _ => return Err(unusable()),
     };
     Ok(HostTarget {
@@ -64,6 +69,7 @@ pub(crate) async fn save(
     detail: impl FnOnce(&HostRow) -> Value,
 ) -> Result<HostRow, ServiceError> {
     may_manage(user)?;
+    check_credential(st, fields).await?;
     match store::hosts::save(&st.db, id, fields, user.audit_id(), detail).await {
         Ok(Some(row)) => Ok(row),
         Ok(None) => Err(ServiceError::NotFound("host")),
@@ -72,6 +78,35 @@ pub(crate) async fn save(
             "a host with this name exists already",
         )),
         Err(HostWriteError::Db(err)) => Err(err.into()),
+    }
+}
+
+/// A host that logs in with a stored credential names one that exists
+/// and is of the kind its method needs.
+async fn check_credential(st: &AppState, fields: &HostFields<'_>) -> Result<(), ServiceError> {
+    let wanted = match fields.auth_method {
+        "stored_key" => CredentialKind::PrivateKey,
+        "password" => CredentialKind::Password,
+        _ => return Ok(()),
+    };
+    let Some(id) = fields.credential_id else {
+        return Err(ServiceError::invalid(
+            "credential_id",
+            "credential_id is required with auth_method stored_key or password",
+        ));
+    };
+    match credentials::kind_of(st, id).await? {
+        None => Err(ServiceError::invalid("credential_id", "no such credential")),
+        Some(kind) if kind != wanted => Err(ServiceError::invalid(
+            "credential_id",
+            format!(
+                "the credential is a {}, and auth_method {} needs a {}",
+                kind.as_str(),
+                fields.auth_method,
+                wanted.as_str()
+            ),
+        )),
+        Some(_) => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`ServiceError`] into their own answer in one place each (`error.rs`).
 
 pub(crate) mod authorize;
+pub(crate) mod credentials;
 pub(crate) mod hosts;
 pub(crate) mod runs;
 pub(crate) mod sessions;

@@ -92,7 +92,7 @@ pub(crate) async fn open(
     let host = store::hosts::get(&st.db, req.host_id)
         .await?
         .ok_or_else(|| ServiceError::invalid("host_id", "no such host"))?;
-    let target = hosts::target(&host)?;
+    let target = hosts::target(st, &host).await?;
     if !st.broker.is_up() {
         // Refused before anything is written: no session to clean up.
         return Err(BrokerError::NotConnected.into());

@@ -16,13 +16,14 @@ pub(crate) struct HostRow {
     pub username: String,
     pub auth_method: String,
     pub key_path: Option<String>,
+    pub credential_id: Option<Uuid>,
     pub host_key_policy: String,
     pub host_keys: Vec<String>,
     pub created_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "id, name, hostname, port, username, auth_method, key_path, \
-                       host_key_policy, host_keys, created_at";
+                       credential_id, host_key_policy, host_keys, created_at";
 
 /// A host's settings as written.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +34,7 @@ pub(crate) struct HostFields<'a> {
     pub username: &'a str,
     pub auth_method: &'a str,
     pub key_path: Option<&'a str>,
+    pub credential_id: Option<Uuid>,
     pub host_key_policy: &'a str,
     pub host_keys: &'a [String],
 }
@@ -84,8 +86,8 @@ pub(crate) async fn save(
         None => (
             format!(
                 "INSERT INTO hosts (id, name, hostname, port, username, auth_method, key_path, \
-                 host_key_policy, host_keys) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 RETURNING {COLUMNS}"
+                 host_key_policy, host_keys, credential_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLUMNS}"
             ),
             Uuid::now_v7(),
             AuditAction::HostCreate,
@@ -94,7 +96,7 @@ pub(crate) async fn save(
             format!(
                 "UPDATE hosts SET name = $2, hostname = $3, port = $4, username = $5, \
                  auth_method = $6, key_path = $7, host_key_policy = $8, host_keys = $9, \
-                 updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+                 credential_id = $10, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
             ),
             id,
             AuditAction::HostUpdate,
@@ -110,6 +112,7 @@ pub(crate) async fn save(
         .bind(h.key_path)
         .bind(h.host_key_policy)
         .bind(h.host_keys)
+        .bind(h.credential_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(duplicate_name)?;

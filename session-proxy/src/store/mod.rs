@@ -4,6 +4,7 @@
 //! the change it records ([`audit`]).
 
 pub(crate) mod audit;
+pub(crate) mod credentials;
 pub(crate) mod hosts;
 pub(crate) mod inputs;
 pub(crate) mod library;
