@@ -15,6 +15,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
+pub use age::secrecy;
 pub use age::x25519::{Identity, Recipient};
 
 /// What a sealed credential holds.
@@ -181,7 +182,7 @@ pub fn open(identities: &[Identity], ciphertext: &[u8]) -> Result<Secret, VaultE
         .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => VaultError::Open(
-                "it is sealed to another key than this runner's vault identity".into(),
+                "it is sealed to another key (no vault identity at hand opens it)".into(),
             ),
             other => VaultError::Open(other.to_string()),
         })?;
