@@ -122,9 +122,8 @@ pub fn parse_recipients(list: &str) -> Result<Vec<Recipient>, VaultError> {
     list.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
         .map(|s| {
-            s.parse::<Recipient>().map_err(|e| {
-                VaultError::Config(format!("invalid age recipient {s:?}: {e}"))
-            })
+            s.parse::<Recipient>()
+                .map_err(|e| VaultError::Config(format!("invalid age recipient {s:?}: {e}")))
         })
         .collect()
 }
@@ -154,9 +153,8 @@ pub fn seal(recipients: &[Recipient], secret: &Secret) -> Result<Vec<u8>, VaultE
     if recipients.is_empty() {
         return Err(VaultError::NoRecipients);
     }
-    let plaintext = Zeroizing::new(
-        serde_json::to_vec(secret).map_err(|e| VaultError::Seal(e.to_string()))?,
-    );
+    let plaintext =
+        Zeroizing::new(serde_json::to_vec(secret).map_err(|e| VaultError::Seal(e.to_string()))?);
     let encryptor =
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| VaultError::Seal(e.to_string()))?;
@@ -235,7 +233,10 @@ mod tests {
         let err = open(&[old], &sealed).err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("another key")));
         assert!(matches!(open(&[], &sealed), Err(VaultError::NoIdentity)));
-        assert!(matches!(seal(&[], &secret()), Err(VaultError::NoRecipients)));
+        assert!(matches!(
+            seal(&[], &secret()),
+            Err(VaultError::NoRecipients)
+        ));
     }
 
     #[test]
@@ -250,7 +251,9 @@ mod tests {
             b.to_string().expose_secret()
         );
         assert_eq!(parse_identities(&file).map(|v| v.len()).ok(), Some(2));
-        let err = parse_identities("AGE-SECRET-KEY-1NOPE").err().map(|e| e.to_string());
+        let err = parse_identities("AGE-SECRET-KEY-1NOPE")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| !e.contains("NOPE")));
         let list = format!("{}, {}", recipient_of(&a), recipient_of(&b));
         assert_eq!(parse_recipients(&list).map(|v| v.len()).ok(), Some(2));

@@ -346,7 +346,10 @@ async fn vault_rotate(
     );
     let to = shellway_common::vault::parse_recipients(&to.join(","))?;
     let n = rotate_vault(&opts.database_url, &identities, &to).await?;
-    tracing::info!(credentials = n, "every credential is sealed to the new recipients");
+    tracing::info!(
+        credentials = n,
+        "every credential is sealed to the new recipients"
+    );
     Ok(())
 }
 

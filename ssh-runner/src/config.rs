@@ -95,7 +95,12 @@ impl Cli {
     /// file and a line, never a key.
     fn vault_identities(&self) -> anyhow::Result<Identities> {
         let mut all = Vec::new();
-        for path in &self.vault_identity_file {
+        // An empty value (a compose default) means none.
+        for path in self
+            .vault_identity_file
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|err| {
                 anyhow::anyhow!("SHELLWAY_VAULT_IDENTITY_FILE {}: {err}", path.display())
             })?);
@@ -109,7 +114,11 @@ impl Cli {
             );
             all.extend(ids);
         }
-        if let Some(list) = &self.vault_identity {
+        if let Some(list) = self
+            .vault_identity
+            .as_ref()
+            .filter(|l| !l.trim().is_empty())
+        {
             let ids = vault::parse_identities(list)
                 .map_err(|err| anyhow::anyhow!("SHELLWAY_VAULT_IDENTITY: {err}"))?;
             all.extend(ids);

@@ -462,8 +462,10 @@ impl TestEnv {
         use age_secrecy::ExposeSecret;
         let mut cmd = Command::new(test_binary("shellway-test-runner"));
         self.process_env(&mut cmd);
-        cmd.env("SHELLWAY_RUNNER_ID", runner_id)
-            .env("SHELLWAY_VAULT_IDENTITY", self.vault.to_string().expose_secret());
+        cmd.env("SHELLWAY_RUNNER_ID", runner_id).env(
+            "SHELLWAY_VAULT_IDENTITY",
+            self.vault.to_string().expose_secret(),
+        );
         cmd
     }
 

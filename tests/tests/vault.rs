@@ -305,7 +305,12 @@ async fn bad_key_material_and_wrong_passphrases_are_refused_naming_the_field() {
     .await;
     let keys = ScratchDir::new("shellway-vault-bad-").unwrap();
     let protected = keygen(&keys, "protected", &["-t", "ed25519"], "right");
-    let pem = keygen(&keys, "pem", &["-t", "rsa", "-b", "2048", "-m", "PEM"], "right");
+    let pem = keygen(
+        &keys,
+        "pem",
+        &["-t", "rsa", "-b", "2048", "-m", "PEM"],
+        "right",
+    );
     let text = |p: &Path| std::fs::read_to_string(p).unwrap();
     let key = |secret: String, passphrase: Option<&str>| {
         let mut body = json!({"name": shellway_tests::unique("c"), "kind": "private_key",
@@ -331,9 +336,15 @@ async fn bad_key_material_and_wrong_passphrases_are_refused_naming_the_field() {
         (key(text(&pem), Some("wrong")), "passphrase"),
         (key(text(&pem), None), "passphrase"),
         (json!({"name": "x", "kind": "magic", "secret": "s"}), "kind"),
-        (json!({"name": "bad name", "kind": "password", "secret": "s"}), "name"),
+        (
+            json!({"name": "bad name", "kind": "password", "secret": "s"}),
+            "name",
+        ),
         (json!({"name": "x", "kind": "password"}), "secret"),
-        (json!({"name": "x", "kind": "password", "secret": ""}), "secret"),
+        (
+            json!({"name": "x", "kind": "password", "secret": ""}),
+            "secret",
+        ),
         (
             json!({"name": "x", "kind": "password", "secret": "s", "passphrase": "p"}),
             "passphrase",
@@ -411,7 +422,10 @@ async fn only_runners_hold_the_key_and_a_rotation_switches_it() {
         vault::recipient_of(&env.vault)
     )));
     for text in [&*environ, &cmdline] {
-        assert!(!text.contains("AGE-SECRET-KEY-"), "the proxy holds an identity");
+        assert!(
+            !text.contains("AGE-SECRET-KEY-"),
+            "the proxy holds an identity"
+        );
         assert!(!text.contains("SHELLWAY_VAULT_IDENTITY"));
     }
 
@@ -429,7 +443,8 @@ async fn only_runners_hold_the_key_and_a_rotation_switches_it() {
         assert_eq!(err["type"], "auth", "{err}");
         let message = err["message"].as_str().unwrap();
         assert!(
-            message.starts_with("cannot decrypt the stored credential: ") && message.contains(reason),
+            message.starts_with("cannot decrypt the stored credential: ")
+                && message.contains(reason),
             "{message}"
         );
         stop(runner).await;
@@ -483,7 +498,10 @@ async fn only_runners_hold_the_key_and_a_rotation_switches_it() {
         .status()
         .await
         .unwrap();
-    assert!(!status.success(), "a rotation that cannot open a credential fails");
+    assert!(
+        !status.success(),
+        "a rotation that cannot open a credential fails"
+    );
     let runner = runner_with(&env, Some(secret_of(&new)));
     shell_works(&env, host).await;
     stop(runner).await;

@@ -81,7 +81,9 @@ fn parse(body: NewCredential) -> Result<CredentialInput, ApiError> {
         }
     };
     let kind = match kind {
-        Sent::Value(k) => k.parse::<CredentialKind>().map_err(|m| ApiError::invalid("kind", m)),
+        Sent::Value(k) => k
+            .parse::<CredentialKind>()
+            .map_err(|m| ApiError::invalid("kind", m)),
         _ => Err(ApiError::invalid(
             "kind",
             "kind is required: private_key or password",
@@ -114,7 +116,10 @@ fn parse(body: NewCredential) -> Result<CredentialInput, ApiError> {
         Sent::Missing => None,
         Sent::Value(p) => Some(Zeroizing::new(p)).filter(|p| !p.is_empty()),
         Sent::WrongType => {
-            errors.push(ApiError::invalid("passphrase", "passphrase must be a string"));
+            errors.push(ApiError::invalid(
+                "passphrase",
+                "passphrase must be a string",
+            ));
             None
         }
     };

@@ -12,7 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    account, credentials, hosts, library, login, recording, runs, sessions, shares, throttles, tokens, users,
+    account, credentials, hosts, library, login, recording, runs, sessions, shares, throttles,
+    tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -165,6 +166,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 43);
+        assert_eq!(operations.len(), 46);
     }
 }

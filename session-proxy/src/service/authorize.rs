@@ -41,9 +41,16 @@ pub(crate) enum Resource {
     Users,
     LoginThrottles,
     Sessions,
-    Session { owner: Uuid },
-    Share { owner: Uuid, creator: Option<Uuid> },
-    Token { owner: Uuid },
+    Session {
+        owner: Uuid,
+    },
+    Share {
+        owner: Uuid,
+        creator: Option<Uuid>,
+    },
+    Token {
+        owner: Uuid,
+    },
 }
 
 /// Refused. `Hidden`: the actor may not even know the thing exists

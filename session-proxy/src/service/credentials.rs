@@ -127,7 +127,9 @@ pub(crate) async fn create(
         Ok((ciphertext, fingerprint, vault.label()))
     })
     .await
-    .map_err(|_| ServiceError::conflict("vault_error", "the credential could not be encrypted"))??;
+    .map_err(|_| {
+        ServiceError::conflict("vault_error", "the credential could not be encrypted")
+    })??;
     let (ciphertext, fingerprint, recipient) = sealed;
     let new = NewCredential {
         name: &name,
@@ -155,9 +157,8 @@ pub(crate) async fn create(
 /// `passphrase` (missing or wrong); no message quotes the key.
 fn fingerprint(secret: &str, passphrase: Option<&str>) -> Result<(String, bool), ServiceError> {
     use russh::keys::{decode_secret_key, Error, HashAlg};
-    let fp = |key: &russh::keys::PrivateKey| {
-        key.public_key().fingerprint(HashAlg::Sha256).to_string()
-    };
+    let fp =
+        |key: &russh::keys::PrivateKey| key.public_key().fingerprint(HashAlg::Sha256).to_string();
     match decode_secret_key(secret, None) {
         Ok(key) => Ok((fp(&key), false)),
         Err(Error::KeyIsEncrypted) => {

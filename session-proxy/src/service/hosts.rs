@@ -5,11 +5,11 @@ use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use uuid::Uuid;
 
 use super::{authorize, credentials, Action, Resource, ServiceError};
-use shellway_common::vault::CredentialKind;
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store;
 use crate::store::hosts::{HostFields, HostRow, HostWriteError};
+use shellway_common::vault::CredentialKind;
 
 /// What a runner needs to reach this host, or why it cannot. A stored
 /// credential travels sealed: only a runner can open it.

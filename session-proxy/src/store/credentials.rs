@@ -52,7 +52,10 @@ pub(crate) async fn list(db: &PgPool) -> Result<Vec<CredentialRow>, sqlx::Error>
 }
 
 /// The kind and ciphertext of a credential, to hand to a runner.
-pub(crate) async fn sealed(db: &PgPool, id: Uuid) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+pub(crate) async fn sealed(
+    db: &PgPool,
+    id: Uuid,
+) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as("SELECT kind, ciphertext FROM credentials WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
@@ -175,5 +178,12 @@ pub(crate) async fn record_rotation(
     conn: &mut PgConnection,
     detail: Value,
 ) -> Result<(), sqlx::Error> {
-    audit::record(conn, None, AuditAction::CredentialRotate, "credentials", detail).await
+    audit::record(
+        conn,
+        None,
+        AuditAction::CredentialRotate,
+        "credentials",
+        detail,
+    )
+    .await
 }

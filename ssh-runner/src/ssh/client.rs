@@ -15,8 +15,8 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCerti
 use russh::Disconnect;
 use shellway_common::vault::{self, CredentialKind, Identities};
 use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
-use zeroize::Zeroizing;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::key_file::{self, KeyFileError};
 use super::known_hosts::{self, KeyCheck};
@@ -304,14 +304,20 @@ async fn load_login(
 
 /// Opens a stored credential in memory; the plaintext is wiped when the
 /// returned login (and the opened secret, here) are dropped.
-fn open_sealed(kind: CredentialKind, ciphertext: &str, vault: &Identities) -> Result<Login, SshError> {
+fn open_sealed(
+    kind: CredentialKind,
+    ciphertext: &str,
+    vault: &Identities,
+) -> Result<Login, SshError> {
     if vault.is_empty() {
         return Err(SshError::Vault(
             "this runner has no vault identity (SHELLWAY_VAULT_IDENTITY_FILE)".into(),
         ));
     }
     let bytes = vault::from_base64(ciphertext).map_err(|e| SshError::Vault(e.to_string()))?;
-    let secret = vault.open(&bytes).map_err(|e| SshError::Vault(e.to_string()))?;
+    let secret = vault
+        .open(&bytes)
+        .map_err(|e| SshError::Vault(e.to_string()))?;
     match kind {
         CredentialKind::Password => Ok(Login::Password(Zeroizing::new(secret.secret.clone()))),
         CredentialKind::PrivateKey => {
