@@ -112,7 +112,7 @@ pub(crate) struct Attempt {
 
 /// How the runner logs in, once read or opened.
 enum Login {
-    Key(PrivateKey),
+    Key(Box<PrivateKey>),
     Password(Zeroizing<String>),
     Agent,
 }
@@ -250,6 +250,7 @@ async fn authenticate(
     };
     match key {
         Login::Key(key) => {
+            let key = *key;
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
@@ -297,7 +298,7 @@ async fn load_login(
         }
         AuthMethod::KeyPath { .. } => Ok(load_key(target, key_dir, timeout)
             .await?
-            .map_or(Login::Agent, Login::Key)),
+            .map_or(Login::Agent, |key| Login::Key(Box::new(key)))),
         AuthMethod::Agent => Ok(Login::Agent),
     }
 }
@@ -322,7 +323,7 @@ fn open_sealed(
         CredentialKind::Password => Ok(Login::Password(Zeroizing::new(secret.secret.clone()))),
         CredentialKind::PrivateKey => {
             russh::keys::decode_secret_key(&secret.secret, secret.passphrase.as_deref())
-                .map(Login::Key)
+                .map(|key| Login::Key(Box::new(key)))
                 .map_err(|err| match err {
                     russh::keys::Error::KeyIsEncrypted => {
                         SshError::StoredKey("it is encrypted and no passphrase was stored")
