@@ -507,3 +507,45 @@ async fn only_runners_hold_the_key_and_a_rotation_switches_it() {
     stop(runner).await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_form_offers_stored_credentials_by_name() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let stored = store_key(&env, "deploy-key", &env.sshd.user_key, None).await;
+    let b = Browser::start().await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.goto(&format!("{}/hosts", env.base)).await;
+    b.wait_js(
+        "the credential offered",
+        "[...document.querySelectorAll('#host-credential_id option')]\
+           .some(o => o.textContent.startsWith('deploy-key · SHA256:'))",
+    )
+    .await;
+    b.type_into("#host-name", "vaulted").await;
+    b.type_into("#host-hostname", "127.0.0.1").await;
+    b.clear("#host-port").await;
+    b.type_into("#host-port", &env.sshd.port.to_string()).await;
+    b.type_into("#host-username", &env.sshd.username).await;
+    b.js(
+        "document.getElementById('host-auth_method').value = 'stored_key'; \
+         document.getElementById('host-credential_id').value = arguments[0]; \
+         document.getElementById('host-host_key_policy').value = 'tofu';",
+        json!([stored["id"]]),
+    )
+    .await;
+    b.click("#host-save").await;
+    b.wait_js(
+        "the host saved",
+        "document.getElementById('hosts-table').textContent.includes('vaulted')",
+    )
+    .await;
+    let (_, hosts) = env.api.get("/api/hosts").await;
+    let host = &hosts.as_array().unwrap()[0];
+    assert_eq!(host["auth_method"], "stored_key");
+    assert_eq!(host["credential_id"], stored["id"]);
+    shell_works(&env, shellway_tests::api::id_of(host)).await;
+    b.quit().await;
+    env.finish().await;
+}
