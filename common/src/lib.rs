@@ -14,6 +14,7 @@ pub mod request;
 pub mod scan;
 pub mod script;
 pub mod topology;
+pub mod vault;
 pub mod ws;
 
 pub use browser::BrowserEvent;

@@ -41,6 +41,13 @@ pub enum AuthMethod {
     KeyPath { path: String },
     /// The runner's SSH agent (`SSH_AUTH_SOCK`).
     Agent,
+    /// A credential from the vault: an age file sealed to the runners'
+    /// key (see [`crate::vault`]), base64. Only a runner holding the
+    /// identity can open it; it does so per connection, in memory.
+    Sealed {
+        kind: crate::vault::CredentialKind,
+        ciphertext: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

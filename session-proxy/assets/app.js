@@ -799,8 +799,10 @@ async function hostsView(view) {
     input('hostname', 'Hostname', h('input', {required: true, placeholder: '10.0.0.5'})),
     input('port', 'Port', h('input', {type: 'number', value: '22', min: 1, max: 65535})),
     input('username', 'User', h('input', {required: true, placeholder: 'deploy'})),
-    input('auth_method', 'Authentication', h('select', {}, h('option', {value: 'key_path'}, 'Key file on the runner'), h('option', {value: 'agent'}, 'Runner\'s SSH agent'))),
+    input('auth_method', 'Authentication', h('select', {}, h('option', {value: 'key_path'}, 'Key file on the runner'), h('option', {value: 'agent'}, 'Runner\'s SSH agent'),
+      h('option', {value: 'stored_key'}, 'Stored private key (vault)'), h('option', {value: 'password'}, 'Stored password (vault)'))),
     input('key_path', 'Key path', h('input', {placeholder: '/keys/id_ed25519'})),
+    input('credential_id', 'Stored credential', h('select', {}, h('option', {value: ''}, '—'))),
     input('host_key_policy', 'Host key policy', h('select', {}, h('option', {value: 'strict'}, 'strict — pinned keys only'), h('option', {value: 'tofu'}, 'tofu — pin the first key seen'), h('option', {value: 'off'}, 'off — accept any key (unsafe)'))),
     input('host_keys', 'Pinned host keys', h('textarea', {rows: 3, placeholder: 'ssh-ed25519 AAAA… (one a line; ssh-keyscan -t ed25519 HOST)'})),
     input('labels', 'Labels', h('input', {placeholder: 'env=prod, team=web'})),
@@ -832,6 +834,7 @@ async function hostsView(view) {
     fields.username.value = host ? host.username : '';
     fields.auth_method.value = host ? host.auth_method : 'key_path';
     fields.key_path.value = host && host.key_path ? host.key_path : '';
+    fields.credential_id.value = host && host.credential_id ? host.credential_id : '';
     fields.host_key_policy.value = host ? host.host_key_policy : 'strict';
     fields.host_keys.value = host ? host.host_keys.join('\n') : '';
     fields.labels.value = host ? labelText(host.labels) : '';
@@ -872,6 +875,7 @@ async function hostsView(view) {
       name: fields.name.value.trim(), hostname: fields.hostname.value.trim(), port: Number(fields.port.value),
       username: fields.username.value.trim(), auth_method: fields.auth_method.value,
       key_path: fields.auth_method.value === 'key_path' ? fields.key_path.value.trim() : null,
+      credential_id: ['stored_key', 'password'].includes(fields.auth_method.value) ? fields.credential_id.value || null : null,
       host_key_policy: fields.host_key_policy.value,
       host_keys: fields.host_keys.value.split('\n').map((s) => s.trim()).filter(Boolean),
       labels: parseLabels(fields.labels.value),
@@ -890,6 +894,14 @@ async function hostsView(view) {
   });
   async function load() {
     const hosts = await api('GET', '/api/hosts');
+    if (admin) {
+      // The vault's credentials, by name (never their secrets).
+      const creds = await api('GET', '/api/credentials').catch(() => []);
+      const keep = fields.credential_id.value;
+      fields.credential_id.replaceChildren(h('option', {value: ''}, '—'),
+        ...creds.map((c) => h('option', {value: c.id}, c.name + ' · ' + (c.kind === 'password' ? 'password' : c.fingerprint))));
+      fields.credential_id.value = keep;
+    }
     tbody.replaceChildren(...hosts.map((x) => h('tr', {},
       h('td', {}, x.name), h('td', {}, x.username + '@' + x.hostname + ':' + x.port), h('td', {}, x.auth_method + (x.key_path ? ' · ' + x.key_path : '')),
       h('td', {}, x.host_key_policy + ' · ' + x.host_keys.length + ' pinned'),

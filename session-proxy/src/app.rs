@@ -88,6 +88,7 @@ mod tests {
                 public_origin: None,
                 token_max_expiry: crate::service::tokens::DEFAULT_EXPIRY,
                 session_idle_timeout: Duration::ZERO,
+                vault: Default::default(),
             }),
             shutdown,
         })

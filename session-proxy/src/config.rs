@@ -33,6 +33,24 @@ pub(crate) enum Command {
         #[arg(long)]
         username: String,
     },
+    /// The credential vault (run by an operator, not by the server).
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VaultCommand {
+    /// Re-encrypt every stored credential to new runner recipients, in
+    /// one transaction. Needs the runners' current identity; see
+    /// docs/vault.md for the switch-over.
+    Rotate {
+        /// A file with the current identity (or identities), `AGE-SECRET-KEY-1…`.
+        #[arg(long)]
+        identity_file: std::path::PathBuf,
+        /// The new recipient(s), `age1…`, comma-separated or repeated.
+        #[arg(long, required = true)]
+        to: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -285,6 +303,10 @@ pub(crate) struct Options {
         default_value_t = 1800
     )]
     pub session_idle_timeout_s: u64,
+    /// The runners' age recipients (`age1…`, comma-separated) stored
+    /// credentials are sealed to. Public keys: the proxy cannot decrypt.
+    #[arg(long, env = "SHELLWAY_VAULT_RECIPIENTS", global = true)]
+    pub vault_recipients: Option<String>,
 }
 
 fn parse_origin(s: &str) -> Result<Origin, String> {
@@ -360,6 +382,10 @@ impl Options {
         if !prefix_ok {
             return Err("SHELLWAY_AMQP_PREFIX must be letters, digits, '-' or '_'".into());
         }
+        if let Some(list) = &self.vault_recipients {
+            shellway_common::vault::parse_recipients(list)
+                .map_err(|err| format!("SHELLWAY_VAULT_RECIPIENTS: {err}"))?;
+        }
         if let Some(id) = &self.proxy_id {
             if id.is_empty()
                 || !id
@@ -415,6 +441,11 @@ impl Options {
                 sweep_every: Duration::from_secs(self.recording_sweep_s),
             },
             security: self.security(),
+            vault_recipients: self
+                .vault_recipients
+                .as_deref()
+                .and_then(|list| shellway_common::vault::parse_recipients(list).ok())
+                .unwrap_or_default(),
         }
     }
 

@@ -90,13 +90,6 @@ impl ApiError {
         }
     }
 
-    pub(crate) fn not_supported(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.into()),
-            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "not_supported", message)
-        }
-    }
-
     /// The first of several validation errors, carrying all of them in
     /// `fields`; `None` when there are none.
     pub(crate) fn all(errors: Vec<ApiError>) -> Option<Self> {

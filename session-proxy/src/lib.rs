@@ -70,6 +70,10 @@ pub struct Config {
     /// Sessions with no viewer and no input end after this long (zero:
     /// never); the runner keeps the clock.
     pub session_idle_timeout: Duration,
+    /// The runners' age X25519 recipients (`age1…`) stored credentials are
+    /// sealed to; none: the vault refuses credentials. The proxy never
+    /// holds an identity.
+    pub vault_recipients: Vec<shellway_common::vault::Recipient>,
 }
 
 pub use crate::client_addr::TrustedProxies;
@@ -179,6 +183,7 @@ pub async fn run(
             public_origin: config.security.public_url.clone(),
             token_max_expiry: config.security.token_max_expiry,
             session_idle_timeout: config.session_idle_timeout,
+            vault: crate::service::credentials::Vault::new(config.vault_recipients.clone()),
         }),
         shutdown: tasks.clone(),
     };
@@ -264,6 +269,9 @@ pub fn cli_main() -> ExitCode {
             Some(config::Command::CreateAdmin { username }) => {
                 create_admin(&cli.opts, &username).await
             }
+            Some(config::Command::Vault(config::VaultCommand::Rotate { identity_file, to })) => {
+                vault_rotate(&cli.opts, &identity_file, &to).await
+            }
             Some(config::Command::Serve) | None => serve(&cli.opts).await,
         }
     });
@@ -319,6 +327,44 @@ async fn create_admin(opts: &config::Options, username: &str) -> anyhow::Result<
         tracing::warn!(%username, "that user exists already; nothing changed");
     }
     Ok(())
+}
+
+async fn vault_rotate(
+    opts: &config::Options,
+    identity_file: &std::path::Path,
+    to: &[String],
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(identity_file)
+            .with_context(|| format!("cannot read {}", identity_file.display()))?,
+    );
+    let identities = shellway_common::vault::parse_identities(&text)?;
+    anyhow::ensure!(
+        !identities.is_empty(),
+        "{} holds no age identity",
+        identity_file.display()
+    );
+    let to = shellway_common::vault::parse_recipients(&to.join(","))?;
+    let n = rotate_vault(&opts.database_url, &identities, &to).await?;
+    tracing::info!(
+        credentials = n,
+        "every credential is sealed to the new recipients"
+    );
+    Ok(())
+}
+
+/// Re-seals every stored credential to `to` in one transaction, opening
+/// each with `identities` (`session-proxy vault rotate`). Returns how many.
+pub async fn rotate_vault(
+    database_url: &str,
+    identities: &[shellway_common::vault::Identity],
+    to: &[shellway_common::vault::Recipient],
+) -> anyhow::Result<usize> {
+    let db = store::pool::connect(database_url).await?;
+    let result = service::credentials::rotate(&db, identities, to).await;
+    db.close().await;
+    result
 }
 
 /// One line from standard input, without echo when it is a terminal.

@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub public_origin: Option<Origin>,
     pub token_max_expiry: Duration,
     pub session_idle_timeout: Duration,
+    /// The runners' age recipients credentials are sealed to.
+    pub vault: crate::service::credentials::Vault,
 }
 
 #[derive(Clone)]

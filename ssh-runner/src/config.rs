@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use shellway_common::amqp::DurableQueueOptions;
+use shellway_common::vault::{self, Identities};
 use shellway_common::Topology;
 
 use crate::Config;
@@ -57,11 +58,20 @@ pub(crate) struct Cli {
     /// Address of the runner's `/healthz` and `/readyz` (none by default).
     #[arg(long, env = "SHELLWAY_HEALTH_LISTEN")]
     health_listen: Option<std::net::SocketAddr>,
+    /// Files holding the vault's age identities (`AGE-SECRET-KEY-1…`, one
+    /// per line), comma-separated: during a rotation, the old and the new.
+    #[arg(long, env = "SHELLWAY_VAULT_IDENTITY_FILE", value_delimiter = ',')]
+    vault_identity_file: Vec<PathBuf>,
+    /// The identities themselves, comma-separated (instead of or besides
+    /// the files).
+    #[arg(long, env = "SHELLWAY_VAULT_IDENTITY", hide_env_values = true)]
+    vault_identity: Option<String>,
 }
 
 impl Cli {
-    pub(crate) fn into_config(self) -> Config {
-        Config {
+    pub(crate) fn into_config(self) -> anyhow::Result<Config> {
+        let vault = self.vault_identities()?;
+        Ok(Config {
             amqp_url: self.amqp_url,
             topology: Topology::new(self.amqp_prefix),
             runner_id: self
@@ -77,7 +87,43 @@ impl Cli {
             },
             outage_hold: Duration::from_millis(self.outage_hold_ms),
             health_listen: self.health_listen,
+            vault,
+        })
+    }
+
+    /// Every identity from the files and the variable. The errors name a
+    /// file and a line, never a key.
+    fn vault_identities(&self) -> anyhow::Result<Identities> {
+        let mut all = Vec::new();
+        // An empty value (a compose default) means none.
+        for path in self
+            .vault_identity_file
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|err| {
+                anyhow::anyhow!("SHELLWAY_VAULT_IDENTITY_FILE {}: {err}", path.display())
+            })?);
+            let ids = vault::parse_identities(&text).map_err(|err| {
+                anyhow::anyhow!("SHELLWAY_VAULT_IDENTITY_FILE {}: {err}", path.display())
+            })?;
+            anyhow::ensure!(
+                !ids.is_empty(),
+                "SHELLWAY_VAULT_IDENTITY_FILE {} holds no age identity",
+                path.display()
+            );
+            all.extend(ids);
         }
+        if let Some(list) = self
+            .vault_identity
+            .as_ref()
+            .filter(|l| !l.trim().is_empty())
+        {
+            let ids = vault::parse_identities(list)
+                .map_err(|err| anyhow::anyhow!("SHELLWAY_VAULT_IDENTITY: {err}"))?;
+            all.extend(ids);
+        }
+        Ok(Identities::new(all))
     }
 }
 
@@ -136,7 +182,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let cli = Cli::try_parse_from(["ssh-runner"]).unwrap_or_else(|e| panic!("{e}"));
-        let config = cli.into_config();
+        let config = cli.into_config().unwrap_or_else(|e| panic!("{e}"));
         let default = Config::default();
         assert_eq!(config.amqp_url, DEFAULT_AMQP_URL);
         assert_eq!(config.topology, default.topology);
@@ -164,7 +210,7 @@ mod tests {
             "/keys",
         ])
         .unwrap_or_else(|e| panic!("{e}"));
-        let config = cli.into_config();
+        let config = cli.into_config().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.key_dir, PathBuf::from("/keys"));
         let relative = Config {
             key_dir: "keys".into(),

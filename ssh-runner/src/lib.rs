@@ -63,6 +63,9 @@ pub struct Config {
     pub outage_hold: Duration,
     /// Where to answer `/healthz` and `/readyz`, if anywhere.
     pub health_listen: Option<std::net::SocketAddr>,
+    /// The vault's age identities, to open stored credentials (old and
+    /// new during a rotation); none: sessions with one fail (`auth`).
+    pub vault: shellway_common::vault::Identities,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             durable: DurableQueueOptions::default(),
             outage_hold: Duration::from_millis(config::DEFAULT_OUTAGE_HOLD_MS),
             health_listen: None,
+            vault: Default::default(),
         }
     }
 }
@@ -91,7 +95,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     let slots = Slots::new(config.capacity);
     let sessions = TaskTracker::new();
-    tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), key_dir = %config.key_dir.display(), "runner starting");
+    tracing::info!(runner = %config.runner_id, capacity = config.capacity, prefix = config.topology.prefix(), key_dir = %config.key_dir.display(), vault_identities = config.vault.len(), "runner starting");
     if !config.key_dir.is_dir() {
         tracing::warn!(key_dir = %config.key_dir.display(), "the key directory does not exist: hosts with a key_path cannot connect");
     }
@@ -219,7 +223,13 @@ pub fn cli_main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
-    let config = cli.into_config();
+    let config = match cli.into_config() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("ssh-runner: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

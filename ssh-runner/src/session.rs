@@ -121,7 +121,13 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
             return fail(&publisher, status, ErrorKind::Runtime, message, &config).await
         }
     };
-    let attempt = ssh::connect(&request.host, config.connect_timeout, &config.key_dir).await;
+    let attempt = ssh::connect(
+        &request.host,
+        config.connect_timeout,
+        &config.key_dir,
+        &config.vault,
+    )
+    .await;
     if let Some(key) = attempt.host_key {
         let event = Event::HostKey {
             key: key.key,
@@ -134,7 +140,12 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         Err(err) => {
             tracing::info!(error = %err, "cannot open session");
             close_channel(&input).await;
-            return fail(&publisher, status, ErrorKind::Ssh, err.to_string(), &config).await;
+            let kind = if err.is_vault() {
+                ErrorKind::Auth
+            } else {
+                ErrorKind::Ssh
+            };
+            return fail(&publisher, status, kind, err.to_string(), &config).await;
         }
     };
     let pty = if request.shell {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{sshd::free_port, Api, Sshd, WsClient, WAIT};
+use shellway_common::vault::secrecy as age_secrecy;
 
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -41,6 +42,8 @@ pub struct TestEnvOptions {
     pub database_server: Option<String>,
     /// Start the proxy with the environment (and wait until it is ready).
     pub start_proxy: bool,
+    /// Let the test sshd accept passwords (of system users) too.
+    pub sshd_password_auth: bool,
 }
 
 /// The proxy's security defaults, but room for many connections: every
@@ -67,6 +70,7 @@ impl Default for TestEnvOptions {
             amqp_url: None,
             database_server: None,
             start_proxy: true,
+            sshd_password_auth: false,
         }
     }
 }
@@ -102,6 +106,9 @@ pub struct TestEnv {
     pub base: String,
     /// Admin API client (bearer token).
     pub api: Api,
+    /// The credential vault's key: its recipient goes to the proxies
+    /// (`SHELLWAY_VAULT_RECIPIENTS`), the identity to the runners only.
+    pub vault: shellway_common::vault::Identity,
     proxy: Option<InProcess>,
     proxy_child: Option<Child>,
     extra_proxies: Vec<InProcess>,
@@ -197,7 +204,7 @@ impl TestEnv {
         }
         let db_url = with_database(&base_url, &db_name);
         let amqp = opts.amqp_url.clone().unwrap_or_else(amqp_url);
-        let sshd = Sshd::start().await;
+        let sshd = Sshd::start_with(opts.sshd_password_auth).await;
 
         let mut env = Self {
             opts,
@@ -209,6 +216,7 @@ impl TestEnv {
             sshd,
             base: String::new(),
             api: Api::new("", None),
+            vault: shellway_common::vault::Identity::generate(),
             proxy: None,
             proxy_child: None,
             extra_proxies: Vec::new(),
@@ -249,6 +257,7 @@ impl TestEnv {
             recording: self.opts.recording.clone(),
             security: self.opts.security.clone(),
             session_idle_timeout: self.opts.session_idle_timeout,
+            vault_recipients: vec![self.vault.to_public()],
         }
     }
 
@@ -262,6 +271,7 @@ impl TestEnv {
             connect_timeout: self.opts.connect_timeout,
             key_dir: self.key_dir(),
             durable: self.durable(),
+            vault: shellway_common::vault::Identities::new(vec![self.vault.clone()]),
             ..ssh_runner::Config::default()
         }
     }
@@ -482,9 +492,13 @@ impl TestEnv {
 
     /// The runner binary's command line, to add to before spawning.
     pub fn runner_command(&self, runner_id: &str) -> Command {
+        use age_secrecy::ExposeSecret;
         let mut cmd = Command::new(test_binary("shellway-test-runner"));
         self.process_env(&mut cmd);
-        cmd.env("SHELLWAY_RUNNER_ID", runner_id);
+        cmd.env("SHELLWAY_RUNNER_ID", runner_id).env(
+            "SHELLWAY_VAULT_IDENTITY",
+            self.vault.to_string().expose_secret(),
+        );
         cmd
     }
 
@@ -502,7 +516,11 @@ impl TestEnv {
         let mut cmd = Command::new(test_binary("shellway-test-proxy"));
         self.process_env(&mut cmd);
         cmd.env("SHELLWAY_PROXY_ID", proxy_id)
-            .env("SHELLWAY_LISTEN", format!("127.0.0.1:{port}"));
+            .env("SHELLWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "SHELLWAY_VAULT_RECIPIENTS",
+                shellway_common::vault::recipient_of(&self.vault),
+            );
         (cmd, format!("http://127.0.0.1:{port}"))
     }
 

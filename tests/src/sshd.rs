@@ -67,15 +67,21 @@ pub fn free_server_port() -> u16 {
 
 impl Sshd {
     pub async fn start() -> Self {
-        Self::start_in(None).await
+        Self::start_in(None, false).await
+    }
+
+    /// An sshd that also accepts passwords (of the system's users, from
+    /// /etc/shadow: sshd runs without PAM) when `password_auth`.
+    pub async fn start_with(password_auth: bool) -> Self {
+        Self::start_in(None, password_auth).await
     }
 
     /// An sshd inside network namespace `netns` (on its own loopback).
     pub async fn start_in_netns(netns: &str) -> Self {
-        Self::start_in(Some(netns)).await
+        Self::start_in(Some(netns), false).await
     }
 
-    async fn start_in(netns: Option<&str>) -> Self {
+    async fn start_in(netns: Option<&str>, password_auth: bool) -> Self {
         let dir = crate::ScratchDir::new("shellway-sshd-").unwrap();
         // sshd refuses to start without its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").ok();
@@ -98,12 +104,13 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\n\
                  PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PasswordAuthentication {pw}\nKbdInteractiveAuthentication no\n\
                  MaxStartups 2000:30:4000\nMaxSessions 64\nLogLevel VERBOSE\n\
                  AcceptEnv LANG LC_*\nSetEnv HOME={home}\n",
                 hk = host_key.display(),
                 ak = dir.join("authorized_keys").display(),
                 home = home.display(),
+                pw = if password_auth { "yes" } else { "no" },
             ),
         )
         .unwrap();

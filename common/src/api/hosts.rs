@@ -32,8 +32,8 @@ pub struct HostSpec {
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")]
     pub username: Sent<String>,
-    /// `key_path` or `agent` (`stored_key` and `password` are refused as
-    /// not supported yet).
+    /// `key_path`, `agent`, or a credential from the vault: `stored_key`
+    /// (a private key) or `password`, with `credential_id`.
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = String, required = true, pattern = "^(key_path|agent|stored_key|password)$")]
     pub auth_method: Sent<String>,
@@ -41,6 +41,11 @@ pub struct HostSpec {
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<String>)]
     pub key_path: Sent<String>,
+    /// The stored credential (`POST /api/credentials`); required with
+    /// `stored_key` and `password`.
+    #[serde(default, skip_serializing_if = "Sent::is_missing")]
+    #[schema(value_type = Option<Uuid>)]
+    pub credential_id: Sent<String>,
     /// `strict` (the default), `tofu`, or `off` (no check; development only).
     #[serde(default, skip_serializing_if = "Sent::is_missing")]
     #[schema(value_type = Option<String>, pattern = "^(strict|tofu|off)$")]
@@ -73,6 +78,9 @@ pub struct Host {
     /// Only with `auth_method` `key_path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_path: Option<String>,
+    /// Only with `auth_method` `stored_key` or `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<Uuid>,
 }
 
 /// `POST /api/hosts/scan`.

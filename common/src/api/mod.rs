@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod account;
+pub mod credentials;
 pub mod errors;
 pub mod health;
 pub mod hosts;

@@ -16,6 +16,7 @@ pub(crate) struct HostInput {
     pub username: String,
     pub auth_method: AuthKind,
     pub key_path: Option<String>,
+    pub credential_id: Option<uuid::Uuid>,
     pub host_key_policy: HostKeyPolicy,
     pub host_keys: Vec<String>,
     pub labels: crate::store::hosts::Labels,
@@ -25,6 +26,8 @@ pub(crate) struct HostInput {
 pub(crate) enum AuthKind {
     KeyPath,
     Agent,
+    StoredKey,
+    Password,
 }
 
 impl AuthKind {
@@ -32,6 +35,8 @@ impl AuthKind {
         match self {
             Self::KeyPath => "key_path",
             Self::Agent => "agent",
+            Self::StoredKey => "stored_key",
+            Self::Password => "password",
         }
     }
 }
@@ -84,6 +89,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         errs.take(required(spec.username, "username").and_then(|u| check_username(&u).map(|()| u)));
     let auth_method = errs.take(parse_auth_method(spec.auth_method));
     let key_path = errs.take(parse_key_path(spec.key_path, auth_method));
+    let credential_id = errs.take(parse_credential_id(spec.credential_id, auth_method));
     let host_key_policy = errs.take(parse_policy(spec.host_key_policy));
     let host_keys = errs.take(parse_host_keys(spec.host_keys));
     let labels = errs.take(parse_labels(spec.labels));
@@ -107,6 +113,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         Some(username),
         Some(auth_method),
         Some(key_path),
+        Some(credential_id),
         Some(host_key_policy),
         Some(host_keys),
         Some(labels),
@@ -117,6 +124,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         username,
         auth_method,
         key_path,
+        credential_id,
         host_key_policy,
         host_keys,
         labels,
@@ -131,6 +139,7 @@ pub(crate) fn parse(spec: HostSpec) -> Result<HostInput, ApiError> {
         username,
         auth_method,
         key_path,
+        credential_id,
         host_key_policy,
         host_keys,
         labels,
@@ -167,13 +176,11 @@ fn parse_auth_method(v: Sent<String>) -> Result<AuthKind, ApiError> {
     match required(v, "auth_method")?.as_str() {
         "key_path" => Ok(AuthKind::KeyPath),
         "agent" => Ok(AuthKind::Agent),
-        "stored_key" | "password" => Err(ApiError::not_supported(
-            "auth_method",
-            "stored_key and password authentication are not supported yet",
-        )),
+        "stored_key" => Ok(AuthKind::StoredKey),
+        "password" => Ok(AuthKind::Password),
         other => Err(ApiError::invalid(
             "auth_method",
-            format!("unknown auth_method {other:?} (use key_path or agent)"),
+            format!("unknown auth_method {other:?} (use key_path, agent, stored_key or password)"),
         )),
     }
 }
@@ -192,6 +199,29 @@ fn parse_key_path(
             })?;
             check_key_path(&path)?;
             Ok(Some(path))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The stored credential, required with `stored_key` and `password`
+/// (that it exists and is of the right kind is checked when saving).
+fn parse_credential_id(
+    v: Sent<String>,
+    auth_method: Option<AuthKind>,
+) -> Result<Option<uuid::Uuid>, ApiError> {
+    let id = string(v, "credential_id")?;
+    match auth_method {
+        Some(AuthKind::StoredKey | AuthKind::Password) => {
+            let id = id.ok_or_else(|| {
+                ApiError::invalid(
+                    "credential_id",
+                    "credential_id is required with auth_method stored_key or password",
+                )
+            })?;
+            id.parse::<uuid::Uuid>()
+                .map(Some)
+                .map_err(|_| ApiError::invalid("credential_id", "credential_id must be a UUID"))
         }
         _ => Ok(None),
     }
@@ -461,10 +491,16 @@ mod tests {
     }
 
     #[test]
-    fn secrets_in_the_database_are_not_supported_yet() {
+    fn stored_credentials_need_a_credential_id() {
         let mut body = valid();
         body["auth_method"] = json!("password");
-        let err = parse(&body).err();
-        assert_eq!(err.map(|e| e.code), Some("not_supported"));
+        assert_eq!(field_of(body.clone()).as_deref(), Some("credential_id"));
+        body["credential_id"] = json!("not-a-uuid");
+        assert_eq!(field_of(body.clone()).as_deref(), Some("credential_id"));
+        body["credential_id"] = json!("018f0000-0000-7000-8000-000000000000");
+        let h = parse(&body).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(h.auth_method, AuthKind::Password);
+        assert_eq!(h.key_path, None);
+        assert!(h.credential_id.is_some());
     }
 }

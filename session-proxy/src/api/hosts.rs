@@ -34,6 +34,7 @@ fn to_dto(h: &HostRow) -> Host {
         labels: h.labels.0.clone(),
         created_at: h.created_at,
         key_path: h.key_path.clone(),
+        credential_id: h.credential_id,
     }
 }
 
@@ -50,6 +51,7 @@ fn fields(h: &HostInput) -> HostFields<'_> {
         username: &h.username,
         auth_method: h.auth_method.as_str(),
         key_path: h.key_path.as_deref(),
+        credential_id: h.credential_id,
         host_key_policy: h.host_key_policy.as_str(),
         host_keys: &h.host_keys,
         labels: &h.labels,

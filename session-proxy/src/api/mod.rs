@@ -3,6 +3,7 @@
 
 mod access;
 mod account;
+mod credentials;
 mod host_input;
 mod hosts;
 mod library;
@@ -64,6 +65,11 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/api/tokens", get(tokens::list).post(tokens::create))
         .route("/api/tokens/{id}", delete(tokens::revoke))
+        .route(
+            "/api/credentials",
+            get(credentials::list).post(credentials::create),
+        )
+        .route("/api/credentials/{id}", delete(credentials::remove))
         .route("/api/hosts", get(hosts::list).post(hosts::create))
         .route("/api/hosts/scan", post(hosts::scan))
         .route(

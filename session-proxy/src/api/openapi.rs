@@ -12,8 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, account, hosts, library, login, recording, runs, sessions, shares, throttles, tokens,
-    users,
+    access, account, credentials, hosts, library, login, recording, runs, sessions, shares,
+    throttles, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -29,6 +29,7 @@ use super::{
     paths(
         login::login, login::logout, login::me, account::change_password,
         tokens::list, tokens::create, tokens::revoke,
+        credentials::list, credentials::create, credentials::remove,
         hosts::list, hosts::create, hosts::scan, hosts::get_one, hosts::update, hosts::remove,
         sessions::list, sessions::open, sessions::detail, sessions::end, runs::create,
         shares::list, shares::create, shares::revoke, shares::describe,
@@ -168,6 +169,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 54);
+        assert_eq!(operations.len(), 57);
     }
 }

@@ -170,6 +170,8 @@ pub(crate) enum Action {
 pub(crate) enum Resource<'a> {
     Hosts,
     Host(HostAccess<'a>),
+    /// The credential vault: administrators only.
+    Credentials,
     Library,
     Users,
     /// Groups and grants.
@@ -240,7 +242,9 @@ pub(crate) fn authorize(actor: &Actor, action: Action, resource: Resource) -> Re
         Session { .. } => Denied::Hidden("session"),
         Share { .. } => Denied::Hidden("share link"),
         Token { .. } => Denied::Hidden("token"),
-        Hosts | Library | Users | Access | LoginThrottles | Sessions => Denied::Forbidden,
+        Hosts | Credentials | Library | Users | Access | LoginThrottles | Sessions => {
+            Denied::Forbidden
+        }
     })
 }
 
@@ -286,6 +290,11 @@ mod tests {
             (alice, Read, Resource::Users, forbidden),
             (alice, Manage, Resource::Users, forbidden),
             (admin, Manage, Resource::Users, Ok(())),
+            // So is the credential vault, even to read.
+            (alice, Read, Resource::Credentials, forbidden),
+            (alice, Manage, Resource::Credentials, forbidden),
+            (admin, Read, Resource::Credentials, Ok(())),
+            (admin, Manage, Resource::Credentials, Ok(())),
             (alice, Manage, Resource::LoginThrottles, forbidden),
             (admin, Read, Resource::LoginThrottles, Ok(())),
             // A session is its owner's; others do not learn it exists.

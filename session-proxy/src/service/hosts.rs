@@ -5,32 +5,39 @@ use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use uuid::Uuid;
 
 use super::access::Access;
-use super::{authorize, Action, Resource, ServiceError};
+use super::{authorize, credentials, Action, Resource, ServiceError};
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store;
 use crate::store::access::{AccountFields, AccountRow, AccountWriteError};
 use crate::store::hosts::{HostFields, HostRow, HostWriteError};
+use shellway_common::vault::CredentialKind;
 
 /// What a runner needs to reach this host as `account`, or why it cannot.
-pub(crate) fn target(h: &HostRow, account: &AccountRow) -> Result<HostTarget, ServiceError> {
+/// A stored credential travels sealed: only a runner can open it.
+pub(crate) async fn target(
+    st: &AppState,
+    h: &HostRow,
+    account: &AccountRow,
+) -> Result<HostTarget, ServiceError> {
     let unusable = || {
         ServiceError::conflict(
             "host_unusable",
             "this host's settings are not usable; edit the host",
         )
     };
-    let auth =
-        match (account.auth_method.as_str(), &account.key_path) {
-            ("key_path", Some(path)) => AuthMethod::KeyPath { path: path.clone() },
-            ("agent", _) => AuthMethod::Agent,
-            // The credential vault is not part of this build yet.
-            ("stored_key" | "password", _) => return Err(ServiceError::conflict(
-                "credentials_unavailable",
-                "stored credentials are not available yet; use an account with key_path or agent",
-            )),
-            _ => return Err(unusable()),
-        };
+    let auth = match (
+        account.auth_method.as_str(),
+        &account.key_path,
+        account.credential_id,
+    ) {
+        ("key_path", Some(path), _) => AuthMethod::KeyPath { path: path.clone() },
+        ("agent", _, _) => AuthMethod::Agent,
+        ("stored_key" | "password", _, Some(credential)) => {
+            credentials::sealed_auth(st, credential).await?
+        }
+        _ => return Err(unusable()),
+    };
     Ok(HostTarget {
         name: h.name.clone(),
         hostname: h.hostname.clone(),
@@ -97,6 +104,7 @@ pub(crate) async fn add_account(
     store::hosts::get(&st.db, host)
         .await?
         .ok_or(ServiceError::NotFound("host"))?;
+    check_credential(st, fields.auth_method, fields.credential_id).await?;
     store::access::add_account(&st.db, host, fields, user.audit_id())
         .await
         .map_err(account_error)
@@ -145,6 +153,7 @@ pub(crate) async fn save(
     detail: impl FnOnce(&HostRow) -> Value,
 ) -> Result<HostRow, ServiceError> {
     may_manage(user)?;
+    check_credential(st, fields.auth_method, fields.credential_id).await?;
     match store::hosts::save(&st.db, id, fields, user.audit_id(), detail).await {
         Ok(Some(row)) => Ok(row),
         Ok(None) => Err(ServiceError::NotFound("host")),
@@ -153,6 +162,39 @@ pub(crate) async fn save(
             "a host with this name exists already",
         )),
         Err(HostWriteError::Db(err)) => Err(err.into()),
+    }
+}
+
+/// An account that logs in with a stored credential names one that exists
+/// and is of the kind its method needs.
+async fn check_credential(
+    st: &AppState,
+    auth_method: &str,
+    credential_id: Option<Uuid>,
+) -> Result<(), ServiceError> {
+    let wanted = match auth_method {
+        "stored_key" => CredentialKind::PrivateKey,
+        "password" => CredentialKind::Password,
+        _ => return Ok(()),
+    };
+    let Some(id) = credential_id else {
+        return Err(ServiceError::invalid(
+            "credential_id",
+            "credential_id is required with auth_method stored_key or password",
+        ));
+    };
+    match credentials::kind_of(st, id).await? {
+        None => Err(ServiceError::invalid("credential_id", "no such credential")),
+        Some(kind) if kind != wanted => Err(ServiceError::invalid(
+            "credential_id",
+            format!(
+                "the credential is a {}, and auth_method {} needs a {}",
+                kind.as_str(),
+                auth_method,
+                wanted.as_str()
+            ),
+        )),
+        Some(_) => Ok(()),
     }
 }
 

@@ -6,6 +6,7 @@
 pub(crate) mod access;
 pub(crate) mod accounts;
 pub(crate) mod authorize;
+pub(crate) mod credentials;
 pub(crate) mod hosts;
 pub(crate) mod runs;
 pub(crate) mod sessions;

@@ -128,7 +128,7 @@ pub(crate) async fn open(
     let account = access::account_for(st, &access, &host, req.account.as_deref()).await?;
     let action = Action::Use(access::session_action(shell));
     access.check(&host, Some(&account.login), action)?;
-    let target = hosts::target(&host, &account)?;
+    let target = hosts::target(st, &host, &account).await?;
     if !st.broker.is_up() {
         // Refused before anything is written: no session to clean up.
         return Err(BrokerError::NotConnected.into());

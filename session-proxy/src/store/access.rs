@@ -225,15 +225,17 @@ fn duplicate_login(err: sqlx::Error) -> AccountWriteError {
 }
 
 /// Makes the host's own columns (its `username`, `auth_method`,
-/// `key_path`, as the hosts API shows them) those of its first account.
+/// `key_path`, `credential_id`, as the hosts API shows them) those of its
+/// first account.
 pub(crate) async fn sync_first_account(
     conn: &mut PgConnection,
     host: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE hosts h SET username = a.login, auth_method = a.auth_method, \
-         key_path = a.key_path, updated_at = now() \
-         FROM (SELECT login, auth_method, key_path FROM host_accounts WHERE host_id = $1 \
+         key_path = a.key_path, credential_id = a.credential_id, updated_at = now() \
+         FROM (SELECT login, auth_method, key_path, credential_id FROM host_accounts \
+               WHERE host_id = $1 \
                ORDER BY created_at, id LIMIT 1) a WHERE h.id = $1",
     )
     .bind(host)

@@ -17,6 +17,7 @@ pub(crate) struct HostRow {
     pub username: String,
     pub auth_method: String,
     pub key_path: Option<String>,
+    pub credential_id: Option<Uuid>,
     pub host_key_policy: String,
     pub host_keys: Vec<String>,
     pub labels: Json<Labels>,
@@ -26,7 +27,7 @@ pub(crate) struct HostRow {
 pub(crate) type Labels = std::collections::BTreeMap<String, String>;
 
 const COLUMNS: &str = "id, name, hostname, port, username, auth_method, key_path, \
-                       host_key_policy, host_keys, labels, created_at";
+                       credential_id, host_key_policy, host_keys, labels, created_at";
 
 /// A host's settings as written.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,7 @@ pub(crate) struct HostFields<'a> {
     pub username: &'a str,
     pub auth_method: &'a str,
     pub key_path: Option<&'a str>,
+    pub credential_id: Option<Uuid>,
     pub host_key_policy: &'a str,
     pub host_keys: &'a [String],
     pub labels: &'a Labels,
@@ -89,8 +91,8 @@ pub(crate) async fn save(
         None => (
             format!(
                 "INSERT INTO hosts (id, name, hostname, port, username, auth_method, key_path, \
-                 host_key_policy, host_keys, labels) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 host_key_policy, host_keys, labels, credential_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  RETURNING {COLUMNS}"
             ),
             Uuid::now_v7(),
@@ -100,7 +102,7 @@ pub(crate) async fn save(
             format!(
                 "UPDATE hosts SET name = $2, hostname = $3, port = $4, username = $5, \
                  auth_method = $6, key_path = $7, host_key_policy = $8, host_keys = $9, \
-                 labels = $10, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+                 labels = $10, credential_id = $11, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
             ),
             id,
             AuditAction::HostUpdate,
@@ -117,6 +119,7 @@ pub(crate) async fn save(
         .bind(h.host_key_policy)
         .bind(h.host_keys)
         .bind(Json(h.labels))
+        .bind(h.credential_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(duplicate_name)?;
@@ -126,7 +129,7 @@ pub(crate) async fn save(
     let first = super::access::AccountFields {
         login: h.username,
         auth_method: h.auth_method,
-        credential_id: None,
+        credential_id: h.credential_id,
         key_path: h.key_path,
     };
     super::access::set_first_account(&mut tx, row.id, &first).await?;

@@ -5,6 +5,7 @@
 
 pub(crate) mod access;
 pub(crate) mod audit;
+pub(crate) mod credentials;
 pub(crate) mod hosts;
 pub(crate) mod inputs;
 pub(crate) mod library;

@@ -13,8 +13,10 @@ use russh::client::{self, AuthResult, DisconnectReason, Handle};
 use russh::keys::agent::client::AgentClient;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::Disconnect;
+use shellway_common::vault::{self, CredentialKind, Identities};
 use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::key_file::{self, KeyFileError};
 use super::known_hosts::{self, KeyCheck};
@@ -40,6 +42,13 @@ pub(crate) enum SshError {
     },
     #[error("cannot use the private key {path}: {reason}")]
     Key { path: String, reason: KeyFileError },
+    /// A stored credential this runner cannot open (no identity, the
+    /// wrong one, damaged ciphertext).
+    #[error("cannot decrypt the stored credential: {0}")]
+    Vault(String),
+    /// A stored private key that does not decode (never quoted).
+    #[error("cannot use the stored private key: {0}")]
+    StoredKey(&'static str),
     #[error("authentication failed for user {user} on {addr} ({method})")]
     AuthFailed {
         user: String,
@@ -48,6 +57,14 @@ pub(crate) enum SshError {
     },
     #[error("SSH connection to {addr} failed during {stage}")]
     Protocol { addr: String, stage: &'static str },
+}
+
+impl SshError {
+    /// A stored credential this runner could not open: an `auth` error,
+    /// not the host's fault.
+    pub(crate) fn is_vault(&self) -> bool {
+        matches!(self, Self::Vault(_) | Self::StoredKey(_))
+    }
 }
 
 /// The key a server presented, and what the pinned keys said about it.
@@ -93,11 +110,24 @@ pub(crate) struct Attempt {
     pub(crate) result: Result<SshConnection, SshError>,
 }
 
-/// Reads the key (a `key_path` under `key_dir`), then connects and
-/// authenticates, each within `timeout`.
-pub(crate) async fn connect(target: &HostTarget, timeout: Duration, key_dir: &Path) -> Attempt {
+/// How the runner logs in, once read or opened.
+enum Login {
+    Key(Box<PrivateKey>),
+    Password(Zeroizing<String>),
+    Agent,
+}
+
+/// Reads the key (a `key_path` under `key_dir`) or opens the stored
+/// credential (with `vault`), then connects and authenticates, each within
+/// `timeout`. A stored secret lives in memory only for this attempt.
+pub(crate) async fn connect(
+    target: &HostTarget,
+    timeout: Duration,
+    key_dir: &Path,
+    vault: &Identities,
+) -> Attempt {
     let seen = Arc::new(Mutex::new(None));
-    let result = match load_key(target, key_dir, timeout).await {
+    let result = match load_login(target, key_dir, vault, timeout).await {
         Ok(key) => connect_inner(target, timeout, key, &seen).await,
         Err(err) => Err(err),
     };
@@ -112,7 +142,7 @@ fn addr(target: &HostTarget) -> String {
 async fn connect_inner(
     target: &HostTarget,
     timeout: Duration,
-    key: Option<PrivateKey>,
+    key: Login,
     seen: &Arc<Mutex<Option<HostKeySeen>>>,
 ) -> Result<SshConnection, SshError> {
     let addr = addr(target);
@@ -196,13 +226,21 @@ fn auth_name(auth: &AuthMethod) -> &'static str {
     match auth {
         AuthMethod::KeyPath { .. } => "public key",
         AuthMethod::Agent => "SSH agent",
+        AuthMethod::Sealed {
+            kind: CredentialKind::PrivateKey,
+            ..
+        } => "stored public key",
+        AuthMethod::Sealed {
+            kind: CredentialKind::Password,
+            ..
+        } => "stored password",
     }
 }
 
 async fn authenticate(
     handle: &mut Handle<Verifier>,
     target: &HostTarget,
-    key: Option<PrivateKey>,
+    key: Login,
     addr: &str,
 ) -> Result<bool, SshError> {
     let user = target.username.as_str();
@@ -211,7 +249,8 @@ async fn authenticate(
         stage,
     };
     match key {
-        Some(key) => {
+        Login::Key(key) => {
+            let key = *key;
             let hash = handle
                 .best_supported_rsa_hash()
                 .await
@@ -227,7 +266,71 @@ async fn authenticate(
                 })?;
             Ok(result.success())
         }
-        None => authenticate_with_agent(handle, user, addr).await,
+        Login::Password(password) => {
+            let result = handle
+                .authenticate_password(user, password.as_str())
+                .await
+                .map_err(|err| {
+                    tracing::info!(error = %err, "password authentication failed");
+                    protocol("authentication")
+                })?;
+            Ok(result.success())
+        }
+        Login::Agent => authenticate_with_agent(handle, user, addr).await,
+    }
+}
+
+/// What to log in with: a key file, a stored credential opened here, or
+/// the agent.
+async fn load_login(
+    target: &HostTarget,
+    key_dir: &Path,
+    vault: &Identities,
+    timeout: Duration,
+) -> Result<Login, SshError> {
+    match &target.auth {
+        AuthMethod::Sealed { kind, ciphertext } => {
+            let (kind, ciphertext, vault) = (*kind, ciphertext.clone(), vault.clone());
+            // X25519 and, for a protected key, bcrypt-pbkdf: CPU work.
+            tokio::task::spawn_blocking(move || open_sealed(kind, &ciphertext, &vault))
+                .await
+                .unwrap_or_else(|_| Err(SshError::Vault("the decryption failed".into())))
+        }
+        AuthMethod::KeyPath { .. } => Ok(load_key(target, key_dir, timeout)
+            .await?
+            .map_or(Login::Agent, |key| Login::Key(Box::new(key)))),
+        AuthMethod::Agent => Ok(Login::Agent),
+    }
+}
+
+/// Opens a stored credential in memory; the plaintext is wiped when the
+/// returned login (and the opened secret, here) are dropped.
+fn open_sealed(
+    kind: CredentialKind,
+    ciphertext: &str,
+    vault: &Identities,
+) -> Result<Login, SshError> {
+    if vault.is_empty() {
+        return Err(SshError::Vault(
+            "this runner has no vault identity (SHELLWAY_VAULT_IDENTITY_FILE)".into(),
+        ));
+    }
+    let bytes = vault::from_base64(ciphertext).map_err(|e| SshError::Vault(e.to_string()))?;
+    let secret = vault
+        .open(&bytes)
+        .map_err(|e| SshError::Vault(e.to_string()))?;
+    match kind {
+        CredentialKind::Password => Ok(Login::Password(Zeroizing::new(secret.secret.clone()))),
+        CredentialKind::PrivateKey => {
+            russh::keys::decode_secret_key(&secret.secret, secret.passphrase.as_deref())
+                .map(|key| Login::Key(Box::new(key)))
+                .map_err(|err| match err {
+                    russh::keys::Error::KeyIsEncrypted => {
+                        SshError::StoredKey("it is encrypted and no passphrase was stored")
+                    }
+                    _ => SshError::StoredKey("not a valid private key, or a wrong passphrase"),
+                })
+        }
     }
 }
 
