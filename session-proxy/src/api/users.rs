@@ -59,7 +59,11 @@ pub(crate) async fn create(
         None if body.is_admin => Role::Admin,
         None => Role::User,
     };
-    let hash = st.hasher.hash(body.password).await.map_err(ServiceError::from)?;
+    let hash = st
+        .hasher
+        .hash(body.password)
+        .await
+        .map_err(ServiceError::from)?;
     let id = Uuid::now_v7();
     let created = store::users::create(
         &st.db,

@@ -29,9 +29,9 @@ pub(crate) struct SignedIn {
 impl From<HashError> for ServiceError {
     fn from(err: HashError) -> Self {
         match err {
-            HashError::Busy => Self::Busy(
-                "the server is checking many passwords at once; try again in a moment",
-            ),
+            HashError::Busy => {
+                Self::Busy("the server is checking many passwords at once; try again in a moment")
+            }
             other => Self::Internal(other.to_string()),
         }
     }
