@@ -1265,6 +1265,55 @@ async function groupsView(view) {
   await load();
 }
 
+// ---- credential vault (admins) ---------------------------------------------
+
+// Secrets go up once and never come back: the list shows kind, fingerprint
+// and the accounts using each (docs/vault.md).
+async function credentialsView(view) {
+  const tbody = h('tbody');
+  const name = h('input', {id: 'cred-name', placeholder: 'deploy-key', 'aria-label': 'Credential name'});
+  const kind = h('select', {id: 'cred-kind', 'aria-label': 'Kind'},
+    h('option', {value: 'private_key'}, 'private key'), h('option', {value: 'password'}, 'password'));
+  const key = h('textarea', {id: 'cred-key', rows: 6, placeholder: '-----BEGIN OPENSSH PRIVATE KEY-----', 'aria-label': 'Private key', autocomplete: 'off', spellcheck: 'false'});
+  const password = h('input', {id: 'cred-password', type: 'password', 'aria-label': 'Password', autocomplete: 'new-password', hidden: true});
+  const passphrase = h('input', {id: 'cred-passphrase', type: 'password', placeholder: 'passphrase (if the key has one)', 'aria-label': 'Passphrase', autocomplete: 'off'});
+  const showKind = () => {
+    const isKey = kind.value === 'private_key';
+    key.hidden = !isKey; passphrase.hidden = !isKey; password.hidden = isKey;
+  };
+  kind.addEventListener('change', showKind);
+  const save = h('button', {class: 'primary', id: 'cred-save', onclick: async () => {
+    const isKey = kind.value === 'private_key';
+    const body = {name: name.value.trim(), kind: kind.value, secret: isKey ? key.value : password.value};
+    if (isKey && passphrase.value) body.passphrase = passphrase.value;
+    try {
+      const c = await api('POST', '/api/credentials', body);
+      flash('Stored ' + c.name + (c.fingerprint ? ' (' + c.fingerprint + ')' : '') + '.', 'info');
+      name.value = ''; key.value = ''; password.value = ''; passphrase.value = '';
+      load();
+    } catch (e) { flash(e.message); }
+  }}, 'Store credential');
+  async function load() {
+    const list = await api('GET', '/api/credentials');
+    tbody.replaceChildren(...list.map((c) => h('tr', {'data-credential': c.name},
+      h('td', {}, c.name), h('td', {}, c.kind === 'private_key' ? 'private key' : 'password'),
+      h('td', {class: 'mono'}, c.fingerprint || '—'), h('td', {}, (c.used_by || []).join(', ') || '—'),
+      h('td', {}, when(c.created_at)),
+      h('td', {class: 'row-actions'}, h('button', {class: 'danger', onclick: async () => {
+        if (!confirm('Delete credential ' + c.name + '?')) return;
+        try { await api('DELETE', '/api/credentials/' + c.id); load(); } catch (e) { flash(e.message); }
+      }}, 'Delete')))));
+  }
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Credentials'), h('button', {onclick: load}, 'Refresh')),
+    h('table', {id: 'credentials-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Kind'),
+      h('th', {}, 'Fingerprint'), h('th', {}, 'Used by'), h('th', {}, 'Created'), h('th'))), tbody),
+    h('h2', {class: 'section-title'}, 'Store a credential'),
+    h('div', {class: 'card'}, h('div', {class: 'toolbar'}, name, kind, save), key, password, passphrase,
+      h('p', {class: 'muted'}, 'Sealed to the runners\' key before it is stored: nobody, the proxy included, can read it back. Use it in a host account with "stored key" or "password". Rotating the runners\' key: docs/vault.md.')));
+  showKind();
+  await load();
+}
+
 const ACTIONS = ['shell', 'run', 'job', 'service', 'share', 'view_recordings'];
 
 async function grantsView(view) {
@@ -1421,6 +1470,7 @@ const routes = [
   [/^\/users$/, usersView, 'users'],
   [/^\/groups$/, groupsView, 'groups'],
   [/^\/grants$/, grantsView, 'grants'],
+  [/^\/credentials$/, credentialsView, 'credentials'],
   [/^\/my-hosts$/, myHostsView, 'my-hosts'],
   [/^\/account$/, accountView, null],
   [/^\/manual$/, manualView, 'manual'],
@@ -1467,6 +1517,7 @@ async function start() {
     $('#nav-groups').hidden = !app.me.is_admin;
     $('#nav-my-hosts').hidden = app.me.is_admin;
     $('#nav-grants').hidden = !app.me.is_admin;
+    $('#nav-credentials').hidden = !app.me.is_admin;
   } catch (e) { return; }
   $('#logout').addEventListener('click', async () => {
     try { await api('POST', '/api/logout', {}); } catch (_) { /* signed out anyway */ }

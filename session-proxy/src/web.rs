@@ -55,6 +55,7 @@ const PAGES: &[&str] = &[
     "/users",
     "/groups",
     "/grants",
+    "/credentials",
     "/my-hosts",
     "/account",
     "/join/{token}",

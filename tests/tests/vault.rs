@@ -549,3 +549,60 @@ async fn the_host_form_offers_stored_credentials_by_name() {
     b.quit().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_page_stores_a_key_and_never_shows_it_again() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let key = std::fs::read_to_string(&env.sshd.user_key).expect("the test key");
+    let body: String = key
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let b = Browser::start().await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.goto(&format!("{}/credentials", env.base)).await;
+    b.wait_js(
+        "the credentials page",
+        "document.getElementById('credentials-table')",
+    )
+    .await;
+    b.type_into("#cred-name", "page-key").await;
+    b.js(
+        "document.getElementById('cred-key').value = arguments[0];",
+        json!([key]),
+    )
+    .await;
+    b.click("#cred-save").await;
+    b.wait_js(
+        "the credential listed",
+        "document.getElementById('credentials-table').textContent.includes('page-key')",
+    )
+    .await;
+    let fingerprint = fingerprint(&env.sshd.user_key.with_extension("pub"));
+    let row = b
+        .js(
+            "return document.querySelector('[data-credential=\"page-key\"]').textContent;",
+            json!([]),
+        )
+        .await;
+    let row = row.as_str().unwrap_or_default().to_owned();
+    assert!(row.contains(&fingerprint), "{row} lacks {fingerprint}");
+    let page = b
+        .js(
+            "return document.documentElement.outerHTML + document.getElementById('cred-key').value;",
+            json!([]),
+        )
+        .await;
+    let page = page.as_str().unwrap_or_default();
+    assert!(
+        !page.contains(&body[..40]),
+        "the page still holds the key after storing it"
+    );
+    let (_, list) = env.api.get("/api/credentials").await;
+    assert_eq!(list[0]["name"], "page-key");
+    assert_eq!(list[0]["fingerprint"], fingerprint.as_str());
+    b.quit().await;
+    env.finish().await;
+}
