@@ -550,7 +550,7 @@ async fn bad_grants_groups_and_accounts_name_the_field() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
-    // A stored credential cannot be used before the vault exists.
+    // An account's stored credential must exist (the vault: vault.rs).
     let credential = Uuid::now_v7();
     let (status, reply) = env
         .api
@@ -559,10 +559,8 @@ async fn bad_grants_groups_and_accounts_name_the_field() {
             json!({"login": "vaulted", "auth_method": "stored_key", "credential_id": credential}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{reply}");
-    let (status, reply) = open(&env.api, json!({"host_id": host, "account": "vaulted"})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
-    assert_eq!(reply["error"]["code"], "credentials_unavailable");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"]["field"], "credential_id", "{reply}");
     // The old host fields still show the first account.
     let (_, h) = env.api.get(&format!("/api/hosts/{host}")).await;
     assert_eq!(h["username"], env.sshd.username.as_str());

@@ -556,10 +556,7 @@ async fn the_credentials_page_stores_a_key_and_never_shows_it_again() {
     use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
     let env = TestEnv::start().await;
     let key = std::fs::read_to_string(&env.sshd.user_key).expect("the test key");
-    let body: String = key
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
+    let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
     let b = Browser::start().await;
     b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
     b.goto(&format!("{}/credentials", env.base)).await;
@@ -604,5 +601,67 @@ async fn the_credentials_page_stores_a_key_and_never_shows_it_again() {
     assert_eq!(list[0]["name"], "page-key");
     assert_eq!(list[0]["fingerprint"], fingerprint.as_str());
     b.quit().await;
+    env.finish().await;
+}
+
+/// A host whose first account uses the runner's agent gets a second
+/// account that logs in with a stored key: the session names the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_account_logs_in_with_a_stored_key() {
+    let env = TestEnv::start().await;
+    let stored = store_key(&env, "account-key", &env.sshd.user_key, None).await;
+    let host = env
+        .api
+        .create_host(json!({
+            "name": shellway_tests::unique("v"),
+            "hostname": "127.0.0.1",
+            "port": env.sshd.port,
+            "username": "nobody-here",
+            "auth_method": "agent",
+            "host_key_policy": "strict",
+            "host_keys": [env.sshd.host_key],
+        }))
+        .await;
+    let accounts = format!("/api/hosts/{host}/accounts");
+    let (status, reply) = env
+        .api
+        .post(
+            &accounts,
+            json!({"login": env.sshd.username, "auth_method": "stored_key", "credential_id": stored["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/sessions",
+            json!({"host_id": host, "account": env.sshd.username}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let id: Uuid = reply["id"].as_str().unwrap().parse().unwrap();
+    let mut ws = env.attach(id).await;
+    ws.wait_open().await;
+    ws.type_text("echo account-$((6*7))\r").await;
+    ws.wait_output("account-42", WAIT).await;
+    // Where it is used is listed, and it cannot be deleted meanwhile.
+    let (_, list) = env.api.get("/api/credentials").await;
+    let used = format!("{}@", env.sshd.username);
+    assert!(
+        list[0]["used_by"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&used),
+        "{list}"
+    );
+    let (status, reply) = env
+        .api
+        .delete(&format!(
+            "/api/credentials/{}",
+            stored["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    assert_eq!(reply["error"]["code"], "credential_in_use");
     env.finish().await;
 }
