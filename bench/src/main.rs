@@ -33,7 +33,7 @@ pub(crate) struct Plan {
     pub(crate) fanout_bytes: usize,
     pub(crate) viewers: Vec<usize>,
     pub(crate) write_docs: bool,
-    /// Only this figure (`--only echo|pty|fanout|interrupt`): for work on one path;
+    /// Only this figure (`--only echo|pty|exec|fanout|interrupt`): for work on one path;
     /// nothing is written to the docs.
     pub(crate) only: Option<Only>,
 }
@@ -42,6 +42,7 @@ pub(crate) struct Plan {
 pub(crate) enum Only {
     Echo,
     Pty,
+    Exec,
     Fanout,
     Interrupt,
 }
@@ -504,6 +505,9 @@ async fn measure(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
         _ => {}
     }
     let mut terms = Terms::open(b).await?;
+    if b.plan.only == Some(Only::Exec) {
+        return exec_figure(b, &mut terms, report).await;
+    }
     if b.plan.only != Some(Only::Pty) {
         echo_figure(b, &mut terms, report).await?;
     }
@@ -1034,9 +1038,10 @@ fn main() -> std::process::ExitCode {
             Some("pty") => plan.only = Some(Only::Pty),
             Some("fanout") => plan.only = Some(Only::Fanout),
             Some("interrupt") => plan.only = Some(Only::Interrupt),
+            Some("exec") => plan.only = Some(Only::Exec),
             other => {
                 let other = other.unwrap_or("nothing");
-                eprintln!("bench: --only takes echo, pty, fanout or interrupt, not {other:?}");
+                eprintln!("bench: --only takes echo, pty, exec, fanout or interrupt, not {other:?}");
                 return std::process::ExitCode::FAILURE;
             }
         }
