@@ -1041,7 +1041,9 @@ fn main() -> std::process::ExitCode {
             Some("exec") => plan.only = Some(Only::Exec),
             other => {
                 let other = other.unwrap_or("nothing");
-                eprintln!("bench: --only takes echo, pty, exec, fanout or interrupt, not {other:?}");
+                eprintln!(
+                    "bench: --only takes echo, pty, exec, fanout or interrupt, not {other:?}"
+                );
                 return std::process::ExitCode::FAILURE;
             }
         }
