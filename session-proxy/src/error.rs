@@ -168,6 +168,10 @@ impl From<ServiceError> for ApiError {
         match err {
             ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Invalid { field, message } => Self::invalid(field, message),
+            ServiceError::InvalidFields(errors) => {
+                let errors = errors.into_iter().map(ApiError::from).collect();
+                Self::all(errors).unwrap_or_else(|| Self::invalid("body", "invalid"))
+            }
             ServiceError::Conflict { code, message } => Self::conflict(code, message),
             ServiceError::Denied(denied) => denied.into(),
             ServiceError::Forbidden(why) => Self::forbidden(why),

@@ -8,11 +8,13 @@ pub(crate) mod accounts;
 pub(crate) mod authorize;
 pub(crate) mod credentials;
 pub(crate) mod hosts;
+pub(crate) mod library;
 pub(crate) mod runs;
 pub(crate) mod sessions;
 pub(crate) mod shares;
 pub(crate) mod throttles;
 pub(crate) mod tokens;
+pub(crate) mod users;
 
 use std::borrow::Cow;
 
@@ -32,6 +34,9 @@ pub(crate) enum ServiceError {
         field: Cow<'static, str>,
         message: String,
     },
+    /// Several fields are wrong (each `Invalid`), told all at once.
+    #[error("{} fields are invalid", .0.len())]
+    InvalidFields(Vec<ServiceError>),
     /// The thing is in a state that does not allow this (`code` names it).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
