@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::{authorize, Action, Resource, ServiceError};
 use crate::auth::AuthUser;
 use crate::state::AppState;
-use crate::store::library::{self, SaveError, ScriptRow, TaskRow};
 pub(crate) use crate::store::library::Kind;
+use crate::store::library::{self, SaveError, ScriptRow, TaskRow};
 
 const MAX_NAME: usize = 100;
 const MAX_TEXT: usize = 64 * 1024;
