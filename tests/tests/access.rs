@@ -341,6 +341,31 @@ async fn revoking_a_grant_or_disabling_a_user_ends_their_sessions() {
     env.finish().await;
 }
 
+/// A session logged in as an account that its host no longer has ends,
+/// whatever grant its owner holds (`*` included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_ends_the_sessions_logged_in_as_it() {
+    let env = TestEnv::start().await;
+    let bob = env.add_user("bob").await;
+    let host = env.add_host().await;
+    env.grant(&bob, host, &["shell"]).await;
+    let id = bob.open_session(host).await;
+    let mut ws = attach(&env, &bob, id).await;
+    ws.wait_open().await;
+    let accounts = format!("/api/hosts/{host}/accounts");
+    let (_, list) = env.api.get(&accounts).await;
+    let used = list[0]["id"].as_str().unwrap().to_owned();
+    let (status, reply) = env
+        .api
+        .post(&accounts, json!({"login": "spare", "auth_method": "agent"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let (status, reply) = env.api.delete(&format!("{accounts}/{used}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
+    wait_revoked(&mut ws).await;
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_reads_everyones_recordings_and_connects_nowhere() {
     let env = TestEnv::start().await;

@@ -215,6 +215,7 @@ pub(crate) async fn enforce(st: &AppState) -> Result<usize, ServiceError> {
     for s in sessions {
         let role = Role::parse(&s.owner_role).unwrap_or(Role::User);
         let allowed = !s.owner_disabled
+            && !s.account_gone
             && match (s.host_id, &s.account) {
                 (Some(host), Some(account)) => {
                     let access = Access {
