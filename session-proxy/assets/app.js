@@ -79,7 +79,8 @@ class Session {
     this.lastSeq = 0; this.closedByUs = false; this.ended = false; this.retry = 0;
     this.pending = 0; // bytes handed to xterm.js and not drawn yet
     this.unacked = 0; // bytes drawn and not acknowledged yet
-    this.waiting = []; // [data, seq, bytes] arrived, not handed to xterm.js yet
+    this.waiting = []; // [data, seq or 0, bytes] arrived, not handed to xterm.js yet
+    this.drawnSeq = 0; // highest seq drawn
   }
 
   connect() {
@@ -132,12 +133,13 @@ class Session {
   // Output up to `seq`: drawn in order, acknowledged once drawn.
   draw(data, seq, bytes = data.length) {
     if (data instanceof Uint8Array) {
-      // Only the last piece acknowledges `seq`.
-      for (let at = 0; at + PIECE < data.length; at += PIECE) {
-        this.waiting.push([data.subarray(at, at + PIECE), 0, PIECE]);
-      }
-      const tail = data.length - Math.max(0, Math.ceil(data.length / PIECE) - 1) * PIECE;
-      this.waiting.push([data.subarray(data.length - tail), seq, tail]);
+      // Only the last piece acknowledges `seq` (0: none).
+      let at = 0;
+      do {
+        const end = Math.min(at + PIECE, data.length);
+        this.waiting.push([data.subarray(at, end), end === data.length ? seq : 0, end - at]);
+        at = end;
+      } while (at < data.length);
     } else {
       this.waiting.push([data, seq, bytes]);
     }

@@ -98,8 +98,6 @@ pub(crate) async fn update(
     hosts::may_manage(&user)?;
     let h = host_input::parse(body)?;
     let row = hosts::save(&st, &user, Some(id), &fields(&h), audit_detail).await?;
-    // Labels may have moved the host out of a label grant's reach.
-    crate::service::access::enforce_now(&st).await;
     Ok(axum::Json(to_dto(&row)))
 }
 

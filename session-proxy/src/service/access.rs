@@ -18,7 +18,7 @@ use super::{
 use crate::auth::AuthUser;
 use crate::state::AppState;
 use crate::store;
-use crate::store::access::{AccountRow, GrantRow};
+use crate::store::access::{AccountRow, GrantRow, LiveAccess};
 use crate::store::hosts::HostRow;
 use crate::store::sessions::SessionRow;
 
@@ -26,8 +26,8 @@ use crate::store::sessions::SessionRow;
 pub(crate) const ACCESS_REVOKED: &str = "access revoked";
 /// How often every proxy re-checks live sessions (grants expire).
 const RECHECK: Duration = Duration::from_secs(2);
-/// Most live sessions one re-check looks at.
-const RECHECK_LIMIT: i64 = 5000;
+/// Live sessions a re-check reads at once (it reads them all, page by page).
+const RECHECK_PAGE: i64 = 1000;
 
 pub(crate) fn to_grant(row: &GrantRow) -> Grant {
     let target = match (&row.host_id, &row.labels) {
@@ -199,64 +199,70 @@ pub(crate) fn session_action(shell: bool) -> HostAction {
 /// expired, a group left), or no longer a user who may connect.
 pub(crate) async fn enforce(st: &AppState) -> Result<usize, ServiceError> {
     let live = store::lifecycle::live_sessions();
-    let sessions = store::access::live_to_check(&st.db, &live, RECHECK_LIMIT).await?;
-    if sessions.is_empty() {
-        return Ok(0);
-    }
-    let mut owners: Vec<Uuid> = sessions.iter().map(|s| s.owner_id).collect();
-    owners.sort();
-    owners.dedup();
-    let mut grants: HashMap<Uuid, Vec<Grant>> = HashMap::new();
-    for (user, g) in store::access::grants_of(&st.db, &owners).await? {
-        grants.entry(user).or_default().push(to_grant(&g));
-    }
     let now = Utc::now();
     let mut ended = 0;
-    for s in sessions {
-        let role = Role::parse(&s.owner_role).unwrap_or(Role::User);
-        let allowed = !s.owner_disabled
-            && !s.account_gone
-            && match (s.host_id, &s.account) {
-                (Some(host), Some(account)) => {
-                    let access = Access {
-                        actor: Actor {
-                            id: s.owner_id,
-                            role,
-                        },
-                        grants: grants.remove(&s.owner_id).unwrap_or_default(),
-                        now,
-                    };
-                    let labels = s
-                        .host_labels
-                        .as_ref()
-                        .map(|l| l.0.clone())
-                        .unwrap_or_default();
-                    let ok = access
-                        .check_on(
-                            host,
-                            &labels,
-                            Some(account),
-                            Action::Use(session_action(s.shell)),
-                        )
-                        .is_ok();
-                    grants.insert(s.owner_id, access.grants);
-                    ok
-                }
-                // The host was deleted (or the session predates
-                // accounts): its grants are gone with it, the session is
-                // left to end as it does.
-                _ => true,
-            };
-        if allowed {
-            continue;
+    let mut after = Uuid::nil();
+    loop {
+        let page = store::access::live_to_check(&st.db, &live, after, RECHECK_PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(ended);
+        };
+        after = last.id;
+        let mut owners: Vec<Uuid> = page.iter().map(|s| s.owner_id).collect();
+        owners.sort();
+        owners.dedup();
+        let mut grants: HashMap<Uuid, Vec<Grant>> = HashMap::new();
+        for (user, g) in store::access::grants_of(&st.db, &owners).await? {
+            grants.entry(user).or_default().push(to_grant(&g));
         }
-        if store::access::mark_revoked(&st.db, s.id, &live, ACCESS_REVOKED).await? {
-            tracing::info!(session_id = %s.id, "access ended: ending the session");
-            super::sessions::end_with(st, s.id, ACCESS_REVOKED, None, None).await?;
-            ended += 1;
+        for s in &page {
+            let owner_grants = grants.get(&s.owner_id).map_or(&[][..], Vec::as_slice);
+            if still_allowed(s, owner_grants, now) {
+                continue;
+            }
+            if store::access::mark_revoked(&st.db, s.id, &live, ACCESS_REVOKED).await? {
+                tracing::info!(session_id = %s.id, "access ended: ending the session");
+                super::sessions::end_with(st, s.id, ACCESS_REVOKED, None, None).await?;
+                ended += 1;
+            }
+        }
+        if (page.len() as i64) < RECHECK_PAGE {
+            return Ok(ended);
         }
     }
-    Ok(ended)
+}
+
+/// Whether a live session's owner may still hold it.
+fn still_allowed(s: &LiveAccess, grants: &[Grant], now: DateTime<Utc>) -> bool {
+    if s.owner_disabled || s.account_gone {
+        return false;
+    }
+    // The host was deleted (or the session predates accounts): its grants
+    // are gone with it, the session is left to end as it does.
+    let (Some(host), Some(account)) = (s.host_id, &s.account) else {
+        return true;
+    };
+    let access = Access {
+        actor: Actor {
+            id: s.owner_id,
+            role: Role::parse(&s.owner_role).unwrap_or(Role::User),
+        },
+        grants: grants.to_vec(),
+        now,
+    };
+    let labels = s
+        .host_labels
+        .as_ref()
+        .map(|l| l.0.clone())
+        .unwrap_or_default();
+    access
+        .check_on(
+            host,
+            &labels,
+            Some(account),
+            Action::Use(session_action(s.shell)),
+        )
+        .is_ok()
 }
 
 /// Ends what [`enforce`] finds, logging rather than failing the change

@@ -155,7 +155,14 @@ pub(crate) async fn save(
     may_manage(user)?;
     check_credential(st, fields.auth_method, fields.credential_id).await?;
     match store::hosts::save(&st.db, id, fields, user.audit_id(), detail).await {
-        Ok(Some(row)) => Ok(row),
+        Ok(Some(row)) => {
+            if id.is_some() {
+                // New labels or a new first account may end sessions that
+                // a label grant or the old account allowed.
+                super::access::enforce_now(st).await;
+            }
+            Ok(row)
+        }
         Ok(None) => Err(ServiceError::NotFound("host")),
         Err(HostWriteError::DuplicateName) => Err(ServiceError::conflict(
             "duplicate_name",

@@ -535,11 +535,12 @@ pub(crate) struct LiveAccess {
     pub account_gone: bool,
 }
 
-/// Live sessions of people who are not administrators (at most `limit`),
-/// not yet ended for lost access.
+/// Live sessions of people who are not administrators, not yet ended for
+/// lost access: a page of at most `limit`, by id, after `after`.
 pub(crate) async fn live_to_check(
     db: &PgPool,
     live: &[String],
+    after: Uuid,
     limit: i64,
 ) -> Result<Vec<LiveAccess>, sqlx::Error> {
     sqlx::query_as(
@@ -551,9 +552,10 @@ pub(crate) async fn live_to_check(
            AS account_gone \
          FROM sessions s JOIN users u ON u.id = s.owner_id LEFT JOIN hosts h ON h.id = s.host_id \
          WHERE s.status = ANY($1) AND s.access_revoked_at IS NULL AND u.role <> 'admin' \
-         ORDER BY s.id LIMIT $2",
+         AND s.id > $2 ORDER BY s.id LIMIT $3",
     )
     .bind(live)
+    .bind(after)
     .bind(limit)
     .fetch_all(db)
     .await

@@ -44,9 +44,12 @@ pub(crate) enum CredentialWriteError {
     Db(#[from] sqlx::Error),
 }
 
+/// Most credentials listed (as for groups and grants).
+const MAX_LISTED: i64 = 10_000;
+
 pub(crate) async fn list(db: &PgPool) -> Result<Vec<CredentialRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM credentials c ORDER BY c.name"
+        "SELECT {COLUMNS} FROM credentials c ORDER BY c.name LIMIT {MAX_LISTED}"
     )))
     .fetch_all(db)
     .await
