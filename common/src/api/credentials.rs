@@ -52,7 +52,7 @@ pub struct Credential {
     /// `SHA256:…` of the public key (private keys only).
     pub fingerprint: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// The hosts whose logins use it, by name.
+    /// The host accounts that log in with it, as `login@host`.
     #[serde(default)]
     pub used_by: Vec<String>,
 }
