@@ -194,6 +194,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Busy(why) => {
                 Self::retry_later(StatusCode::SERVICE_UNAVAILABLE, "busy", why, 1)
             }
+            ServiceError::NotSsh(message) => Self::new(StatusCode::BAD_GATEWAY, "ssh", message),
+            ServiceError::NoCapacity(message) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", message)
+            }
             ServiceError::Internal(err) => Self::internal(&err),
             ServiceError::Share(refused) => {
                 let (status, code) = match refused {

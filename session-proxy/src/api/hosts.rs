@@ -2,22 +2,19 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{json, Value};
+use serde_json::Value;
 use shellway_common::api::access::{AccountSpec, HostAccount};
 use shellway_common::api::errors::ErrorBody;
 use shellway_common::api::hosts::{Host, HostSpec, ScanRequest, ScanResult};
 use shellway_common::api::Sent;
-use shellway_common::scan::ScanReply;
 use uuid::Uuid;
 
 use super::host_input::{self, HostInput};
 use super::{AppState, Json};
 use crate::auth::AuthUser;
-use crate::bus::ScanError;
 use crate::error::ApiError;
 use crate::service::hosts;
 use crate::store::access::{AccountFields, AccountRow};
-use crate::store::audit::{self, AuditAction};
 use crate::store::hosts::{HostFields, HostRow};
 
 /// A host as the API shows it.
@@ -126,70 +123,13 @@ pub(crate) async fn scan(
         Sent::Value(h) => h.trim().to_owned(),
         Sent::Missing | Sent::WrongType => String::new(),
     };
-    if let Err(err) = hosts::may_manage(&user) {
-        let target: String = hostname
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(255)
-            .collect();
-        // A host the caller may not see is not theirs to learn about.
-        let port = super::host_input::parse_port(&body.port).unwrap_or(22);
-        let known = hosts::list(&st, &user)
-            .await?
-            .iter()
-            .any(|h| h.hostname == hostname && h.port == i32::from(port));
-        let (err, outcome) = if known {
-            (ApiError::from(err), "forbidden")
-        } else {
-            (ApiError::not_found("host"), "hidden")
-        };
-        let detail = json!({"outcome": outcome});
-        audit::record_alone(
-            &st.db,
-            user.audit_id(),
-            AuditAction::HostScan,
-            &target,
-            detail,
-        )
-        .await?;
-        return Err(err);
-    }
-    super::host_input::check_hostname(&hostname)?;
-    let port = super::host_input::parse_port(&body.port)?;
-    let result = st.scans.scan(&hostname, port).await;
-    let detail = match &result {
-        Ok(ScanReply::Key { fingerprint, .. }) => {
-            json!({"outcome": "key", "fingerprint": fingerprint})
-        }
-        Ok(ScanReply::NoSshServer { .. }) => json!({"outcome": "no_ssh_server"}),
-        Ok(ScanReply::SshError { message }) => json!({"outcome": "ssh_error", "message": message}),
-        Ok(ScanReply::Taken { .. }) | Err(ScanError::NoRunner(_)) => {
-            json!({"outcome": "no_runner"})
-        }
-        Err(ScanError::Broker(_)) => json!({"outcome": "broker_unavailable"}),
-    };
-    let target = format!("{hostname}:{port}");
-    audit::record_alone(
-        &st.db,
-        user.audit_id(),
-        AuditAction::HostScan,
-        &target,
-        detail,
-    )
-    .await?;
-    match result {
-        Ok(ScanReply::Key { key, fingerprint }) => Ok(axum::Json(ScanResult { key, fingerprint })),
-        Ok(ScanReply::NoSshServer { message } | ScanReply::SshError { message }) => {
-            Err(ApiError::new(StatusCode::BAD_GATEWAY, "ssh", message))
-        }
-        Ok(ScanReply::Taken { .. }) => Err(ApiError::internal(&"a scan ended at `taken`")),
-        Err(err @ ScanError::NoRunner(_)) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "capacity",
-            err.to_string(),
-        )),
-        Err(ScanError::Broker(err)) => Err(err.into()),
-    }
+    // Refused before the input is judged (a refusal names no field).
+    let port_asked = host_input::parse_port(&body.port).unwrap_or(22);
+    hosts::may_scan(&st, &user, &hostname, port_asked).await?;
+    host_input::check_hostname(&hostname)?;
+    let port = host_input::parse_port(&body.port)?;
+    let (key, fingerprint) = hosts::scan(&st, &user, &hostname, port).await?;
+    Ok(axum::Json(ScanResult { key, fingerprint }))
 }
 
 fn account_dto(a: &AccountRow) -> HostAccount {

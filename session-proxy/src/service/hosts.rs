@@ -1,15 +1,18 @@
 //! Hosts: everyone signed in may read them; administrators change them.
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use shellway_common::scan::ScanReply;
 use shellway_common::{AuthMethod, HostKeyPolicy, HostTarget};
 use uuid::Uuid;
 
 use super::access::Access;
 use super::{authorize, credentials, Action, Resource, ServiceError};
 use crate::auth::AuthUser;
+use crate::bus::ScanError;
 use crate::state::AppState;
 use crate::store;
 use crate::store::access::{AccountFields, AccountRow, AccountWriteError};
+use crate::store::audit::{self, AuditAction};
 use crate::store::hosts::{HostFields, HostRow, HostWriteError};
 use shellway_common::vault::CredentialKind;
 
@@ -211,5 +214,84 @@ pub(crate) async fn delete(st: &AppState, user: &AuthUser, id: Uuid) -> Result<(
         Ok(())
     } else {
         Err(ServiceError::NotFound("host"))
+    }
+}
+
+/// May `user` scan `hostname:port` for its key? A refusal is audited, and
+/// is "not found" unless the caller may see a host at that address.
+pub(crate) async fn may_scan(
+    st: &AppState,
+    user: &AuthUser,
+    hostname: &str,
+    port: u16,
+) -> Result<(), ServiceError> {
+    let Err(err) = may_manage(user) else {
+        return Ok(());
+    };
+    let known = list(st, user)
+        .await?
+        .iter()
+        .any(|h| h.hostname == hostname && h.port == i32::from(port));
+    let (err, outcome) = if known {
+        (err, "forbidden")
+    } else {
+        (ServiceError::NotFound("host"), "hidden")
+    };
+    let target: String = hostname
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect();
+    let detail = json!({"outcome": outcome});
+    audit::record_alone(
+        &st.db,
+        user.audit_id(),
+        AuditAction::HostScan,
+        &target,
+        detail,
+    )
+    .await?;
+    Err(err)
+}
+
+/// A host's key and fingerprint, as a runner finds it (the proxy never
+/// dials hosts). Every scan is audited with its outcome.
+pub(crate) async fn scan(
+    st: &AppState,
+    user: &AuthUser,
+    hostname: &str,
+    port: u16,
+) -> Result<(String, String), ServiceError> {
+    let result = st.scans.scan(hostname, port).await;
+    let detail = match &result {
+        Ok(ScanReply::Key { fingerprint, .. }) => {
+            json!({"outcome": "key", "fingerprint": fingerprint})
+        }
+        Ok(ScanReply::NoSshServer { .. }) => json!({"outcome": "no_ssh_server"}),
+        Ok(ScanReply::SshError { message }) => json!({"outcome": "ssh_error", "message": message}),
+        Ok(ScanReply::Taken { .. }) | Err(ScanError::NoRunner(_)) => {
+            json!({"outcome": "no_runner"})
+        }
+        Err(ScanError::Broker(_)) => json!({"outcome": "broker_unavailable"}),
+    };
+    let target = format!("{hostname}:{port}");
+    audit::record_alone(
+        &st.db,
+        user.audit_id(),
+        AuditAction::HostScan,
+        &target,
+        detail,
+    )
+    .await?;
+    match result {
+        Ok(ScanReply::Key { key, fingerprint }) => Ok((key, fingerprint)),
+        Ok(ScanReply::NoSshServer { message } | ScanReply::SshError { message }) => {
+            Err(ServiceError::NotSsh(message))
+        }
+        Ok(ScanReply::Taken { .. }) => {
+            Err(ServiceError::Internal("a scan ended at `taken`".into()))
+        }
+        Err(err @ ScanError::NoRunner(_)) => Err(ServiceError::NoCapacity(err.to_string())),
+        Err(ScanError::Broker(err)) => Err(err.into()),
     }
 }

@@ -60,6 +60,12 @@ pub(crate) enum ServiceError {
     /// No capacity right now: try again in a moment.
     #[error("{0}")]
     Busy(&'static str),
+    /// The peer is no SSH server, or the SSH handshake failed.
+    #[error("{0}")]
+    NotSsh(String),
+    /// No runner took the work in time.
+    #[error("{0}")]
+    NoCapacity(String),
     /// Failed for a reason the caller cannot act on (logged, not shown).
     #[error("{0}")]
     Internal(String),
