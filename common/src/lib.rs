@@ -11,6 +11,7 @@ pub mod control;
 pub mod event;
 pub mod output;
 pub mod request;
+pub mod reseal;
 pub mod scan;
 pub mod script;
 pub mod topology;

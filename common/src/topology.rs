@@ -76,7 +76,8 @@ impl Topology {
         format!("{}.record", self.prefix)
     }
 
-    /// Host-key scan requests; runners compete for them (`scan.rs`).
+    /// What proxies ask of runners (host-key scans, vault re-seals); runners
+    /// compete for them (`scan.rs`, `reseal.rs`).
     pub fn scans(&self) -> String {
         format!("{}.scans", self.prefix)
     }

@@ -93,6 +93,18 @@ impl Identities {
     pub fn open(&self, ciphertext: &[u8]) -> Result<Secret, VaultError> {
         open(&self.0, ciphertext)
     }
+
+    /// Whether one of these identities belongs to `recipient` (`age1…`).
+    pub fn holds(&self, recipient: &str) -> bool {
+        self.0.iter().any(|i| recipient_of(i) == recipient)
+    }
+
+    /// Opens a sealed credential and seals it again to `to`; the
+    /// plaintext is wiped as soon as it is sealed.
+    pub fn reseal(&self, ciphertext: &[u8], to: &[Recipient]) -> Result<Vec<u8>, VaultError> {
+        let plain = self.open(ciphertext)?;
+        seal(to, &plain)
+    }
 }
 
 impl std::fmt::Debug for Identities {
@@ -237,6 +249,22 @@ mod tests {
             seal(&[], &secret()),
             Err(VaultError::NoRecipients)
         ));
+    }
+
+    #[test]
+    fn reseal_moves_a_credential_to_a_new_key() {
+        let old = Identity::generate();
+        let new = Identity::generate();
+        let sealed = seal(&[old.to_public()], &secret()).unwrap_or_else(|e| panic!("{e}"));
+        let runner = Identities::new(vec![old.clone(), new.clone()]);
+        assert!(runner.holds(&recipient_of(&new)));
+        assert!(!runner.holds(&recipient_of(&Identity::generate())));
+        let moved = runner
+            .reseal(&sealed, &[new.to_public()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(open(&[old], &moved).is_err());
+        let opened = open(&[new], &moved).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(opened.secret, "hunter2");
     }
 
     #[test]

@@ -1295,23 +1295,40 @@ async function credentialsView(view) {
       load();
     } catch (e) { flash(e.message); }
   }}, 'Store credential');
+  // Rotation: after the operator gives the runners the new identity and
+  // the proxy the new recipient, a runner re-seals what is on the old key.
+  const rotate = h('button', {id: 'cred-rotate', onclick: async () => {
+    if (!confirm('Re-seal every credential on an old key to the runners\' current key?')) return;
+    rotate.disabled = true;
+    try {
+      const r = await api('POST', '/api/credentials/rotate');
+      flash('Re-sealed ' + r.resealed + ' credential' + (r.resealed === 1 ? '' : 's') + ' to the current key' +
+        (r.already_current ? ' (' + r.already_current + ' already were)' : '') + '.', 'info');
+    } catch (e) { flash(e.message); }
+    rotate.disabled = false;
+    load();
+  }}, 'Rotate');
   async function load() {
     const list = await api('GET', '/api/credentials');
+    const old = list.filter((c) => !c.current_key).length;
+    rotate.textContent = old ? 'Rotate ' + old + ' to the current key' : 'Rotate';
+    rotate.title = old ? old + ' sealed to an older key' : 'Every credential is sealed to the current key';
     tbody.replaceChildren(...list.map((c) => h('tr', {'data-credential': c.name},
       h('td', {}, c.name), h('td', {}, c.kind === 'private_key' ? 'private key' : 'password'),
       h('td', {class: 'mono'}, c.fingerprint || '—'), h('td', {}, (c.used_by || []).join(', ') || '—'),
+      h('td', {class: 'cred-key'}, c.current_key ? 'current' : 'old key'),
       h('td', {}, when(c.created_at)),
       h('td', {class: 'row-actions'}, h('button', {class: 'danger', onclick: async () => {
         if (!confirm('Delete credential ' + c.name + '?')) return;
         try { await api('DELETE', '/api/credentials/' + c.id); load(); } catch (e) { flash(e.message); }
       }}, 'Delete')))));
   }
-  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Credentials'), h('button', {onclick: load}, 'Refresh')),
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Credentials'), h('button', {onclick: load}, 'Refresh'), rotate),
     h('table', {id: 'credentials-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Kind'),
-      h('th', {}, 'Fingerprint'), h('th', {}, 'Used by'), h('th', {}, 'Created'), h('th'))), tbody),
+      h('th', {}, 'Fingerprint'), h('th', {}, 'Used by'), h('th', {}, 'Sealed to'), h('th', {}, 'Created'), h('th'))), tbody),
     h('h2', {class: 'section-title'}, 'Store a credential'),
     h('div', {class: 'card'}, h('div', {class: 'toolbar'}, name, kind, save), key, password, passphrase,
-      h('p', {class: 'muted'}, 'Sealed to the runners\' key before it is stored: nobody, the proxy included, can read it back. Use it in a host account with "stored key" or "password". Rotating the runners\' key: docs/vault.md.')));
+      h('p', {class: 'muted'}, 'Sealed to the runners\' key before it is stored: nobody, the proxy included, can read it back. Use it in a host account with "stored key" or "password". Rotating the runners\' key: give the runners the new identity, the proxy the new recipient, then Rotate (docs/vault.md).')));
   showKind();
   await load();
 }

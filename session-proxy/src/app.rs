@@ -74,7 +74,7 @@ mod tests {
             db,
             db_health: crate::health::DbHealth::default(),
             recorder_broker: broker.clone(),
-            scans: crate::bus::Scans::new(broker.clone(), "p".into()),
+            asks: crate::bus::RunnerAsks::new(broker.clone(), "p".into()),
             broker,
             fanout,
             presence: crate::presence::Presence::new("p".into()),

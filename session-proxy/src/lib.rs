@@ -152,8 +152,8 @@ pub async fn run(
     );
     let presence = presence::Presence::new(config.proxy_id.clone());
     tracker.spawn(presence.clone().run(broker.clone(), tasks.clone()));
-    let scans = bus::Scans::new(broker.clone(), config.proxy_id.clone());
-    tracker.spawn(scans.clone().run(tasks.clone()));
+    let asks = bus::RunnerAsks::new(broker.clone(), config.proxy_id.clone());
+    tracker.spawn(asks.clone().run(tasks.clone()));
     // The recorder has a connection of its own: its copy of each output
     // message then does not queue on the socket and I/O thread that carry
     // the live feed to viewers.
@@ -172,7 +172,7 @@ pub async fn run(
         recorder_broker: recording.clone(),
         fanout,
         presence,
-        scans,
+        asks,
         inputs: inputs::InputLog::new(db.clone(), &tracker, tasks.clone()),
         hasher,
         settings: Arc::new(Settings {

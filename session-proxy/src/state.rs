@@ -39,8 +39,8 @@ pub(crate) struct AppState {
     pub recorder_broker: Broker,
     pub fanout: Fanout,
     pub presence: crate::presence::Presence,
-    /// Host-key scans, asked of a runner.
-    pub scans: crate::bus::Scans,
+    /// What the proxy asks of a runner: host-key scans, vault re-seals.
+    pub asks: crate::bus::RunnerAsks,
     pub inputs: crate::inputs::InputLog,
     pub hasher: Hasher,
     pub settings: Arc<Settings>,

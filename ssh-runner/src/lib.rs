@@ -5,6 +5,7 @@
 //! reports everything back as events and output. See `docs/architecture.md`
 //! for the whole picture and `shellway_common` for the wire contract.
 
+mod asks;
 mod broker;
 mod config;
 mod health;
@@ -18,7 +19,6 @@ mod presence;
 mod publisher;
 mod remote_pid;
 mod runs;
-mod scans;
 mod screen;
 mod session;
 mod slots;
@@ -186,7 +186,8 @@ struct Served<'a> {
 }
 
 /// Serves on one broker connection: takes requests, sends heartbeats and
-/// answers host-key scans until shutdown (`Ok`) or until the connection is lost (`Err`).
+/// answers what proxies ask (host-key scans, vault re-seals) until
+/// shutdown (`Ok`) or until the connection is lost (`Err`).
 async fn serve(broker: &Broker, s: &Served<'_>) -> anyhow::Result<()> {
     let mut events = broker.connection().events_listener();
     let connection_error = async {
@@ -209,7 +210,7 @@ async fn serve(broker: &Broker, s: &Served<'_>) -> anyhow::Result<()> {
     tokio::select! {
         taken = intake.run() => Ok(taken?),
         beat = heartbeat::run(broker, s.config, s.slots, s.shutdown) => Ok(beat?),
-        scans = scans::serve(broker, s.config, s.shutdown) => Ok(scans?),
+        asks = asks::serve(broker, s.config, s.shutdown) => Ok(asks?),
         err = connection_error => Err(err.into()),
         () = broker.broken() => anyhow::bail!("a channel of the connection failed"),
     }

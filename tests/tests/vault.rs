@@ -665,3 +665,115 @@ async fn a_host_account_logs_in_with_a_stored_key() {
     assert_eq!(reply["error"]["code"], "credential_in_use");
     env.finish().await;
 }
+
+/// The console's rotation, as an operator does it: the runners get the new
+/// identity beside the old one, the proxy the new recipient (a proxy
+/// restarted with it: here a second proxy process), then an administrator
+/// presses Rotate and a runner re-seals; a runner with only the new
+/// identity then logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_from_the_console_goes_through_a_runner() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start_with(TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let stored = store_key(&env, "rot-key", &env.sshd.user_key, None).await;
+    let host = host_with(&env, &env.sshd.username, "stored_key", &stored).await;
+    let new = Identity::generate();
+    let (mut cmd, base) = env.proxy_command(&shellway_tests::unique("rot-"));
+    cmd.env("SHELLWAY_VAULT_RECIPIENTS", vault::recipient_of(&new));
+    let mut proxy = cmd.spawn().unwrap();
+    env.wait_healthy(&base).await;
+    let api = shellway_tests::api::Api::new(base.clone(), Some(env.token().to_owned()));
+    let recipient = || async {
+        let pool = env.db().await;
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT recipient FROM credentials ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        pool.close().await;
+        rows.into_iter().map(|r| r.0).collect::<Vec<_>>()
+    };
+    let (_, list) = api.get("/api/credentials").await;
+    assert_eq!(list[0]["current_key"], false, "{list}");
+
+    // No runner at all: a clear 503, nothing changed.
+    let (status, reply) = api.post("/api/credentials/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
+    assert_eq!(recipient().await, [vault::recipient_of(&env.vault)]);
+
+    // A runner that lacks the new identity refuses: the vault never moves
+    // to a key the runners cannot open.
+    let runner = runner_with(&env, Some(secret_of(&env.vault)));
+    let (status, reply) = api.post("/api/credentials/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    assert_eq!(reply["error"]["code"], "rotation_refused", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not hold the identity of")
+            && message.contains(&vault::recipient_of(&new)),
+        "{message}"
+    );
+    assert_eq!(recipient().await, [vault::recipient_of(&env.vault)]);
+    stop(runner).await;
+
+    // Old and new on the runner: the administrator rotates on the
+    // Credentials page.
+    let runner = runner_with(
+        &env,
+        Some(format!("{},{}", secret_of(&env.vault), secret_of(&new))),
+    );
+    let b = Browser::start().await;
+    b.login(&base, ADMIN, ADMIN_PASSWORD).await;
+    b.goto(&format!("{base}/credentials")).await;
+    b.wait_js(
+        "the rotate button counts the credential on the old key",
+        "document.getElementById('cred-rotate')?.textContent === 'Rotate 1 to the current key'",
+    )
+    .await;
+    b.js("window.confirm = () => true", json!([])).await;
+    b.click("#cred-rotate").await;
+    b.wait_js(
+        "the row shows the current key",
+        "document.querySelector('[data-credential=\"rot-key\"] .cred-key')?.textContent === 'current'",
+    )
+    .await;
+    b.quit().await;
+    assert_eq!(recipient().await, [vault::recipient_of(&new)]);
+    let (_, list) = api.get("/api/credentials").await;
+    assert_eq!(list[0]["current_key"], true, "{list}");
+    // Again: nothing left to move.
+    let (status, reply) = api.post("/api/credentials/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["resealed"], 0, "{reply}");
+    assert_eq!(reply["already_current"], 1, "{reply}");
+    stop(runner).await;
+
+    // Audited with who did it, never a secret.
+    let pool = env.db().await;
+    let rows: Vec<(Option<String>, Value)> = sqlx::query_as(
+        "SELECT username, detail FROM audit WHERE action = 'credential.rotate' ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].0.as_deref(), Some(ADMIN));
+    assert_eq!(rows[0].1["credentials"], 1, "{rows:?}");
+    for body in key_body(&env.sshd.user_key) {
+        assert!(!rows[0].1.to_string().contains(&body));
+    }
+
+    // Only the new identity now: it logs in.
+    let runner = runner_with(&env, Some(secret_of(&new)));
+    shell_works(&env, host).await;
+    stop(runner).await;
+    let _ = proxy.start_kill();
+    let _ = proxy.wait().await;
+    env.finish().await;
+}

@@ -55,4 +55,19 @@ pub struct Credential {
     /// The host accounts that log in with it, as `login@host`.
     #[serde(default)]
     pub used_by: Vec<String>,
+    /// Sealed to the runners' key configured now; `false`: a rotation
+    /// (`POST /api/credentials/rotate`) would move it.
+    #[serde(default)]
+    pub current_key: bool,
+}
+
+/// `POST /api/credentials/rotate`: what was re-sealed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Rotation {
+    /// Credentials a runner re-sealed to the current recipients.
+    pub resealed: usize,
+    /// Credentials that were sealed to them already.
+    pub already_current: usize,
+    /// The `age1…` recipient(s) everything is now sealed to.
+    pub recipient: String,
 }

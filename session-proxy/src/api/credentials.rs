@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use shellway_common::api::credentials::{Credential, NewCredential};
+use shellway_common::api::credentials::{Credential, NewCredential, Rotation};
 use shellway_common::api::Sent;
 use shellway_common::vault::CredentialKind;
 use uuid::Uuid;
@@ -18,8 +18,9 @@ use crate::store::credentials::CredentialRow;
 /// Largest secret accepted: an RSA-16384 key in OpenSSH format is ~12 KiB.
 const MAX_SECRET: usize = 64 * 1024;
 
-fn to_dto(c: CredentialRow) -> Credential {
+fn to_dto(st: &AppState, c: CredentialRow) -> Credential {
     Credential {
+        current_key: st.settings.vault.is_current(&c.recipient),
         id: c.id,
         name: c.name,
         kind: c.kind,
@@ -35,7 +36,9 @@ pub(crate) async fn list(
     user: AuthUser,
 ) -> Result<axum::Json<Vec<Credential>>, ApiError> {
     let rows = credentials::list(&st, &user).await?;
-    Ok(axum::Json(rows.into_iter().map(to_dto).collect()))
+    Ok(axum::Json(
+        rows.into_iter().map(|c| to_dto(&st, c)).collect(),
+    ))
 }
 
 #[utoipa::path(post, operation_id = "create_credential", path = "/api/credentials", tag = "credentials", request_body = NewCredential, responses((status = 201, description = "Sealed to the runners' key and stored (administrators); the secret is not returned", body = Credential), (status = 409, description = "`duplicate_name`, or `vault_not_configured` (no SHELLWAY_VAULT_RECIPIENTS)", body = shellway_common::api::errors::ErrorBody)))]
@@ -47,7 +50,7 @@ pub(crate) async fn create(
     credentials::may_manage(&user)?;
     let input = parse(body)?;
     let row = credentials::create(&st, &user, input).await?;
-    Ok((StatusCode::CREATED, axum::Json(to_dto(row))))
+    Ok((StatusCode::CREATED, axum::Json(to_dto(&st, row))))
 }
 
 #[utoipa::path(delete, operation_id = "delete_credential", path = "/api/credentials/{id}", tag = "credentials", params(("id" = Uuid, Path)), responses((status = 204, description = "Deleted (administrators)"), (status = 409, description = "`credential_in_use`: a host logs in with it", body = shellway_common::api::errors::ErrorBody)))]
@@ -58,6 +61,19 @@ pub(crate) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     credentials::delete(&st, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, operation_id = "rotate_credentials", path = "/api/credentials/rotate", tag = "credentials", responses((status = 200, description = "Every credential is now sealed to the recipients configured now (SHELLWAY_VAULT_RECIPIENTS); a runner re-sealed those that were not (administrators)", body = Rotation), (status = 409, description = "`vault_not_configured`, or `rotation_refused`: the runner does not hold the new key's identity, or cannot open a credential (the message says which); nothing changed", body = shellway_common::api::errors::ErrorBody), (status = 503, description = "No runner answered; nothing changed", body = shellway_common::api::errors::ErrorBody)))]
+pub(crate) async fn rotate(
+    State(st): State<AppState>,
+    user: AuthUser,
+) -> Result<axum::Json<Rotation>, ApiError> {
+    let done = credentials::rotate_through_runner(&st, &user).await?;
+    Ok(axum::Json(Rotation {
+        resealed: done.resealed,
+        already_current: done.already_current,
+        recipient: done.recipient,
+    }))
 }
 
 /// Validates every field, naming each one at fault; the secret is moved

@@ -70,6 +70,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(credentials::list).post(credentials::create),
         )
         .route("/api/credentials/{id}", delete(credentials::remove))
+        .route("/api/credentials/rotate", post(credentials::rotate))
         .route("/api/hosts", get(hosts::list).post(hosts::create))
         .route("/api/hosts/scan", post(hosts::scan))
         .route(

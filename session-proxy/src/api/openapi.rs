@@ -29,7 +29,7 @@ use super::{
     paths(
         login::login, login::logout, login::me, account::change_password,
         tokens::list, tokens::create, tokens::revoke,
-        credentials::list, credentials::create, credentials::remove,
+        credentials::list, credentials::create, credentials::remove, credentials::rotate,
         hosts::list, hosts::create, hosts::scan, hosts::get_one, hosts::update, hosts::remove,
         sessions::list, sessions::open, sessions::detail, sessions::end, runs::create,
         shares::list, shares::create, shares::revoke, shares::describe,
@@ -169,6 +169,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 57);
+        assert_eq!(operations.len(), 58);
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use shellway_common::reseal::{ResealReply, ResealRequest, SealedItem, RESEAL_BATCH};
 use shellway_common::vault::{self, CredentialKind, Identity, Recipient, Secret};
 use shellway_common::AuthMethod;
 use sqlx::PgPool;
@@ -15,6 +16,7 @@ use zeroize::Zeroizing;
 
 use super::{authorize, Action, Resource, ServiceError};
 use crate::auth::AuthUser;
+use crate::bus::AskError;
 use crate::state::AppState;
 use crate::store;
 use crate::store::credentials::{CredentialRow, CredentialWriteError, NewCredential};
@@ -44,6 +46,12 @@ impl Vault {
     /// The recipients, comma-separated, as stored with each credential.
     fn label(&self) -> String {
         join(&self.recipients)
+    }
+
+    /// Whether a credential sealed to `recipient` (as stored) is sealed to
+    /// the recipients configured now; `false` means a rotation would move it.
+    pub(crate) fn is_current(&self, recipient: &str) -> bool {
+        !self.recipients.is_empty() && recipient == self.label()
     }
 }
 
@@ -253,7 +261,106 @@ pub(crate) async fn rotate(
         store::credentials::reseal(&mut tx, *id, &resealed, &label).await?;
     }
     let detail = json!({"credentials": rows.len(), "recipient": label});
-    store::credentials::record_rotation(&mut tx, detail).await?;
+    store::credentials::record_rotation(&mut tx, None, detail).await?;
     tx.commit().await?;
     Ok(rows.len())
+}
+
+/// What a rotation from the console did.
+#[derive(Debug)]
+pub(crate) struct Rotation {
+    /// Credentials now sealed to the current recipients that were not.
+    pub resealed: usize,
+    /// Credentials that were sealed to them already.
+    pub already_current: usize,
+    /// The recipients, comma-separated.
+    pub recipient: String,
+}
+
+/// `POST /api/credentials/rotate`: re-seals every credential not sealed to
+/// the recipients configured now (`SHELLWAY_VAULT_RECIPIENTS`). The proxy
+/// cannot open them, so a runner does it, in batches; it seals only to
+/// keys whose identity it holds. Nothing is locked while the runner works:
+/// the new ciphertexts are written in one transaction, each only if its
+/// credential was not changed meanwhile; any refusal changes nothing.
+pub(crate) async fn rotate_through_runner(
+    st: &AppState,
+    user: &AuthUser,
+) -> Result<Rotation, ServiceError> {
+    may_manage(user)?;
+    let vault = st.settings.vault.clone();
+    if vault.recipients.is_empty() {
+        return Err(ServiceError::conflict(
+            "vault_not_configured",
+            "no vault recipient is configured (SHELLWAY_VAULT_RECIPIENTS)",
+        ));
+    }
+    let label = vault.label();
+    let stale = store::credentials::sealed_elsewhere(&st.db, &label).await?;
+    let total = store::credentials::count(&st.db).await?;
+    let recipients: Vec<String> = vault.recipients.iter().map(ToString::to_string).collect();
+    let mut moved = Vec::with_capacity(stale.len());
+    let mut runners = Vec::new();
+    for batch in stale.chunks(RESEAL_BATCH) {
+        let request = ResealRequest {
+            recipients: recipients.clone(),
+            items: batch
+                .iter()
+                .map(|(id, c)| SealedItem {
+                    id: *id,
+                    ciphertext: vault::to_base64(c),
+                })
+                .collect(),
+        };
+        let (runner, items) = match st.asks.reseal(&request).await {
+            Ok(ResealReply::Resealed { runner, items }) => (runner, items),
+            Ok(ResealReply::Refused { runner, message }) => {
+                tracing::warn!(%runner, %message, "a runner refused to re-seal the vault");
+                return Err(ServiceError::conflict("rotation_refused", message));
+            }
+            Ok(ResealReply::Taken { .. }) => {
+                return Err(ServiceError::Internal("a re-seal ended at `taken`".into()))
+            }
+            Err(err @ AskError::NoRunner(_)) => {
+                return Err(ServiceError::NoCapacity(err.to_string()))
+            }
+            Err(AskError::Broker(err)) => return Err(err.into()),
+        };
+        let same = items.len() == batch.len() && items.iter().zip(batch).all(|(i, b)| i.id == b.0);
+        if !same {
+            return Err(ServiceError::Internal(format!(
+                "runner {runner} answered a re-seal with other credentials than asked"
+            )));
+        }
+        for (item, (id, old)) in items.into_iter().zip(batch) {
+            let new = vault::from_base64(&item.ciphertext).map_err(|_| {
+                ServiceError::Internal(format!("runner {runner} sent a damaged ciphertext"))
+            })?;
+            moved.push((*id, old, new));
+        }
+        if !runners.contains(&runner) {
+            runners.push(runner);
+        }
+    }
+    let mut tx = st.db.begin().await?;
+    let mut resealed = 0;
+    for (id, old, new) in &moved {
+        if store::credentials::reseal_if_unchanged(&mut tx, *id, old, new, &label).await? {
+            resealed += 1;
+        }
+    }
+    let detail = json!({
+        "credentials": resealed,
+        "already_current": total.saturating_sub(stale.len()),
+        "recipient": label,
+        "runners": runners,
+    });
+    store::credentials::record_rotation(&mut tx, user.audit_id(), detail).await?;
+    tx.commit().await?;
+    tracing::info!(resealed, runners = ?runners, user = %user.username, "vault rotated from the console");
+    Ok(Rotation {
+        resealed,
+        already_current: total.saturating_sub(stale.len()),
+        recipient: label,
+    })
 }

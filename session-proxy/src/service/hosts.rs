@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::access::Access;
 use super::{authorize, credentials, Action, Resource, ServiceError};
 use crate::auth::AuthUser;
-use crate::bus::ScanError;
+use crate::bus::AskError;
 use crate::state::AppState;
 use crate::store;
 use crate::store::access::{AccountFields, AccountRow, AccountWriteError};
@@ -262,17 +262,17 @@ pub(crate) async fn scan(
     hostname: &str,
     port: u16,
 ) -> Result<(String, String), ServiceError> {
-    let result = st.scans.scan(hostname, port).await;
+    let result = st.asks.scan(hostname, port).await;
     let detail = match &result {
         Ok(ScanReply::Key { fingerprint, .. }) => {
             json!({"outcome": "key", "fingerprint": fingerprint})
         }
         Ok(ScanReply::NoSshServer { .. }) => json!({"outcome": "no_ssh_server"}),
         Ok(ScanReply::SshError { message }) => json!({"outcome": "ssh_error", "message": message}),
-        Ok(ScanReply::Taken { .. }) | Err(ScanError::NoRunner(_)) => {
+        Ok(ScanReply::Taken { .. }) | Err(AskError::NoRunner(_)) => {
             json!({"outcome": "no_runner"})
         }
-        Err(ScanError::Broker(_)) => json!({"outcome": "broker_unavailable"}),
+        Err(AskError::Broker(_)) => json!({"outcome": "broker_unavailable"}),
     };
     let target = format!("{hostname}:{port}");
     audit::record_alone(
@@ -291,7 +291,7 @@ pub(crate) async fn scan(
         Ok(ScanReply::Taken { .. }) => {
             Err(ServiceError::Internal("a scan ended at `taken`".into()))
         }
-        Err(err @ ScanError::NoRunner(_)) => Err(ServiceError::NoCapacity(err.to_string())),
-        Err(ScanError::Broker(err)) => Err(err.into()),
+        Err(err @ AskError::NoRunner(_)) => Err(ServiceError::NoCapacity(err.to_string())),
+        Err(AskError::Broker(err)) => Err(err.into()),
     }
 }

@@ -18,9 +18,11 @@ pub(crate) struct CredentialRow {
     pub created_at: DateTime<Utc>,
     /// The accounts (`login@host`) that log in with it.
     pub used_by: Vec<String>,
+    /// The `age1…` recipient(s) it is sealed to, comma-separated.
+    pub recipient: String,
 }
 
-const COLUMNS: &str = "c.id, c.name, c.kind, c.fingerprint, c.created_at, \
+const COLUMNS: &str = "c.id, c.name, c.kind, c.fingerprint, c.created_at, c.recipient, \
      ARRAY(SELECT a.login || '@' || h.name FROM host_accounts a JOIN hosts h ON h.id = a.host_id \
      WHERE a.credential_id = c.id ORDER BY 1) AS used_by";
 
@@ -53,6 +55,14 @@ pub(crate) async fn list(db: &PgPool) -> Result<Vec<CredentialRow>, sqlx::Error>
     )))
     .fetch_all(db)
     .await
+}
+
+/// How many credentials are stored.
+pub(crate) async fn count(db: &PgPool) -> Result<usize, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM credentials")
+        .fetch_one(db)
+        .await?;
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// The kind and ciphertext of a credential, to hand to a runner.
@@ -161,6 +171,39 @@ pub(crate) async fn lock_all(conn: &mut PgConnection) -> Result<Vec<(Uuid, Vec<u
         .await
 }
 
+/// Every credential not sealed to exactly `recipient`: id and ciphertext.
+pub(crate) async fn sealed_elsewhere(
+    db: &PgPool,
+    recipient: &str,
+) -> Result<Vec<(Uuid, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, ciphertext FROM credentials WHERE recipient <> $1 ORDER BY id")
+        .bind(recipient)
+        .fetch_all(db)
+        .await
+}
+
+/// Replaces a credential's ciphertext if it is still `old` (a rotation
+/// that read it earlier, without holding a lock across the runner's
+/// work). Whether it was replaced.
+pub(crate) async fn reseal_if_unchanged(
+    conn: &mut PgConnection,
+    id: Uuid,
+    old: &[u8],
+    new: &[u8],
+    recipient: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE credentials SET ciphertext = $3, recipient = $4 WHERE id = $1 AND ciphertext = $2",
+    )
+    .bind(id)
+    .bind(old)
+    .bind(new)
+    .bind(recipient)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Replaces a credential's ciphertext (a rotation), in `conn`'s transaction.
 pub(crate) async fn reseal(
     conn: &mut PgConnection,
@@ -180,11 +223,12 @@ pub(crate) async fn reseal(
 /// Records a rotation, in its transaction.
 pub(crate) async fn record_rotation(
     conn: &mut PgConnection,
+    who: Who<'_>,
     detail: Value,
 ) -> Result<(), sqlx::Error> {
     audit::record(
         conn,
-        None,
+        who,
         AuditAction::CredentialRotate,
         "credentials",
         detail,
