@@ -3,6 +3,7 @@
 //! (see docs/benchmarks.md). It measures; it asserts nothing.
 
 mod broker_hop;
+mod fleet;
 mod interactive;
 mod peers;
 pub(crate) mod procstat;
@@ -33,7 +34,7 @@ pub(crate) struct Plan {
     pub(crate) fanout_bytes: usize,
     pub(crate) viewers: Vec<usize>,
     pub(crate) write_docs: bool,
-    /// Only this figure (`--only echo|pty|exec|fanout|interrupt`): for work on one path;
+    /// Only this figure (`--only echo|pty|exec|fanout|interrupt|fleet`): for work on one path;
     /// nothing is written to the docs.
     pub(crate) only: Option<Only>,
 }
@@ -45,6 +46,7 @@ pub(crate) enum Only {
     Exec,
     Fanout,
     Interrupt,
+    Fleet,
 }
 
 impl Plan {
@@ -502,6 +504,7 @@ async fn measure(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
     match b.plan.only {
         Some(Only::Fanout) => return fanout_figures(b, report).await,
         Some(Only::Interrupt) => return interactive::interrupt_in_console(&b.env, report).await,
+        Some(Only::Fleet) => return fleet::fleet_figure(b, report).await,
         _ => {}
     }
     let mut terms = Terms::open(b).await?;
@@ -527,6 +530,7 @@ async fn measure(b: &Bench, report: &mut Report) -> anyhow::Result<()> {
     fanout_figures(b, report).await?;
     eprintln!("Ctrl-C during yes in the console…");
     interactive::interrupt_in_console(&b.env, report).await?;
+    fleet::fleet_figure(b, report).await?;
     eprintln!("{} concurrent idle sessions…", b.plan.sessions);
     many_sessions(b, report).await
 }
@@ -1039,10 +1043,11 @@ fn main() -> std::process::ExitCode {
             Some("fanout") => plan.only = Some(Only::Fanout),
             Some("interrupt") => plan.only = Some(Only::Interrupt),
             Some("exec") => plan.only = Some(Only::Exec),
+            Some("fleet") => plan.only = Some(Only::Fleet),
             other => {
                 let other = other.unwrap_or("nothing");
                 eprintln!(
-                    "bench: --only takes echo, pty, exec, fanout or interrupt, not {other:?}"
+                    "bench: --only takes echo, pty, exec, fanout, interrupt or fleet, not {other:?}"
                 );
                 return std::process::ExitCode::FAILURE;
             }
