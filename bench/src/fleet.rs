@@ -142,7 +142,7 @@ fn job_finished(job: &Value) -> bool {
 }
 
 fn count_ok(job: &Value) -> usize {
-    job["hosts"]
+    job["host_results"]
         .as_array()
         .map_or(0, |h| h.iter().filter(|h| h["status"] == "ok").count())
 }
