@@ -400,7 +400,10 @@ async fn a_viewer_never_freezes_while_postgres_is_down() {
     // Longer than the status poll of a live feed (10 s).
     let gap = longest_gap(&mut viewer, Duration::from_secs(12)).await;
     eprintln!("longest gap between output: {normal:?} with Postgres up, {gap:?} while down");
-    let allowed = Duration::from_millis(100).max(normal * 2);
+    // A viewer that waited on the database would stall for the pool's
+    // acquire timeout (2 s) or more; a loaded CI machine's own hiccups
+    // (seen: 183 ms, 568 ms, with builds beside the test) stay under 1 s.
+    let allowed = Duration::from_secs(1).max(normal * 2);
     assert!(
         gap < allowed,
         "the viewer froze for {gap:?} while Postgres was down ({normal:?} while it was up)"
