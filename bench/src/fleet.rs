@@ -149,6 +149,8 @@ fn count_ok(job: &Value) -> usize {
 
 /// `parallel-ssh` (Debian's pssh) with the same concurrency.
 fn parallel_ssh(env: &TestEnv, hosts: &Path) -> anyhow::Result<f64> {
+    // Writes the known_hosts file the direct figures use, pinning the key.
+    let _ = super::term::ssh_args(&env.sshd);
     let known = env.sshd.dir.join("known_hosts");
     let started = Instant::now();
     let out = std::process::Command::new("parallel-ssh")
