@@ -1466,6 +1466,7 @@ const routes = [
   [/^\/hosts$/, hostsView, 'hosts'],
   [/^\/tasks$/, libraryView('tasks'), 'tasks'],
   [/^\/scripts$/, libraryView('scripts'), 'scripts'],
+  [/^\/services$/, servicesView, 'services'],
   [/^\/logs$/, logsView, 'logs'],
   [/^\/logs\/([0-9a-f-]+)$/, replayView, 'logs'],
   [/^\/monitor$/, monitorView, 'monitor'],

@@ -31,6 +31,7 @@ macro_rules! asset {
 
 const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("services.js", "text/javascript; charset=utf-8"),
     asset!("login.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("manual.html", "text/html; charset=utf-8"),
@@ -48,6 +49,7 @@ const PAGES: &[&str] = &[
     "/hosts",
     "/tasks",
     "/scripts",
+    "/services",
     "/logs",
     "/logs/{id}",
     "/manual",

@@ -13,6 +13,7 @@ pub mod login;
 pub mod recording;
 pub mod runs;
 pub mod sent;
+pub mod services;
 pub mod sessions;
 pub mod shares;
 pub mod throttles;

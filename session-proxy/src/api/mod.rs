@@ -11,6 +11,7 @@ pub(crate) mod login;
 pub(crate) mod openapi;
 mod recording;
 mod runs;
+mod services;
 mod sessions;
 mod shares;
 mod throttles;
@@ -109,6 +110,13 @@ pub(crate) fn routes() -> Router<AppState> {
             get(library::get_task)
                 .put(library::update_task)
                 .delete(library::delete_task),
+        )
+        .route("/api/services", get(services::list).post(services::create))
+        .route(
+            "/api/services/{id}",
+            get(services::get_one)
+                .put(services::update)
+                .delete(services::remove),
         )
         .route(
             "/api/scripts",

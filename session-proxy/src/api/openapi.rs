@@ -12,8 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, account, credentials, hosts, library, login, recording, runs, sessions, shares,
-    throttles, tokens, users,
+    access, account, credentials, hosts, library, login, recording, runs, services, sessions,
+    shares, throttles, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -43,6 +43,7 @@ use super::{
         library::update_task, library::delete_task,
         library::list_scripts, library::create_script, library::get_script,
         library::update_script, library::delete_script,
+        services::list, services::create, services::get_one, services::update, services::remove,
         crate::health::healthz, crate::health::readyz, document,
     ),
     components(schemas(ErrorBody))
@@ -169,6 +170,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 57);
+        assert_eq!(operations.len(), 62);
     }
 }

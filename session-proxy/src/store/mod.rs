@@ -15,6 +15,7 @@ pub(crate) mod recording_pages;
 pub(crate) mod recordings;
 pub(crate) mod retention;
 pub(crate) mod runs;
+pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod shares;
 pub(crate) mod throttles;

@@ -1,0 +1,65 @@
+//! Service panels (`/api/services`); the rules are in `service::services`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use shellway_common::api::services::{Service, ServiceSpec};
+use uuid::Uuid;
+
+use super::{AppState, Json};
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::service::services;
+
+#[utoipa::path(get, operation_id = "list_services", path = "/api/services", tag = "services",
+    responses((status = 200, description = "Services on hosts the caller may see, by name", body = Vec<Service>)))]
+pub(crate) async fn list(
+    State(st): State<AppState>,
+    user: AuthUser,
+) -> Result<axum::Json<Vec<Service>>, ApiError> {
+    Ok(axum::Json(services::list(&st, &user).await?))
+}
+
+#[utoipa::path(post, operation_id = "create_service", path = "/api/services", tag = "services", request_body = ServiceSpec,
+    responses((status = 201, description = "Registered (administrators); with its sudoers lines", body = Service)))]
+pub(crate) async fn create(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Json(spec): Json<ServiceSpec>,
+) -> Result<(StatusCode, axum::Json<Service>), ApiError> {
+    let saved = services::save(&st, &user, None, spec).await?;
+    Ok((StatusCode::CREATED, axum::Json(saved)))
+}
+
+#[utoipa::path(get, operation_id = "get_service", path = "/api/services/{id}", tag = "services", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The service, its hosts and its sudoers lines", body = Service)))]
+pub(crate) async fn get_one(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<Service>, ApiError> {
+    Ok(axum::Json(services::get(&st, &user, id).await?))
+}
+
+#[utoipa::path(put, operation_id = "update_service", path = "/api/services/{id}", tag = "services", params(("id" = Uuid, Path)), request_body = ServiceSpec,
+    responses((status = 200, description = "Saved (administrators)", body = Service)))]
+pub(crate) async fn update(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Json(spec): Json<ServiceSpec>,
+) -> Result<axum::Json<Service>, ApiError> {
+    Ok(axum::Json(
+        services::save(&st, &user, Some(id), spec).await?,
+    ))
+}
+
+#[utoipa::path(delete, operation_id = "delete_service", path = "/api/services/{id}", tag = "services", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted (administrators)")))]
+pub(crate) async fn remove(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    services::delete(&st, &user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
