@@ -152,3 +152,165 @@ async fn a_service_is_registered_with_a_checked_unit_and_scoped_sudoers_lines() 
     assert_eq!(env.api.get("/api/services").await.1, json!([]));
     env.finish().await;
 }
+
+/// The dots of a service, by host name: (state, dot, main pid, error).
+async fn dots(api: &Api, service: Uuid) -> Vec<(String, String, String, Option<u64>, String)> {
+    let (status, body) = api.get(&format!("/api/services/{service}/status")).await;
+    assert_eq!(status, StatusCode::OK, "status: {body}");
+    body["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["host_name"].as_str().unwrap().to_owned(),
+                h["state"].as_str().unwrap().to_owned(),
+                h["dot"].as_str().unwrap().to_owned(),
+                h["main_pid"].as_u64(),
+                h["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_dots_show_active_inactive_failed_and_unreachable_hosts() {
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("web.service");
+    fake.add_unit("idle.service");
+    fake.add_broken_unit("broken.service");
+    assert!(fake
+        .systemctl(&["start", "--", "web.service"])
+        .status
+        .success());
+    assert!(!fake
+        .systemctl(&["start", "--", "broken.service"])
+        .status
+        .success());
+    let host = env.api.create_host(env.host_json("a-host")).await;
+    let mut spec = env.host_json("b-closed");
+    spec["port"] = json!(shellway_tests::sshd::free_port());
+    let closed = env.api.create_host(spec).await;
+    let actions = json!(["status"]);
+    let web = id_of(
+        &register(
+            &env.api,
+            json!({"name": "web", "unit": "web", "host_ids": [host, closed], "actions": actions}),
+        )
+        .await,
+    );
+    let idle = id_of(
+        &register(
+            &env.api,
+            json!({"name": "idle", "unit": "idle", "host_ids": [host], "actions": actions}),
+        )
+        .await,
+    );
+    let broken = id_of(
+        &register(
+            &env.api,
+            json!({"name": "broken", "unit": "broken", "host_ids": [host], "actions": actions}),
+        )
+        .await,
+    );
+
+    let got = dots(&env.api, web).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (name, state, dot, pid, _) = &got[0];
+    assert_eq!(
+        (name.as_str(), state.as_str(), dot.as_str()),
+        ("a-host", "active", "green")
+    );
+    assert_eq!(pid.map(|p| p as u32), fake.pid("web.service"));
+    let (name, state, dot, _, error) = &got[1];
+    assert_eq!(
+        (name.as_str(), state.as_str(), dot.as_str()),
+        ("b-closed", "unreachable", "amber")
+    );
+    assert!(!error.is_empty(), "an unreachable host says why");
+    // One poll on the host read all three of its units.
+    let shows: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("systemctl show"))
+        .collect();
+    assert_eq!(shows.len(), 1, "{shows:?}");
+    for unit in ["web.service", "idle.service", "broken.service"] {
+        assert!(shows[0].contains(unit), "{shows:?}");
+    }
+    // The other services' dots came with it: cached, not polled again.
+    let (status, body) = env
+        .api
+        .get(&format!("/api/services/{idle}/status?max_age=60"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            body["hosts"][0]["state"].as_str(),
+            body["hosts"][0]["dot"].as_str()
+        ),
+        (Some("inactive"), Some("grey"))
+    );
+    let got = dots(&env.api, broken).await;
+    assert_eq!((got[0].1.as_str(), got[0].2.as_str()), ("failed", "red"));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_show_the_last_lines_of_the_unit_journal() {
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("app.service");
+    assert!(fake
+        .systemctl(&["start", "--", "app.service"])
+        .status
+        .success());
+    shellway_tests::eventually("five journal lines", shellway_tests::WAIT, || async {
+        let text = std::fs::read_to_string(fake.log_path("app.service")).unwrap_or_default();
+        (text.lines().count() >= 5).then_some(())
+    })
+    .await;
+    let host = env.add_host().await;
+    let svc = id_of(&register(&env.api, json!({"name": "app", "unit": "app", "host_ids": [host], "actions": ["status", "logs"]})).await);
+    let (status, body) = env
+        .api
+        .get(&format!("/api/services/{svc}/logs?host={host}&lines=3"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let lines: Vec<&str> = body["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{body}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" app.service[") && l.contains(": tick ")),
+        "{lines:?}"
+    );
+    assert!(fake
+        .calls()
+        .contains(&"journalctl -u app.service -n 3 --no-pager -o short-iso".to_owned()));
+    for bad in ["lines=0", "lines=5001"] {
+        let (status, body) = env
+            .api
+            .get(&format!("/api/services/{svc}/logs?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+    }
+    // A service that does not allow logs refuses them.
+    let quiet = id_of(
+        &register(
+            &env.api,
+            json!({"name": "quiet", "unit": "app", "host_ids": [host], "actions": ["status"]}),
+        )
+        .await,
+    );
+    let (status, body) = env.api.get(&format!("/api/services/{quiet}/logs")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "action_not_allowed");
+    env.finish().await;
+}

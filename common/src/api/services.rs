@@ -147,3 +147,12 @@ pub struct ServiceLogs {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// `GET /api/services/{id}/status?max_age=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatusQuery {
+    /// Seconds: answer from the last poll when every host's is this
+    /// recent (at most 3600); 0 or absent polls the hosts now.
+    pub max_age: Option<u32>,
+}

@@ -118,6 +118,8 @@ pub(crate) fn routes() -> Router<AppState> {
                 .put(services::update)
                 .delete(services::remove),
         )
+        .route("/api/services/{id}/status", get(services::status))
+        .route("/api/services/{id}/logs", get(services::logs))
         .route(
             "/api/scripts",
             get(library::list_scripts).post(library::create_script),

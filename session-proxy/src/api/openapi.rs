@@ -44,6 +44,7 @@ use super::{
         library::list_scripts, library::create_script, library::get_script,
         library::update_script, library::delete_script,
         services::list, services::create, services::get_one, services::update, services::remove,
+        services::status, services::logs,
         crate::health::healthz, crate::health::readyz, document,
     ),
     components(schemas(ErrorBody))
@@ -170,6 +171,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 62);
+        assert_eq!(operations.len(), 64);
     }
 }

@@ -2,13 +2,17 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use shellway_common::api::services::{Service, ServiceSpec};
+use std::time::Duration;
+
+use shellway_common::api::services::{
+    LogsQuery, Service, ServiceLogs, ServiceSpec, ServiceStatus, StatusQuery,
+};
 use uuid::Uuid;
 
-use super::{AppState, Json};
+use super::{AppState, Json, Query};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::service::services;
+use crate::service::services::{self, panel};
 
 #[utoipa::path(get, operation_id = "list_services", path = "/api/services", tag = "services",
     responses((status = 200, description = "Services on hosts the caller may see, by name", body = Vec<Service>)))]
@@ -62,4 +66,31 @@ pub(crate) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     services::delete(&st, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, operation_id = "service_status", path = "/api/services/{id}/status", tag = "services",
+    params(("id" = Uuid, Path), StatusQuery),
+    responses((status = 200, description = "A status dot per host the caller may act on: one `systemctl show` per host for all its units", body = ServiceStatus)))]
+pub(crate) async fn status(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Query(q): Query<StatusQuery>,
+) -> Result<axum::Json<ServiceStatus>, ApiError> {
+    let max_age = Duration::from_secs(u64::from(q.max_age.unwrap_or(0).min(3600)));
+    Ok(axum::Json(panel::status(&st, &user, id, max_age).await?))
+}
+
+#[utoipa::path(get, operation_id = "service_logs", path = "/api/services/{id}/logs", tag = "services",
+    params(("id" = Uuid, Path), LogsQuery),
+    responses((status = 200, description = "The last lines of the unit's journal on one host", body = ServiceLogs)))]
+pub(crate) async fn logs(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Query(q): Query<LogsQuery>,
+) -> Result<axum::Json<ServiceLogs>, ApiError> {
+    Ok(axum::Json(
+        panel::logs(&st, &user, id, q.host, q.lines).await?,
+    ))
 }

@@ -4,7 +4,9 @@
 //! may see, and acts on a host only where a grant gives them `service`.
 
 pub(crate) mod commands;
+pub(crate) mod exec;
 pub(crate) mod outcome;
+pub(crate) mod panel;
 pub(crate) mod status;
 pub(crate) mod unit;
 
