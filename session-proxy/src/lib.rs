@@ -74,6 +74,9 @@ pub struct Config {
     /// sealed to; none: the vault refuses credentials. The proxy never
     /// holds an identity.
     pub vault_recipients: Vec<shellway_common::vault::Recipient>,
+    /// How often service panels' status dots are polled again (zero:
+    /// only when someone asks).
+    pub service_status_every: Duration,
 }
 
 pub use crate::client_addr::TrustedProxies;
@@ -188,6 +191,11 @@ pub async fn run(
         shutdown: tasks.clone(),
     };
     tracker.spawn(service::access::watch(state.clone(), tasks.clone()));
+    tracker.spawn(service::services::schedule::run(
+        state.clone(),
+        config.service_status_every,
+        tasks.clone(),
+    ));
     tracker.spawn(recorder::run(
         db.clone(),
         recording,

@@ -258,6 +258,7 @@ impl TestEnv {
             security: self.opts.security.clone(),
             session_idle_timeout: self.opts.session_idle_timeout,
             vault_recipients: vec![self.vault.to_public()],
+            service_status_every: Duration::from_secs(30),
         }
     }
 

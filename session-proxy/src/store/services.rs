@@ -19,12 +19,13 @@ pub(crate) struct ServiceRow {
     pub account: Option<String>,
     pub actions: Vec<String>,
     pub use_sudo: bool,
+    pub created_by: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, name, unit, host_ids, labels, account, actions, use_sudo, created_at, updated_at";
+const COLUMNS: &str = "id, name, unit, host_ids, labels, account, actions, use_sudo, created_by, \
+                       created_at, updated_at";
 
 /// A service as written (checked by `service::services`).
 pub(crate) struct ServiceFields<'a> {

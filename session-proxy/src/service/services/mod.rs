@@ -7,6 +7,7 @@ pub(crate) mod commands;
 pub(crate) mod exec;
 pub(crate) mod outcome;
 pub(crate) mod panel;
+pub(crate) mod schedule;
 pub(crate) mod status;
 pub(crate) mod unit;
 
