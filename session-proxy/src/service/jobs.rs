@@ -687,6 +687,40 @@ pub(crate) async fn rerun(
     launch(st, user, spec).await
 }
 
+/// Whether a job is over: not running, and no host left queued or running
+/// (a canceled job's hosts may still be stopping).
+pub(crate) fn is_over(row: &JobRow) -> bool {
+    let busy = |s: &str| row.counts.0.get(s).and_then(Value::as_i64).unwrap_or(0) > 0;
+    row.status != "running" && !busy("queued") && !busy("running")
+}
+
+/// Waits until job `id` is over (woken by its changes), or `limit`
+/// passes; the job as it is then. (Service panels wait on their
+/// actions' jobs with it.)
+#[allow(dead_code)]
+pub(crate) async fn wait(
+    st: &AppState,
+    id: Uuid,
+    limit: std::time::Duration,
+) -> Result<JobRow, ServiceError> {
+    let mut changes = st.jobs.changes();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let row = store::jobs::get(&st.db, id)
+            .await?
+            .ok_or(ServiceError::NotFound("job"))?;
+        if is_over(&row) || tokio::time::Instant::now() >= deadline {
+            return Ok(row);
+        }
+        // A change of any job, or a second: look again.
+        tokio::select! {
+            _ = changes.recv() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
 /// The hosts "rerun failed" takes: every one that did not end `ok`.
 fn rerun_failed(all: &[store::jobs::JobHostRow]) -> Vec<(Uuid, String)> {
     all.iter()
