@@ -17,6 +17,7 @@ mod fanout;
 mod headers;
 mod health;
 mod inputs;
+mod jobs;
 mod liveness;
 mod origin;
 mod passwords;
@@ -188,8 +189,11 @@ pub async fn run(
             session_idle_timeout: config.session_idle_timeout,
             vault: crate::service::credentials::Vault::new(config.vault_recipients.clone()),
         }),
+        jobs: jobs::Jobs::new(config.proxy_id.clone(), tracker.clone(), tasks.clone()),
         shutdown: tasks.clone(),
     };
+    tracker.spawn(state.jobs.clone().listen(db.clone()));
+    tracker.spawn(state.jobs.clone().adopt(state.clone()));
     tracker.spawn(service::access::watch(state.clone(), tasks.clone()));
     tracker.spawn(service::services::schedule::run(
         state.clone(),

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod errors;
 pub mod health;
 pub mod hosts;
+pub mod jobs;
 pub mod library;
 pub mod login;
 pub mod recording;

@@ -6,6 +6,7 @@ mod account;
 mod credentials;
 mod host_input;
 mod hosts;
+mod jobs;
 mod library;
 pub(crate) mod login;
 pub(crate) mod openapi;
@@ -101,6 +102,16 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/sessions/{id}/recording/events",
             get(recording::events),
         )
+        .route("/api/jobs", get(jobs::list).post(jobs::create))
+        .route("/api/jobs/preview", post(jobs::preview))
+        .route("/api/jobs/{id}", get(jobs::detail))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/jobs/{id}/rerun", post(jobs::rerun))
+        .route(
+            "/api/jobs/{id}/hosts/{host_id}/cancel",
+            post(jobs::cancel_host),
+        )
+        .route("/api/jobs/{id}/hosts/{host_id}/output", get(jobs::output))
         .route(
             "/api/tasks",
             get(library::list_tasks).post(library::create_task),

@@ -12,8 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, account, credentials, hosts, library, login, recording, runs, services, sessions,
-    shares, throttles, tokens, users,
+    access, account, credentials, hosts, jobs, library, login, recording, runs, services,
+    sessions, shares, throttles, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -39,6 +39,8 @@ use super::{
         access::list_grants, access::create_grant, access::delete_grant, access::mine,
         throttles::list, throttles::clear,
         recording::asciicast, recording::events,
+        jobs::create, jobs::preview, jobs::list, jobs::detail, jobs::cancel, jobs::cancel_host,
+        jobs::rerun, jobs::output,
         library::list_tasks, library::create_task, library::get_task,
         library::update_task, library::delete_task,
         library::list_scripts, library::create_script, library::get_script,

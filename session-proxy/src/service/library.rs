@@ -192,3 +192,21 @@ pub(crate) async fn delete(
         Err(ServiceError::NotFound(kind.name()))
     }
 }
+
+/// The command a job runs for the saved task `name` with `params`.
+pub(crate) async fn task_for_job(
+    st: &AppState,
+    name: &str,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<String, ServiceError> {
+    let (_, command) = library::task_command(&st.db, None, Some(name))
+        .await?
+        .ok_or_else(|| ServiceError::invalid("task.name", "no such saved task"))?;
+    if !params.is_empty() {
+        return Err(ServiceError::invalid(
+            "task.params",
+            "this task declares no parameters",
+        ));
+    }
+    Ok(command)
+}

@@ -8,6 +8,8 @@ pub(crate) mod accounts;
 pub(crate) mod authorize;
 pub(crate) mod credentials;
 pub(crate) mod hosts;
+pub(crate) mod job_results;
+pub(crate) mod jobs;
 pub(crate) mod library;
 pub(crate) mod runs;
 pub(crate) mod services;

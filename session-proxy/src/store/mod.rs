@@ -8,6 +8,7 @@ pub(crate) mod audit;
 pub(crate) mod credentials;
 pub(crate) mod hosts;
 pub(crate) mod inputs;
+pub(crate) mod jobs;
 pub(crate) mod library;
 pub(crate) mod lifecycle;
 pub(crate) mod pool;

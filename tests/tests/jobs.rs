@@ -1,0 +1,399 @@
+//! Jobs against real sshd servers: one command on many hosts, each host on
+//! its own connection through the runners, with per-host results that
+//! never mix, strategies that hold their bounds, cancel, rerun and
+//! grouping.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shellway_tests::api::id_of;
+use shellway_tests::sshd::free_port;
+use shellway_tests::{eventually, Sshd, TestEnv, WAIT};
+use uuid::Uuid;
+
+/// A host entry for `sshd` named `name`, labelled `labels`.
+fn host_on(sshd: &Sshd, name: &str, labels: Value) -> Value {
+    json!({
+        "name": name,
+        "hostname": "127.0.0.1",
+        "port": sshd.port,
+        "username": sshd.username,
+        "auth_method": "key_path",
+        "key_path": sshd.user_key.display().to_string(),
+        "host_key_policy": "strict",
+        "host_keys": [sshd.host_key],
+        "labels": labels,
+    })
+}
+
+async fn add_host(env: &TestEnv, host: Value) -> Uuid {
+    env.api.create_host(host).await
+}
+
+/// Starts a job as the admin; its id.
+async fn start(env: &TestEnv, body: Value) -> Uuid {
+    let (status, reply) = env.api.post("/api/jobs", body).await;
+    assert_eq!(status, StatusCode::CREATED, "start job: {reply}");
+    id_of(&reply)
+}
+
+/// Waits until the job has ended; its detail.
+async fn finished(env: &TestEnv, job: Uuid) -> Value {
+    eventually("the job to end", Duration::from_secs(60), || async {
+        let (_, job) = env.api.get(&format!("/api/jobs/{job}")).await;
+        let running = job["host_results"].as_array().is_none_or(|hs| {
+            hs.iter()
+                .any(|h| h["status"] == "queued" || h["status"] == "running")
+        });
+        (job["status"] != "running" && !running).then_some(job)
+    })
+    .await
+}
+
+fn host_result<'a>(job: &'a Value, host: Uuid) -> &'a Value {
+    job["host_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host_id"] == host.to_string())
+        .unwrap_or_else(|| panic!("host {host} not in {job}"))
+}
+
+async fn output(env: &TestEnv, job: Uuid, host: Uuid, stream: &str) -> String {
+    let url = format!(
+        "{}/api/jobs/{job}/hosts/{host}/output?stream={stream}",
+        env.base
+    );
+    let reply = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(env.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    reply.text().await.unwrap()
+}
+
+/// A command that prints which sshd port it runs behind, on stdout, and a
+/// line on stderr; it fails behind `fail_port`.
+fn port_command(fail_port: u16) -> String {
+    format!(
+        "port=$(echo $SSH_CONNECTION | cut -d' ' -f4); echo \"out $port\"; \
+         echo \"err $port\" >&2; test \"$port\" != {fail_port}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_twelve_hosts_reports_each_host_apart() {
+    let env = TestEnv::start().await;
+    let other = Sshd::start().await;
+    let mut good = Vec::new();
+    for i in 0..10 {
+        let name = format!("web{i}");
+        good.push(add_host(&env, host_on(&env.sshd, &name, json!({"role": "web"}))).await);
+    }
+    // The runner reads keys from its key directory only.
+    let key = env.key_dir().join(format!("other-{}", other.port));
+    std::fs::copy(&other.user_key, &key).unwrap();
+    let mut on_other = host_on(&other, "web-other", json!({"role": "web"}));
+    on_other["key_path"] = json!(key.display().to_string());
+    let failing = add_host(&env, on_other).await;
+    let mut dead = host_on(&env.sshd, "web-dead", json!({"role": "web"}));
+    dead["port"] = json!(free_port());
+    let dead = add_host(&env, dead).await;
+    // Not a web host: not targeted.
+    add_host(&env, host_on(&env.sshd, "db0", json!({"role": "db"}))).await;
+
+    let targets = json!({"labels": {"role": "web"}});
+    let (status, preview) = env
+        .api
+        .post("/api/jobs/preview", json!({"targets": targets}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["count"], 12, "{preview}");
+
+    let job = start(
+        &env,
+        json!({"targets": targets, "command": port_command(other.port), "concurrency": 5}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    assert_eq!(done["status"], "done", "{done}");
+    for &h in &good {
+        let r = host_result(&done, h);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["exit_code"], 0, "{r}");
+        assert_eq!(r["stdout_tail"], format!("out {}\n", env.sshd.port), "{r}");
+        assert_eq!(r["stderr_tail"], format!("err {}\n", env.sshd.port), "{r}");
+        assert!(r["duration_ms"].as_i64().is_some(), "{r}");
+    }
+    let r = host_result(&done, failing);
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["exit_code"], 1, "{r}");
+    assert_eq!(
+        output(&env, job, failing, "stdout").await,
+        format!("out {}\n", other.port)
+    );
+    assert_eq!(
+        output(&env, job, failing, "stderr").await,
+        format!("err {}\n", other.port)
+    );
+    let r = host_result(&done, dead);
+    assert_eq!(r["status"], "unreachable", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot connect"),
+        "{r}"
+    );
+    // Ten alike hosts are one group; the failed and the unreachable one
+    // are groups of their own.
+    let groups = done["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3, "{groups:?}");
+    assert_eq!(groups[0]["count"], 10);
+    assert_eq!(groups[0]["status"], "ok");
+    assert_eq!(groups[0]["stdout_tail"], format!("out {}\n", env.sshd.port));
+
+    // Job hosts do not show as interactive sessions.
+    let (_, sessions) = env.api.get("/api/sessions").await;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(0), "{sessions}");
+    // The history lists the job with its counts.
+    let (_, list) = env.api.get("/api/jobs").await;
+    assert_eq!(list[0]["id"], job.to_string(), "{list}");
+    assert_eq!(list[0]["counts"]["ok"], 10, "{list}");
+    assert_eq!(list[0]["hosts"], 12, "{list}");
+    env.finish().await;
+}
+
+/// A command that counts itself in while it runs, in `dir`: the most
+/// seen running at once ends up in `dir/max`.
+fn counting_command(dir: &str) -> String {
+    format!(
+        "d={dir}; touch $d/run.$$; n=$(ls $d | grep -c '^run\\.'); \
+         ( flock 9; m=$(cat $d/max 2>/dev/null || echo 0); [ $n -gt $m ] && echo $n > $d/max ) 9>$d/lock; \
+         sleep 0.4; rm $d/run.$$"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_never_runs_more_hosts_than_its_concurrency() {
+    let env = TestEnv::start().await;
+    let dir = tempfile_dir();
+    let mut ids = Vec::new();
+    for i in 0..9 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("h{i}"), json!({}))).await);
+    }
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": counting_command(&dir), "concurrency": 3}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    assert_eq!(done["status"], "done");
+    assert_eq!(done["counts"]["ok"], 9, "{done}");
+    let max: u32 = std::fs::read_to_string(format!("{dir}/max"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(max <= 3, "{max} hosts ran at once");
+    assert!(max >= 2, "the hosts did not run side by side ({max})");
+    env.finish().await;
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!("shellway-jobs-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_stops_at_the_failure_threshold_and_skips_the_rest() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("r{i}"), json!({}))).await);
+    }
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "exit 3",
+               "strategy": "rolling", "batch": "2", "max_failures": "1"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    let statuses: Vec<&str> = ids
+        .iter()
+        .map(|h| host_result(&done, *h)["status"].as_str().unwrap())
+        .collect();
+    // The first batch fails two hosts: more than one, so nothing else starts.
+    assert_eq!(
+        statuses,
+        ["failed", "failed", "skipped", "skipped", "skipped", "skipped"]
+    );
+    assert_eq!(host_result(&done, ids[0])["exit_code"], 3);
+
+    // Rerun-failed takes exactly the failed, unreachable and skipped
+    // hosts, with the same options.
+    let (status, again) = env
+        .api
+        .post(
+            &format!("/api/jobs/{job}/rerun"),
+            json!({"hosts": "failed"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let rerun = id_of(&again);
+    let second = finished(&env, rerun).await;
+    assert_eq!(second["rerun_of"], job.to_string());
+    assert_eq!(second["strategy"], "rolling");
+    assert_eq!(second["batch"], "2");
+    assert_eq!(second["request"], done["request"]);
+    assert_eq!(second["host_results"].as_array().unwrap().len(), 6);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_every_remote_process() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("c{i}"), json!({}))).await);
+    }
+    let sleep = format!("sleep 299.{}", rand::random::<u32>() % 1000 + 1000);
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": format!("{sleep}; echo after"),
+               "concurrency": 2}),
+    )
+    .await;
+    eventually("two sleeps running", WAIT, || async {
+        (pgrep(&sleep) >= 2).then_some(())
+    })
+    .await;
+    let (status, reply) = env
+        .api
+        .post(&format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
+    let done = finished(&env, job).await;
+    assert_eq!(done["status"], "canceled", "{done}");
+    let statuses: Vec<&str> = ids
+        .iter()
+        .map(|h| host_result(&done, *h)["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["canceled"; 4], "{done}");
+    eventually("no sleep left", WAIT, || async {
+        (pgrep(&sleep) == 0).then_some(())
+    })
+    .await;
+    env.finish().await;
+}
+
+/// Processes whose whole command line is `command`.
+fn pgrep(command: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "-x", command])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_needs_the_job_grant_on_every_host() {
+    let env = TestEnv::start().await;
+    let alice = env.add_user("alice").await;
+    let granted = add_host(&env, host_on(&env.sshd, "granted", json!({"team": "a"}))).await;
+    let runs_only = add_host(&env, host_on(&env.sshd, "runs-only", json!({"team": "a"}))).await;
+    let hidden = add_host(&env, host_on(&env.sshd, "hidden", json!({"team": "a"}))).await;
+    env.grant(&alice, granted, &["job"]).await;
+    env.grant(&alice, runs_only, &["run"]).await;
+
+    let (status, reply) = alice
+        .post(
+            "/api/jobs",
+            json!({"targets": {"host_ids": [hidden]}, "command": "true"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
+    let (status, reply) = alice
+        .post(
+            "/api/jobs",
+            json!({"targets": {"host_ids": [runs_only]}, "command": "true"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    // Labels reach only the hosts the user may run jobs on.
+    let (status, preview) = alice
+        .post(
+            "/api/jobs/preview",
+            json!({"targets": {"labels": {"team": "a"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["count"], 1, "{preview}");
+    assert_eq!(preview["hosts"][0]["id"], granted.to_string());
+    let (status, reply) = alice
+        .post(
+            "/api/jobs",
+            json!({"targets": {"labels": {"team": "a"}}, "command": "echo hi"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let job = id_of(&reply);
+    let done = eventually("alice's job to end", WAIT, || async {
+        let (_, j) = alice.get(&format!("/api/jobs/{job}")).await;
+        (j["status"] == "done").then_some(j)
+    })
+    .await;
+    assert_eq!(host_result(&done, granted)["stdout_tail"], "hi\n");
+    // Bob sees nothing of it.
+    let bob = env.add_user("bob").await;
+    let (status, _) = bob.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_name_the_field() {
+    let env = TestEnv::start().await;
+    let host = env.add_host().await;
+    let cases = [
+        (json!({"targets": {}, "command": "true"}), "targets"),
+        (
+            json!({"targets": {"host_ids": [host]}, "command": "true", "concurrency": 0}),
+            "concurrency",
+        ),
+        (
+            json!({"targets": {"host_ids": [host]}, "command": "true", "concurrency": 101}),
+            "concurrency",
+        ),
+        (
+            json!({"targets": {"host_ids": [host]}, "command": "true", "strategy": "yolo"}),
+            "strategy",
+        ),
+        (
+            json!({"targets": {"host_ids": [host]}, "command": "true", "strategy": "rolling", "batch": "x"}),
+            "batch",
+        ),
+        (json!({"targets": {"host_ids": [host]}}), "command"),
+        (
+            json!({"targets": {"host_ids": [host]}, "command": "x".repeat(70_000)}),
+            "command",
+        ),
+        (
+            json!({"targets": {"group": "web"}, "command": "true"}),
+            "targets.group",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, reply) = env.api.post("/api/jobs", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {reply}");
+        assert_eq!(reply["error"]["field"], field, "{body}: {reply}");
+    }
+    let (status, _) = env.api.get(&format!("/api/jobs/{}", Uuid::now_v7())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    env.finish().await;
+}
