@@ -7,7 +7,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shellway_tests::{api::id_of, Api, FakeSystemd, Sshd, TestEnv};
+use shellway_tests::{api::id_of, eventually, Api, FakeSystemd, Sshd, TestEnv, WAIT};
 use uuid::Uuid;
 
 /// A host entry for `sshd` (another than the environment's own), logging in
@@ -312,5 +312,331 @@ async fn logs_show_the_last_lines_of_the_unit_journal() {
     let (status, body) = env.api.get(&format!("/api/services/{quiet}/logs")).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "action_not_allowed");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acting_on_a_host_needs_a_grant_of_service_there() {
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("web.service");
+    let host = env.add_host().await;
+    let svc = id_of(&register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [host], "actions": ["status", "restart", "logs"]})).await);
+    let bob = env.add_user("bob").await;
+    // No grant at all: the service does not exist for bob.
+    for path in [
+        format!("/api/services/{svc}/status"),
+        format!("/api/services/{svc}/logs"),
+    ] {
+        let (status, body) = bob.get(&path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    // A grant to run commands there is not one to act on services.
+    let grant = env.grant(&bob, host, &["run"]).await;
+    assert_eq!(bob.get("/api/services").await.1[0]["name"], "web");
+    for path in [
+        format!("/api/services/{svc}/status"),
+        format!("/api/services/{svc}/logs"),
+    ] {
+        let (status, body) = bob.get(&path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_granted", "{path}: {body}");
+    }
+    let (status, body) = bob
+        .post(
+            &format!("/api/services/{svc}/actions"),
+            json!({"action": "restart"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "not_granted", "{body}");
+    assert_eq!(
+        fake.calls(),
+        Vec::<String>::new(),
+        "nothing reached the host"
+    );
+    let (status, _) = env.api.delete(&format!("/api/grants/{grant}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    env.grant(&bob, host, &["service"]).await;
+    let got = dots(&bob, svc).await;
+    assert_eq!(got[0].1, "inactive", "{got:?}");
+    env.finish().await;
+}
+
+/// Starts `action` on the service's hosts (`hosts`: some of them) and waits
+/// for each host's result.
+async fn act(api: &Api, service: Uuid, body: Value) -> (Uuid, Value) {
+    let (status, started) = api
+        .post(&format!("/api/services/{service}/actions"), body.clone())
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}: {started}");
+    let job = started["job_id"].as_str().unwrap().parse::<Uuid>().unwrap();
+    let result = eventually("the action to finish", WAIT, || async {
+        let (_, r) = api
+            .get(&format!("/api/services/{service}/actions/{job}"))
+            .await;
+        (r["finished"] == true).then_some(r)
+    })
+    .await;
+    (job, result)
+}
+
+fn pgrep(pattern: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_on_two_hosts_is_one_job_that_restarts_the_unit_on_both() {
+    let env = TestEnv::start().await;
+    let other = Sshd::start().await;
+    let (fake_a, fake_b) = (
+        FakeSystemd::install(&env.sshd),
+        FakeSystemd::install(&other),
+    );
+    for fake in [&fake_a, &fake_b] {
+        fake.add_unit("web.service");
+        assert!(fake
+            .systemctl(&["start", "--", "web.service"])
+            .status
+            .success());
+    }
+    let before = (
+        fake_a.pid("web.service").unwrap(),
+        fake_b.pid("web.service").unwrap(),
+    );
+    let a = env.api.create_host(env.host_json("web-a")).await;
+    let b = host_on(&env, &other, "web-b").await;
+    let svc = id_of(&register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [a, b], "actions": ["status", "restart"]})).await);
+
+    let (job, result) = act(&env.api, svc, json!({"action": "restart"})).await;
+    let statuses: Vec<&str> = result["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["ok", "ok"], "{result}");
+    let after = (
+        fake_a.pid("web.service").unwrap(),
+        fake_b.pid("web.service").unwrap(),
+    );
+    assert_ne!(after.0, before.0, "restarted on web-a");
+    assert_ne!(after.1, before.1, "restarted on web-b");
+    for fake in [&fake_a, &fake_b] {
+        assert!(
+            fake.calls()
+                .contains(&"systemctl restart -- web.service".to_owned()),
+            "{:?}",
+            fake.calls()
+        );
+    }
+    // It is a job like any other: in the history, kind `service`.
+    let (_, detail) = env.api.get(&format!("/api/jobs/{job}")).await;
+    assert_eq!(detail["kind"], "service", "{detail}");
+    assert_eq!(detail["label"], "restart web.service", "{detail}");
+    // The dots show the new main processes.
+    let got = dots(&env.api, svc).await;
+    let pids: Vec<Option<u32>> = got.iter().map(|d| d.3.map(|p| p as u32)).collect();
+    assert_eq!(pids, [Some(after.0), Some(after.1)], "{got:?}");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit WHERE action = 'service.action' AND target = $1",
+    )
+    .bind(svc.to_string())
+    .fetch_one(&env.db().await)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_outside_the_allowlist_are_refused_before_reaching_a_host() {
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("web.service");
+    let host = env.add_host().await;
+    let svc = id_of(&register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [host], "actions": ["status", "restart"]})).await);
+    for action in ["stop", "disable", "logs"] {
+        let (status, body) = env
+            .api
+            .post(
+                &format!("/api/services/{svc}/actions"),
+                json!({"action": action}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{action}: {body}");
+        assert_eq!(body["error"]["code"], "action_not_allowed", "{body}");
+    }
+    let (status, body) = env
+        .api
+        .post(
+            &format!("/api/services/{svc}/actions"),
+            json!({"action": "kill"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("action")),
+        "{body}"
+    );
+    let (status, body) = env
+        .api
+        .post(
+            &format!("/api/services/{svc}/actions"),
+            json!({"action": "restart", "hosts": [Uuid::now_v7()]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("hosts")),
+        "{body}"
+    );
+    let (status, _) = env
+        .api
+        .post(
+            &format!("/api/services/{}/actions", Uuid::now_v7()),
+            json!({"action": "restart"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fake.calls(),
+        Vec::<String>::new(),
+        "nothing reached the host"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sudo_without_its_sudoers_line_is_an_error_naming_the_line() {
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("web.service");
+    assert!(fake
+        .systemctl(&["start", "--", "web.service"])
+        .status
+        .success());
+    let before = fake.pid("web.service").unwrap();
+    let host = env.add_host().await;
+    let svc = register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [host], "actions": ["status", "restart"], "use_sudo": true})).await;
+    let line = svc["sudoers"][0].as_str().unwrap().to_owned();
+    let svc = id_of(&svc);
+
+    let (_, result) = act(&env.api, svc, json!({"action": "restart"})).await;
+    let h = &result["hosts"][0];
+    assert_eq!(h["status"], "failed", "{result}");
+    assert!(
+        h["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("sudo: a password is required"),
+        "{result}"
+    );
+    let error = h["error"].as_str().unwrap();
+    assert!(
+        error.contains(&line),
+        "the error names the missing line: {error}"
+    );
+    assert_eq!(
+        fake.pid("web.service"),
+        Some(before),
+        "nothing was restarted"
+    );
+
+    // With exactly that line installed, the same action works.
+    fake.allow_sudo(&line);
+    let (_, result) = act(&env.api, svc, json!({"action": "restart"})).await;
+    assert_eq!(result["hosts"][0]["status"], "ok", "{result}");
+    assert!(result["hosts"][0].get("error").is_none(), "{result}");
+    assert_ne!(fake.pid("web.service"), Some(before));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_logs_streams_new_lines_until_canceled() {
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("app.service");
+    assert!(fake
+        .systemctl(&["start", "--", "app.service"])
+        .status
+        .success());
+    let host = env.add_host().await;
+    let svc = id_of(
+        &register(
+            &env.api,
+            json!({"name": "app", "unit": "app", "host_ids": [host], "actions": ["logs"]}),
+        )
+        .await,
+    );
+    let (status, started) = env
+        .api
+        .post(
+            &format!("/api/services/{svc}/actions"),
+            json!({"action": "logs", "follow": true, "hosts": [host], "lines": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let job = started["job_id"].as_str().unwrap().to_owned();
+    let ticks = |r: &Value| -> Vec<u64> {
+        r["hosts"][0]["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.rsplit_once("tick ")
+                    .and_then(|(_, n)| n.trim().parse().ok())
+            })
+            .collect()
+    };
+    // Lines keep coming: one seen, then at least three newer ones.
+    let first = eventually("the first line", WAIT, || async {
+        let (_, r) = env
+            .api
+            .get(&format!("/api/services/{svc}/actions/{job}"))
+            .await;
+        ticks(&r).first().copied()
+    })
+    .await;
+    eventually("three newer lines", WAIT, || async {
+        let (_, r) = env
+            .api
+            .get(&format!("/api/services/{svc}/actions/{job}"))
+            .await;
+        (ticks(&r).iter().filter(|t| **t > first).count() >= 3 && r["finished"] == false)
+            .then_some(())
+    })
+    .await;
+    let log = fake.log_path("app.service").display().to_string();
+    assert_eq!(pgrep(&log), 1, "journalctl -f runs on the host");
+    let (status, body) = env
+        .api
+        .post(&format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert!(status.is_success(), "{body}");
+    let result = eventually("the follow to end", WAIT, || async {
+        let (_, r) = env
+            .api
+            .get(&format!("/api/services/{svc}/actions/{job}"))
+            .await;
+        (r["finished"] == true).then_some(r)
+    })
+    .await;
+    assert_eq!(result["hosts"][0]["status"], "canceled", "{result}");
+    eventually("journalctl -f to be gone", WAIT, || async {
+        (pgrep(&log) == 0).then_some(())
+    })
+    .await;
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c == "journalctl -u app.service -f -n 1 --no-pager -o short-iso"),
+        "{:?}",
+        fake.calls()
+    );
     env.finish().await;
 }

@@ -156,3 +156,32 @@ pub struct StatusQuery {
     /// recent (at most 3600); 0 or absent polls the hosts now.
     pub max_age: Option<u32>,
 }
+
+/// One host of a service action, as the panel's feedback box shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceActionHost {
+    pub host_id: Uuid,
+    pub host_name: String,
+    #[schema(pattern = "^(queued|running|ok|failed|unreachable|canceled|skipped)$")]
+    pub status: String,
+    pub exit_code: Option<i32>,
+    /// The run's session (attach to `/ws/sessions/{id}` to watch it live).
+    pub session_id: Option<Uuid>,
+    /// The last bytes of stdout and of stderr.
+    pub stdout: String,
+    pub stderr: String,
+    /// Why it did not succeed, for people: the SSH error of an unreachable
+    /// host, or the sudoers line `sudo -n` lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /api/services/{id}/actions/{job_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServiceActionResult {
+    pub job_id: Uuid,
+    pub action: String,
+    /// No host is queued or running any more.
+    pub finished: bool,
+    pub hosts: Vec<ServiceActionHost>,
+}

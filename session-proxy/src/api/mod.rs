@@ -131,6 +131,11 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/api/services/{id}/status", get(services::status))
         .route("/api/services/{id}/logs", get(services::logs))
+        .route("/api/services/{id}/actions", post(services::act))
+        .route(
+            "/api/services/{id}/actions/{job_id}",
+            get(services::action_result),
+        )
         .route(
             "/api/scripts",
             get(library::list_scripts).post(library::create_script),

@@ -12,8 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, account, credentials, hosts, jobs, library, login, recording, runs, services,
-    sessions, shares, throttles, tokens, users,
+    access, account, credentials, hosts, jobs, library, login, recording, runs, services, sessions,
+    shares, throttles, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -46,7 +46,7 @@ use super::{
         library::list_scripts, library::create_script, library::get_script,
         library::update_script, library::delete_script,
         services::list, services::create, services::get_one, services::update, services::remove,
-        services::status, services::logs,
+        services::status, services::logs, services::act, services::action_result,
         crate::health::healthz, crate::health::readyz, document,
     ),
     components(schemas(ErrorBody))
@@ -173,6 +173,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 64);
+        assert_eq!(operations.len(), 74);
     }
 }

@@ -5,14 +5,15 @@ use axum::http::StatusCode;
 use std::time::Duration;
 
 use shellway_common::api::services::{
-    LogsQuery, Service, ServiceLogs, ServiceSpec, ServiceStatus, StatusQuery,
+    LogsQuery, Service, ServiceActionRequest, ServiceActionResult, ServiceActionStarted,
+    ServiceLogs, ServiceSpec, ServiceStatus, StatusQuery,
 };
 use uuid::Uuid;
 
 use super::{AppState, Json, Query};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::service::services::{self, panel};
+use crate::service::services::{self, actions, panel};
 
 #[utoipa::path(get, operation_id = "list_services", path = "/api/services", tag = "services",
     responses((status = 200, description = "Services on hosts the caller may see, by name", body = Vec<Service>)))]
@@ -93,4 +94,28 @@ pub(crate) async fn logs(
     Ok(axum::Json(
         panel::logs(&st, &user, id, q.host, q.lines).await?,
     ))
+}
+
+#[utoipa::path(post, operation_id = "service_action", path = "/api/services/{id}/actions", tag = "services",
+    params(("id" = Uuid, Path)), request_body = ServiceActionRequest,
+    responses((status = 202, description = "Started as a job (kind `service`), one exec run per host", body = ServiceActionStarted)))]
+pub(crate) async fn act(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<Uuid>,
+    Json(req): Json<ServiceActionRequest>,
+) -> Result<(StatusCode, axum::Json<ServiceActionStarted>), ApiError> {
+    let started = actions::start(&st, &user, id, req).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(started)))
+}
+
+#[utoipa::path(get, operation_id = "service_action_result", path = "/api/services/{id}/actions/{job_id}", tag = "services",
+    params(("id" = Uuid, Path), ("job_id" = Uuid, Path)),
+    responses((status = 200, description = "Each host's result, with why it failed", body = ServiceActionResult)))]
+pub(crate) async fn action_result(
+    State(st): State<AppState>,
+    user: AuthUser,
+    Path((id, job_id)): Path<(Uuid, Uuid)>,
+) -> Result<axum::Json<ServiceActionResult>, ApiError> {
+    Ok(axum::Json(actions::result(&st, &user, id, job_id).await?))
 }

@@ -66,12 +66,23 @@ pub(crate) fn status(units: &[&Unit]) -> Argv {
     Argv::of(words)
 }
 
+/// The longest a follow of a journal lasts: the host's `timeout` ends it
+/// even if nobody cancels it (and whatever becomes of the proxy).
+pub(crate) const FOLLOW_LIMIT_S: u32 = 3600;
+
 /// The last `lines` journal lines of `unit`, and with `follow` the new
-/// ones as they come (until canceled). Reading the journal needs no sudo:
-/// the login belongs to the `systemd-journal` (or `adm`) group instead.
+/// ones as they come (until canceled, at most [`FOLLOW_LIMIT_S`]; in the
+/// foreground so a cancel's signal to the run's process group reaches
+/// it). Reading the journal needs no sudo: the login belongs to the
+/// `systemd-journal` (or `adm`) group instead.
 pub(crate) fn logs(unit: &Unit, lines: u32, follow: bool) -> Argv {
     let n = lines.clamp(1, MAX_LOG_LINES).to_string();
-    let mut words = vec!["journalctl", "-u", unit.as_str()];
+    let limit = FOLLOW_LIMIT_S.to_string();
+    let mut words = Vec::with_capacity(12);
+    if follow {
+        words.extend(["timeout", "--foreground", limit.as_str()]);
+    }
+    words.extend(["journalctl", "-u", unit.as_str()]);
     if follow {
         words.push("-f");
     }
@@ -181,7 +192,7 @@ mod tests {
         );
         assert_eq!(
             logs(&u, 0, true).line(),
-            "journalctl -u nginx.service -f -n 1 --no-pager -o short-iso"
+            "timeout --foreground 3600 journalctl -u nginx.service -f -n 1 --no-pager -o short-iso"
         );
         assert!(logs(&u, 1_000_000, false).line().contains("-n 5000 "));
     }

@@ -3,6 +3,7 @@
 //! as. Administrators register them; everyone sees those on hosts they
 //! may see, and acts on a host only where a grant gives them `service`.
 
+pub(crate) mod actions;
 pub(crate) mod commands;
 pub(crate) mod exec;
 pub(crate) mod outcome;

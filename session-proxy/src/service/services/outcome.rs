@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(s
             .iter()
-            .all(|u| u.state == "unreachable" && u.dot() == "amber"));
+            .all(|u| u.state == "unreachable" && status::dot(&u.state) == "amber"));
         assert_eq!(s[0].error.as_deref(), Some("connection refused"));
     }
 

@@ -25,11 +25,6 @@ impl UnitState {
             ..Self::default()
         }
     }
-
-    /// The dot's colour.
-    pub(crate) fn dot(&self) -> &'static str {
-        dot(&self.state)
-    }
 }
 
 /// `active` green, `inactive` grey, `failed` red, anything on its way or
@@ -146,7 +141,10 @@ MainPID=0
     #[test]
     fn blocks_become_dots_in_the_order_asked() {
         let states = parse_show(SHOW, 6);
-        let got: Vec<(&str, &str)> = states.iter().map(|s| (s.state.as_str(), s.dot())).collect();
+        let got: Vec<(&str, &str)> = states
+            .iter()
+            .map(|s| (s.state.as_str(), dot(&s.state)))
+            .collect();
         assert_eq!(
             got,
             vec![
