@@ -20,29 +20,59 @@ function dotTitle(s) {
   return parts.join(' · ');
 }
 
-// A job's per-host results, until every host has ended (or the view goes).
-async function watchServiceJob(jobId, box, alive) {
+// A service action's per-host results (GET /api/services/{id}/actions/{job}),
+// until every host has ended (or the view goes).
+async function watchServiceAction(serviceId, jobId, box, alive) {
   for (;;) {
-    let job;
-    try { job = await api('GET', '/api/jobs/' + jobId); } catch (e) { box.append(h('p', {class: 'error'}, e.message)); return; }
-    renderJobFeedback(job, box);
-    if (job.finished || !alive()) return;
-    await new Promise((r) => setTimeout(r, 500));
+    let r;
+    try { r = await api('GET', '/api/services/' + serviceId + '/actions/' + jobId); } catch (e) { box.append(h('p', {class: 'error'}, e.message)); return; }
+    renderActionFeedback(r, box);
+    if (r.finished || !alive()) return;
+    await new Promise((done) => setTimeout(done, 500));
   }
 }
 
-function renderJobFeedback(job, box) {
-  const hosts = job.hosts || [];
-  box.replaceChildren(h('p', {class: 'muted'}, 'Job ' + job.id.slice(-8) + ': ' + (job.label || job.command || '')),
-    ...hosts.map((x) => h('div', {class: 'feedback-host', 'data-host': x.host_name || x.host_id, 'data-status': x.status},
-      h('strong', {}, (x.host_name || x.host_id) + ' '),
+function renderActionFeedback(r, box) {
+  box.replaceChildren(h('p', {class: 'muted'}, r.action + ' · job ' + r.job_id.slice(-8) + (r.finished ? '' : ' · running…')),
+    ...r.hosts.map((x) => h('div', {class: 'feedback-host', 'data-host': x.host_name, 'data-status': x.status},
+      h('strong', {}, x.host_name + ' '),
       h('span', {class: 'badge ' + statusBadge(x.status)}, x.status + (x.exit_code != null ? ' (exit ' + x.exit_code + ')' : '')),
-      x.error ? h('p', {class: 'error'}, x.error) : null,
+      x.error ? h('p', {class: 'error feedback-error'}, x.error) : null,
       h('pre', {class: 'runout'}, x.stdout || '', x.stderr ? h('span', {class: 'stderr'}, x.stderr) : null))));
 }
 
 function statusBadge(s) {
   return s === 'ok' ? 'ok' : ['queued', 'running'].includes(s) ? 'busy' : 'bad';
+}
+
+// Streams the stdout of the follow job's run on its host: waits for the
+// run's session, then listens to its WebSocket (`chunk` events).
+function followJob(serviceId, jobId, onText, onEnd) {
+  const state = {ws: null, stopped: false};
+  (async () => {
+    let session = null;
+    while (!state.stopped && !session) {
+      try {
+        const r = await api('GET', '/api/services/' + serviceId + '/actions/' + jobId);
+        const x = r.hosts[0] || {};
+        if (r.finished) { onText(x.stdout || ''); if (x.error) onText('\n' + x.error + '\n'); onEnd(); return; }
+        session = x.session_id;
+      } catch (e) { onText(e.message + '\n'); onEnd(); return; }
+      if (!session) await new Promise((done) => setTimeout(done, 300));
+    }
+    if (state.stopped) return;
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(proto + '://' + location.host + '/ws/sessions/' + session + '?mode=view');
+    state.ws = ws;
+    ws.onmessage = (m) => {
+      if (typeof m.data !== 'string') return;
+      let ev;
+      try { ev = JSON.parse(m.data); } catch (_) { return; }
+      if (ev.event === 'chunk' && ev.stream === 'stdout') onText(ev.data);
+      else if (ev.event === 'completed' || ev.event === 'closed') onEnd();
+    };
+  })();
+  return {close() { state.stopped = true; if (state.ws) state.ws.close(); }};
 }
 
 async function servicesView(view) {
@@ -89,18 +119,26 @@ async function servicesView(view) {
     grid.replaceChildren(h('thead', {}, head), h('tbody', {}, rows));
   }
 
-  async function refresh() {
-    await Promise.all(services.map(async (s) => {
-      try { statuses[s.id] = (await api('GET', '/api/services/' + s.id + '/status')).hosts; } catch (e) { statuses[s.id] = []; }
-    }));
-    if (alive) drawGrid();
+  // maxAge (s): dots at most that old come from the last poll (by anyone,
+  // or the proxy's schedule); 0 polls the hosts now.
+  async function refresh(maxAge = 0) {
+    // One at a time: the first poll of a host reads every unit there, so
+    // the next services find their dots fresh (a few seconds old).
+    let first = true;
+    for (const s of services) {
+      const age = first ? maxAge : Math.max(maxAge, 5);
+      first = false;
+      try { statuses[s.id] = (await api('GET', '/api/services/' + s.id + '/status?max_age=' + age)).hosts; } catch (e) { statuses[s.id] = []; }
+      if (!alive) return;
+    }
+    drawGrid();
   }
 
   async function load() {
     services = await api('GET', '/api/services');
     drawGrid();
     drawAdmin();
-    await refresh();
+    await refresh(5);
   }
 
   async function act() {
@@ -118,7 +156,7 @@ async function servicesView(view) {
       feedback.append(box);
       try {
         const r = await api('POST', '/api/services/' + sid + '/actions', {action, hosts: hs});
-        await watchServiceJob(r.job_id, box, () => alive);
+        await watchServiceAction(sid, r.job_id, box, () => alive);
       } catch (e) { box.append(h('p', {class: 'error'}, e.message)); }
     }
     refresh();
@@ -150,10 +188,10 @@ async function servicesView(view) {
       logOut.textContent = '';
       follow = {job: r.job_id, ws: null};
       followBtn.textContent = 'Stop following';
-      follow.ws = followJob(r.job_id, c.host, (text) => {
+      follow.ws = followJob(c.service, r.job_id, (text) => {
         logOut.append(text);
         logOut.scrollTop = logOut.scrollHeight;
-      });
+      }, () => { if (follow && follow.job === r.job_id) { follow = null; followBtn.textContent = 'Follow'; } });
     } catch (e) { flash(e.message); }
   }
 
@@ -228,7 +266,7 @@ async function servicesView(view) {
         (() => { const b = h('button', {class: 'copy-sudoers'}, 'Copy sudoers lines'); b.addEventListener('click', () => copyText(s.sudoers.join('\n') + '\n', b)); return b; })()] : null)));
   }
 
-  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Services'), h('button', {id: 'services-refresh', onclick: refresh}, 'Refresh status')),
+  view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Services'), h('button', {id: 'services-refresh', onclick: () => refresh(0)}, 'Refresh status')),
     h('p', {class: 'muted'}, 'Green: active · grey: inactive · red: failed · amber: changing or unreachable. Select cells, then act on them all at once.'),
     grid,
     h('div', {class: 'toolbar'}, h('label', {for: 'service-action'}, 'Action'), actionSel, h('button', {class: 'primary', id: 'service-run', onclick: act}, 'Run on selected')),
@@ -244,7 +282,7 @@ async function servicesView(view) {
     fields.host_ids.replaceChildren(...hosts.map((x) => h('option', {value: x.id}, x.name)));
   }
   await load();
-  const timer = setInterval(refresh, STATUS_REFRESH_MS);
+  const timer = setInterval(() => refresh(STATUS_REFRESH_MS / 1000), STATUS_REFRESH_MS);
   const leave = () => stopFollow();
   window.addEventListener('pagehide', leave);
   app.cleanup = () => { alive = false; clearInterval(timer); stopFollow(); window.removeEventListener('pagehide', leave); };

@@ -67,10 +67,12 @@ case "$1" in
   show)
     [ "$2" = "-p" ] && [ "$4" = "--" ] || die "fake systemctl: usage: show -p PROPS -- UNIT..." 2
     IFS=, read -r -a props <<< "$3"; shift 4; first=1
-    for u in "$@"; do
+    # One write, as systemctl's buffered stdout does.
+    out=$(for u in "$@"; do
       [ $first = 1 ] || echo; first=0
       for p in "${props[@]}"; do prop "$u" "$p"; done
-    done;;
+    done)
+    printf '%s\n' "$out";;
   start|stop|restart|reload|enable|disable)
     [ "$#" = 3 ] && [ "$2" = "--" ] || die "fake systemctl: usage: $1 -- UNIT" 2
     u="$3"

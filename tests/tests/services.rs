@@ -640,3 +640,89 @@ async fn following_logs_streams_new_lines_until_canceled() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_page_shows_dots_and_restarts_two_cells_with_feedback() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let other = Sshd::start().await;
+    let (fake_a, fake_b) = (
+        FakeSystemd::install(&env.sshd),
+        FakeSystemd::install(&other),
+    );
+    for fake in [&fake_a, &fake_b] {
+        fake.add_unit("web.service");
+        assert!(fake
+            .systemctl(&["start", "--", "web.service"])
+            .status
+            .success());
+    }
+    let before = (
+        fake_a.pid("web.service").unwrap(),
+        fake_b.pid("web.service").unwrap(),
+    );
+    let a = env.api.create_host(env.host_json("web-a")).await;
+    let b = host_on(&env, &other, "web-b").await;
+    register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [a, b], "actions": ["status", "restart", "stop"]})).await;
+
+    let br = Browser::start().await;
+    br.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    br.goto(&format!("{}/services", env.base)).await;
+    br.wait_js(
+        "two green dots",
+        "document.querySelectorAll('#services-grid tr[data-service=web] .dot.green').length === 2",
+    )
+    .await;
+    for host in ["web-a", "web-b"] {
+        br.click(&format!(
+            "#services-grid tr[data-service=web] td[data-host={host}] input.cell-select"
+        ))
+        .await;
+    }
+    br.js(
+        "document.getElementById('service-action').value = 'restart';",
+        json!([]),
+    )
+    .await;
+    br.click("#service-run").await;
+    br.wait_js(
+        "both hosts ok in the feedback",
+        "document.querySelectorAll('#service-feedback .feedback-host[data-status=ok]').length === 2",
+    )
+    .await;
+    assert_ne!(fake_a.pid("web.service").unwrap(), before.0);
+    assert_ne!(fake_b.pid("web.service").unwrap(), before.1);
+    // The feedback shows each host's output.
+    br.js(
+        "document.getElementById('service-action').value = 'status';",
+        json!([]),
+    )
+    .await;
+    br.click("#service-run").await;
+    br.wait_js(
+        "each host's systemctl output",
+        "[...document.querySelectorAll('#service-feedback .feedback-host[data-status=ok] pre')].filter((p) => p.textContent.includes('ActiveState=active')).length === 2",
+    )
+    .await;
+    // Stop asks first, then the dots turn grey.
+    br.js(
+        "document.getElementById('service-action').value = 'stop';",
+        json!([]),
+    )
+    .await;
+    br.click("#service-run").await;
+    br.accept_alert().await;
+    br.wait_js(
+        "two grey dots",
+        "document.querySelectorAll('#services-grid tr[data-service=web] .dot.grey').length === 2",
+    )
+    .await;
+    assert_eq!(
+        (fake_a.pid("web.service"), fake_b.pid("web.service")),
+        (None, None)
+    );
+    br.screenshot("docs/screenshots/services.png").await;
+    br.quit().await;
+    env.finish().await;
+}
