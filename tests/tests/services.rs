@@ -726,3 +726,72 @@ async fn the_services_page_shows_dots_and_restarts_two_cells_with_feedback() {
     br.quit().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_logs_in_the_page_streams_and_stops_when_leaving_it() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("app.service");
+    assert!(fake
+        .systemctl(&["start", "--", "app.service"])
+        .status
+        .success());
+    let host = env.api.create_host(env.host_json("app-1")).await;
+    register(
+        &env.api,
+        json!({"name": "app", "unit": "app", "host_ids": [host], "actions": ["status", "logs"]}),
+    )
+    .await;
+    let br = Browser::start().await;
+    br.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    br.goto(&format!("{}/services", env.base)).await;
+    br.click("#services-grid tr[data-service=app] td[data-host=app-1] input.cell-select")
+        .await;
+    br.click("#service-logs").await;
+    br.wait_js(
+        "the last lines",
+        "document.getElementById('service-log').textContent.includes('app.service[')",
+    )
+    .await;
+    br.click("#service-follow").await;
+    let log = fake.log_path("app.service").display().to_string();
+    eventually("journalctl -f on the host", WAIT, || async {
+        (pgrep(&log) == 1).then_some(())
+    })
+    .await;
+    let seen = br
+        .wait_js(
+            "new lines streaming in",
+            "(() => { const t = document.getElementById('service-log').textContent; const n = (t.match(/tick/g) || []).length; return n >= 4 ? t : ''; })()",
+        )
+        .await;
+    assert!(seen.as_str().unwrap().contains("app.service["), "{seen}");
+    // Leaving the page cancels the follow: the remote process ends.
+    br.click("nav a[data-nav=hosts]").await;
+    eventually(
+        "journalctl -f to end after leaving the page",
+        WAIT,
+        || async { (pgrep(&log) == 0).then_some(()) },
+    )
+    .await;
+    let (_, jobs) = env.api.get("/api/jobs").await;
+    let follow = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["label"] == "follow logs app.service")
+        .cloned()
+        .unwrap();
+    eventually("the follow job to end canceled", WAIT, || async {
+        let (_, j) = env
+            .api
+            .get(&format!("/api/jobs/{}", follow["id"].as_str().unwrap()))
+            .await;
+        (j["status"] == "canceled").then_some(())
+    })
+    .await;
+    br.quit().await;
+    env.finish().await;
+}
