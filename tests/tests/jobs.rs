@@ -397,3 +397,93 @@ async fn bad_requests_name_the_field() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_parameters_with_shell_metacharacters_arrive_literally() {
+    let env = TestEnv::start().await;
+    let host = env.add_host().await;
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "say", "command": "printf '%s|' {{msg}} {{n}}",
+                   "params": [{"name": "msg", "pattern": ".*"},
+                              {"name": "n", "pattern": "[0-9]+"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let hostile = r#"a'b "c" $(touch /tmp/pwned) `id` ; echo x && \ $HOME *"#;
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": [host]}, "task": {"name": "say",
+               "params": {"msg": hostile, "n": "42"}}}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    let r = host_result(&done, host);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["stdout_tail"], format!("{hostile}|42|"), "{r}");
+    assert_eq!(done["kind"], "task");
+    // A value outside its pattern is refused, naming the parameter.
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/jobs",
+            json!({"targets": {"host_ids": [host]}, "task": {"name": "say",
+                   "params": {"msg": "x", "n": "4; id"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"]["field"], "task.params.n", "{reply}");
+    // A pattern that does not compile, or an undeclared reference, is
+    // refused when the task is saved.
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "bad", "command": "echo {{x}}", "params": [{"name": "x", "pattern": "(["}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"]["field"], "params", "{reply}");
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "bad", "command": "echo {{y}}"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouping_collapses_identical_outputs_and_keeps_different_ones_apart() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("g{i}"), json!({}))).await);
+    }
+    // The same output everywhere but an exit code that differs by nothing
+    // host-specific: one group of five.
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "echo same; echo warn >&2"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    let groups = done["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["count"], 5);
+    assert_eq!(groups[0]["stdout_tail"], "same\n");
+    assert_eq!(groups[0]["stderr_tail"], "warn\n");
+    // Output that differs by host (its session's own port) splits them.
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "echo $SSH_CONNECTION | cut -d' ' -f2"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    assert_eq!(done["groups"].as_array().unwrap().len(), 5, "{done}");
+    env.finish().await;
+}

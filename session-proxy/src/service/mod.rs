@@ -14,6 +14,7 @@ pub(crate) mod library;
 pub(crate) mod runs;
 pub(crate) mod sessions;
 pub(crate) mod shares;
+pub(crate) mod task_params;
 pub(crate) mod throttles;
 pub(crate) mod tokens;
 pub(crate) mod users;
