@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shellway_tests::api::id_of;
 use shellway_tests::sshd::free_port;
-use shellway_tests::{eventually, Sshd, TestEnv, WAIT};
+use shellway_tests::{eventually, Frame, Sshd, TestEnv, WsClient, WAIT};
 use uuid::Uuid;
 
 /// A host entry for `sshd` named `name`, labelled `labels`.
@@ -485,5 +485,60 @@ async fn grouping_collapses_identical_outputs_and_keeps_different_ones_apart() {
     .await;
     let done = finished(&env, job).await;
     assert_eq!(done["groups"].as_array().unwrap().len(), 5, "{done}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_websocket_streams_each_hosts_status_and_output_apart() {
+    let env = TestEnv::start().await;
+    let a = add_host(&env, host_on(&env.sshd, "wa", json!({}))).await;
+    let b = add_host(&env, host_on(&env.sshd, "wb", json!({}))).await;
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": [a, b]},
+               "command": "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.3; done; echo €"}),
+    )
+    .await;
+    let mut ws = WsClient::connect(&env.base, &format!("/ws/jobs/{job}"), env.token()).await;
+    let mut frames = Vec::new();
+    loop {
+        match ws.next(WAIT).await {
+            Some(Frame::Event(v)) => {
+                let end = v["type"] == "end";
+                frames.push(v);
+                if end {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?} after {frames:?}"),
+        }
+    }
+    assert_eq!(frames[0]["type"], "job", "{frames:?}");
+    assert_eq!(frames.last().unwrap()["job"]["status"], "done");
+    for host in [a, b] {
+        let id = host.to_string();
+        let statuses: Vec<&str> = frames
+            .iter()
+            .filter(|f| f["type"] == "host" && f["host"]["host_id"] == id.as_str())
+            .map(|f| f["host"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses.last(), Some(&"ok"), "{statuses:?}");
+        let stream = |name: &str| -> String {
+            frames
+                .iter()
+                .filter(|f| {
+                    f["type"] == "output" && f["host_id"] == id.as_str() && f["stream"] == name
+                })
+                .map(|f| f["data"].as_str().unwrap())
+                .collect()
+        };
+        assert_eq!(stream("stdout"), "out1\nout2\nout3\n€\n");
+        assert_eq!(stream("stderr"), "err1\nerr2\nerr3\n");
+    }
+    // Someone else's job: not found.
+    let eve = env.add_user("eve").await;
+    let denied =
+        WsClient::try_connect(&env.base, &format!("/ws/jobs/{job}"), eve.token.as_deref()).await;
+    assert!(denied.is_err());
     env.finish().await;
 }
