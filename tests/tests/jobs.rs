@@ -542,3 +542,75 @@ async fn the_job_websocket_streams_each_hosts_status_and_output_apart() {
     assert!(denied.is_err());
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_page_runs_a_job_shows_the_grid_and_reruns_the_failed_hosts() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let good = add_host(&env, host_on(&env.sshd, "page-ok", json!({"tier": "page"}))).await;
+    let mut dead = host_on(&env.sshd, "page-dead", json!({"tier": "page"}));
+    dead["port"] = json!(free_port());
+    let dead = add_host(&env, dead).await;
+    let b = Browser::start().await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.goto(&format!("{}/jobs", env.base)).await;
+    b.wait_js("the jobs form", "document.getElementById('job-form')")
+        .await;
+    b.type_into("#job-labels", "tier=page").await;
+    b.wait_js(
+        "the preview of two hosts",
+        "document.getElementById('job-preview').textContent.startsWith('2 hosts')",
+    )
+    .await;
+    b.type_into("#job-command", "echo from-the-page").await;
+    b.click("#job-run").await;
+    let tile = |id: Uuid, status: &str| {
+        format!(
+            "(document.querySelector('.job-tile[data-host=\"{id}\"]') || {{}}).dataset?.status === '{status}'"
+        )
+    };
+    b.wait_js("the ok host green", &tile(good, "ok")).await;
+    b.wait_js("the dead host unreachable", &tile(dead, "unreachable"))
+        .await;
+    let colour = b
+        .js(
+            "return getComputedStyle(document.querySelector('.job-tile.job-ok')).borderTopColor",
+            json!([]),
+        )
+        .await;
+    assert_eq!(colour, "rgb(63, 185, 80)");
+    b.wait_js(
+        "the grouped summary",
+        "document.getElementById('job-groups').textContent.includes('1 host: ok')",
+    )
+    .await;
+    // The host's own output pane.
+    b.click(&format!(".job-tile[data-host=\"{good}\"]")).await;
+    b.wait_js(
+        "the host's stdout",
+        "document.getElementById('job-stdout').textContent === 'from-the-page\\n'",
+    )
+    .await;
+    let first = b.js("return location.pathname", json!([])).await;
+    // Rerun the failed host: a new job with that host only.
+    b.click("#job-rerun").await;
+    b.wait_js(
+        "the rerun's page",
+        &format!(
+            "location.pathname !== {first} && document.querySelectorAll('.job-tile').length === 1"
+        ),
+    )
+    .await;
+    b.wait_js("the dead host again", &tile(dead, "unreachable"))
+        .await;
+    // The job history on the Logs page links both.
+    b.goto(&format!("{}/logs", env.base)).await;
+    b.wait_js(
+        "two jobs in the Logs page",
+        "document.querySelectorAll('#logs-jobs tr[data-job]').length === 2",
+    )
+    .await;
+    b.quit().await;
+    env.finish().await;
+}
