@@ -171,6 +171,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 57);
+        assert_eq!(operations.len(), 65);
     }
 }
