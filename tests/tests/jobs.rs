@@ -52,7 +52,7 @@ async fn finished(env: &TestEnv, job: Uuid) -> Value {
     .await
 }
 
-fn host_result<'a>(job: &'a Value, host: Uuid) -> &'a Value {
+fn host_result(job: &Value, host: Uuid) -> &Value {
     job["host_results"]
         .as_array()
         .unwrap()
