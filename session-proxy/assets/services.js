@@ -45,34 +45,20 @@ function statusBadge(s) {
   return s === 'ok' ? 'ok' : ['queued', 'running'].includes(s) ? 'busy' : 'bad';
 }
 
-// Streams the stdout of the follow job's run on its host: waits for the
-// run's session, then listens to its WebSocket (`chunk` events).
-function followJob(serviceId, jobId, onText, onEnd) {
-  const state = {ws: null, stopped: false};
-  (async () => {
-    let session = null;
-    while (!state.stopped && !session) {
-      try {
-        const r = await api('GET', '/api/services/' + serviceId + '/actions/' + jobId);
-        const x = r.hosts[0] || {};
-        if (r.finished) { onText(x.stdout || ''); if (x.error) onText('\n' + x.error + '\n'); onEnd(); return; }
-        session = x.session_id;
-      } catch (e) { onText(e.message + '\n'); onEnd(); return; }
-      if (!session) await new Promise((done) => setTimeout(done, 300));
-    }
-    if (state.stopped) return;
-    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    const ws = new WebSocket(proto + '://' + location.host + '/ws/sessions/' + session + '?mode=view');
-    state.ws = ws;
-    ws.onmessage = (m) => {
-      if (typeof m.data !== 'string') return;
-      let ev;
-      try { ev = JSON.parse(m.data); } catch (_) { return; }
-      if (ev.event === 'chunk' && ev.stream === 'stdout') onText(ev.data);
-      else if (ev.event === 'completed' || ev.event === 'closed') onEnd();
-    };
-  })();
-  return {close() { state.stopped = true; if (state.ws) state.ws.close(); }};
+// Streams the stdout of the follow job (`/ws/jobs/{id}`: `output` frames
+// per host and stream, `end` when the job is over).
+function followJob(jobId, onText, onEnd) {
+  const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(proto + '://' + location.host + '/ws/jobs/' + jobId);
+  ws.onmessage = (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch (_) { return; }
+    if (ev.type === 'output' && ev.stream === 'stdout') onText(ev.data);
+    else if (ev.type === 'host' && ev.host && ev.host.error) onText('\n' + ev.host.error + '\n');
+    else if (ev.type === 'end') onEnd();
+  };
+  ws.onclose = () => onEnd();
+  return ws;
 }
 
 async function servicesView(view) {
@@ -188,7 +174,7 @@ async function servicesView(view) {
       logOut.textContent = '';
       follow = {job: r.job_id, ws: null};
       followBtn.textContent = 'Stop following';
-      follow.ws = followJob(c.service, r.job_id, (text) => {
+      follow.ws = followJob(r.job_id, (text) => {
         logOut.append(text);
         logOut.scrollTop = logOut.scrollHeight;
       }, () => { if (follow && follow.job === r.job_id) { follow = null; followBtn.textContent = 'Follow'; } });

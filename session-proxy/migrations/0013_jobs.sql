@@ -54,3 +54,8 @@ CREATE INDEX job_hosts_session ON job_hosts (session_id) WHERE session_id IS NOT
 -- session lists), still recorded.
 ALTER TABLE sessions ADD COLUMN job_id uuid;
 CREATE INDEX sessions_job ON sessions (job_id) WHERE job_id IS NOT NULL;
+
+-- Task parameters: [{"name": "unit", "pattern": "[a-z0-9@._-]+",
+-- "description": ""}]; `{{name}}` in the command becomes the value,
+-- shell-quoted, once it matches the (anchored) pattern.
+ALTER TABLE tasks ADD COLUMN params jsonb NOT NULL DEFAULT '[]';

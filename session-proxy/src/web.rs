@@ -31,6 +31,7 @@ macro_rules! asset {
 
 const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("jobs.js", "text/javascript; charset=utf-8"),
     asset!("services.js", "text/javascript; charset=utf-8"),
     asset!("login.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
@@ -52,6 +53,8 @@ const PAGES: &[&str] = &[
     "/services",
     "/logs",
     "/logs/{id}",
+    "/jobs",
+    "/jobs/{id}",
     "/manual",
     "/monitor",
     "/users",

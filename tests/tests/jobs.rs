@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shellway_tests::api::id_of;
 use shellway_tests::sshd::free_port;
-use shellway_tests::{eventually, Sshd, TestEnv, WAIT};
+use shellway_tests::{eventually, Frame, Sshd, TestEnv, WsClient, WAIT};
 use uuid::Uuid;
 
 /// A host entry for `sshd` named `name`, labelled `labels`.
@@ -52,7 +52,7 @@ async fn finished(env: &TestEnv, job: Uuid) -> Value {
     .await
 }
 
-fn host_result<'a>(job: &'a Value, host: Uuid) -> &'a Value {
+fn host_result(job: &Value, host: Uuid) -> &Value {
     job["host_results"]
         .as_array()
         .unwrap()
@@ -395,5 +395,222 @@ async fn bad_requests_name_the_field() {
     }
     let (status, _) = env.api.get(&format!("/api/jobs/{}", Uuid::now_v7())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_parameters_with_shell_metacharacters_arrive_literally() {
+    let env = TestEnv::start().await;
+    let host = env.add_host().await;
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "say", "command": "printf '%s|' {{msg}} {{n}}",
+                   "params": [{"name": "msg", "pattern": ".*"},
+                              {"name": "n", "pattern": "[0-9]+"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{reply}");
+    let hostile = r#"a'b "c" $(touch /tmp/pwned) `id` ; echo x && \ $HOME *"#;
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": [host]}, "task": {"name": "say",
+               "params": {"msg": hostile, "n": "42"}}}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    let r = host_result(&done, host);
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["stdout_tail"], format!("{hostile}|42|"), "{r}");
+    assert_eq!(done["kind"], "task");
+    // A value outside its pattern is refused, naming the parameter.
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/jobs",
+            json!({"targets": {"host_ids": [host]}, "task": {"name": "say",
+                   "params": {"msg": "x", "n": "4; id"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"]["field"], "task.params.n", "{reply}");
+    // A pattern that does not compile, or an undeclared reference, is
+    // refused when the task is saved.
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "bad", "command": "echo {{x}}", "params": [{"name": "x", "pattern": "(["}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    assert_eq!(reply["error"]["field"], "params", "{reply}");
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/tasks",
+            json!({"name": "bad", "command": "echo {{y}}"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouping_collapses_identical_outputs_and_keeps_different_ones_apart() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("g{i}"), json!({}))).await);
+    }
+    // The same output everywhere but an exit code that differs by nothing
+    // host-specific: one group of five.
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "echo same; echo warn >&2"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    let groups = done["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["count"], 5);
+    assert_eq!(groups[0]["stdout_tail"], "same\n");
+    assert_eq!(groups[0]["stderr_tail"], "warn\n");
+    // Output that differs by host (its session's own port) splits them.
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "echo $SSH_CONNECTION | cut -d' ' -f2"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    assert_eq!(done["groups"].as_array().unwrap().len(), 5, "{done}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_websocket_streams_each_hosts_status_and_output_apart() {
+    let env = TestEnv::start().await;
+    let a = add_host(&env, host_on(&env.sshd, "wa", json!({}))).await;
+    let b = add_host(&env, host_on(&env.sshd, "wb", json!({}))).await;
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": [a, b]},
+               "command": "for i in 1 2 3; do echo out$i; echo err$i >&2; sleep 0.3; done; echo €"}),
+    )
+    .await;
+    let mut ws = WsClient::connect(&env.base, &format!("/ws/jobs/{job}"), env.token()).await;
+    let mut frames = Vec::new();
+    loop {
+        match ws.next(WAIT).await {
+            Some(Frame::Event(v)) => {
+                let end = v["type"] == "end";
+                frames.push(v);
+                if end {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?} after {frames:?}"),
+        }
+    }
+    assert_eq!(frames[0]["type"], "job", "{frames:?}");
+    assert_eq!(frames.last().unwrap()["job"]["status"], "done");
+    for host in [a, b] {
+        let id = host.to_string();
+        let statuses: Vec<&str> = frames
+            .iter()
+            .filter(|f| f["type"] == "host" && f["host"]["host_id"] == id.as_str())
+            .map(|f| f["host"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses.last(), Some(&"ok"), "{statuses:?}");
+        let stream = |name: &str| -> String {
+            frames
+                .iter()
+                .filter(|f| {
+                    f["type"] == "output" && f["host_id"] == id.as_str() && f["stream"] == name
+                })
+                .map(|f| f["data"].as_str().unwrap())
+                .collect()
+        };
+        assert_eq!(stream("stdout"), "out1\nout2\nout3\n€\n");
+        assert_eq!(stream("stderr"), "err1\nerr2\nerr3\n");
+    }
+    // Someone else's job: not found.
+    let eve = env.add_user("eve").await;
+    let denied =
+        WsClient::try_connect(&env.base, &format!("/ws/jobs/{job}"), eve.token.as_deref()).await;
+    assert!(denied.is_err());
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_page_runs_a_job_shows_the_grid_and_reruns_the_failed_hosts() {
+    use shellway_tests::browser::Browser;
+    use shellway_tests::env::{ADMIN, ADMIN_PASSWORD};
+    let env = TestEnv::start().await;
+    let good = add_host(&env, host_on(&env.sshd, "page-ok", json!({"tier": "page"}))).await;
+    let mut dead = host_on(&env.sshd, "page-dead", json!({"tier": "page"}));
+    dead["port"] = json!(free_port());
+    let dead = add_host(&env, dead).await;
+    let b = Browser::start().await;
+    b.login(&env.base, ADMIN, ADMIN_PASSWORD).await;
+    b.goto(&format!("{}/jobs", env.base)).await;
+    b.wait_js("the jobs form", "document.getElementById('job-form')")
+        .await;
+    b.type_into("#job-labels", "tier=page").await;
+    b.wait_js(
+        "the preview of two hosts",
+        "document.getElementById('job-preview').textContent.startsWith('2 hosts')",
+    )
+    .await;
+    b.type_into("#job-command", "echo from-the-page").await;
+    b.click("#job-run").await;
+    let tile = |id: Uuid, status: &str| {
+        format!(
+            "(document.querySelector('.job-tile[data-host=\"{id}\"]') || {{}}).dataset?.status === '{status}'"
+        )
+    };
+    b.wait_js("the ok host green", &tile(good, "ok")).await;
+    b.wait_js("the dead host unreachable", &tile(dead, "unreachable"))
+        .await;
+    let colour = b
+        .js(
+            "return getComputedStyle(document.querySelector('.job-tile.job-ok')).borderTopColor",
+            json!([]),
+        )
+        .await;
+    assert_eq!(colour, "rgb(63, 185, 80)");
+    b.wait_js(
+        "the grouped summary",
+        "document.getElementById('job-groups').textContent.includes('1 host: ok')",
+    )
+    .await;
+    // The host's own output pane.
+    b.click(&format!(".job-tile[data-host=\"{good}\"]")).await;
+    b.wait_js(
+        "the host's stdout",
+        "document.getElementById('job-stdout').textContent === 'from-the-page\\n'",
+    )
+    .await;
+    let first = b.js("return location.pathname", json!([])).await;
+    // Rerun the failed host: a new job with that host only.
+    b.click("#job-rerun").await;
+    b.wait_js(
+        "the rerun's page",
+        &format!(
+            "location.pathname !== {first} && document.querySelectorAll('.job-tile').length === 1"
+        ),
+    )
+    .await;
+    b.wait_js("the dead host again", &tile(dead, "unreachable"))
+        .await;
+    // The job history on the Logs page links both.
+    b.goto(&format!("{}/logs", env.base)).await;
+    b.wait_js(
+        "two jobs in the Logs page",
+        "document.querySelectorAll('#logs-jobs tr[data-job]').length === 2",
+    )
+    .await;
+    b.quit().await;
     env.finish().await;
 }

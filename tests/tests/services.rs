@@ -360,6 +360,33 @@ async fn acting_on_a_host_needs_a_grant_of_service_there() {
     env.grant(&bob, host, &["service"]).await;
     let got = dots(&bob, svc).await;
     assert_eq!(got[0].1, "inactive", "{got:?}");
+    // `service` alone keeps a longer run alive: the live-access re-check
+    // (every 2 s) judges service jobs by the `service` grant.
+    let (status, started) = bob
+        .post(
+            &format!("/api/services/{svc}/actions"),
+            json!({"action": "logs", "follow": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let job = started["job_id"].as_str().unwrap().to_owned();
+    let log = fake.log_path("web.service").display().to_string();
+    eventually("journalctl -f on the host", WAIT, || async {
+        (pgrep(&log) == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let (_, r) = bob.get(&format!("/api/services/{svc}/actions/{job}")).await;
+    assert_eq!(r["hosts"][0]["status"], "running", "{r}");
+    assert_eq!(pgrep(&log), 1);
+    let (status, _) = bob
+        .post(&format!("/api/jobs/{job}/cancel"), json!({}))
+        .await;
+    assert!(status.is_success());
+    eventually("journalctl -f to end", WAIT, || async {
+        (pgrep(&log) == 0).then_some(())
+    })
+    .await;
     env.finish().await;
 }
 

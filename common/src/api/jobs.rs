@@ -104,8 +104,15 @@ pub struct JobCreated {
 #[serde(deny_unknown_fields)]
 pub struct RerunRequest {
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub hosts: Option<serde_json::Value>,
+    pub hosts: Option<RerunHosts>,
+}
+
+/// `"failed"`, or host ids of the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RerunHosts {
+    Named(String),
+    Ids(Vec<Uuid>),
 }
 
 /// One job in the history.

@@ -61,10 +61,12 @@ const PAGE_DEFAULT: u32 = 50;
 const PAGE_MAX: u32 = 200;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// The page after this job.
     before: Option<Uuid>,
     /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -128,6 +130,7 @@ pub(crate) async fn rerun(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct OutputQuery {
     /// `stdout` (default) or `stderr`.
     stream: Option<String>,

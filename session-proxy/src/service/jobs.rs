@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{json, Value};
-use shellway_common::api::jobs::{JobRequest, Targets};
+use shellway_common::api::jobs::{JobRequest, RerunHosts, Targets};
 use shellway_common::control::RunKind;
 use shellway_common::Control;
 use uuid::Uuid;
@@ -625,22 +625,22 @@ pub(crate) async fn rerun(
     st: &AppState,
     user: &AuthUser,
     id: Uuid,
-    hosts: Option<&Value>,
+    hosts: Option<&RerunHosts>,
 ) -> Result<Uuid, ServiceError> {
     let row = load(st, user, id, Action::Control).await?;
     let all = store::jobs::hosts(&st.db, id).await?;
     let chosen: Vec<(Uuid, String)> = match hosts {
         None => rerun_failed(&all),
-        Some(Value::String(s)) if s == "failed" => rerun_failed(&all),
-        Some(Value::Array(ids)) => {
+        Some(RerunHosts::Named(s)) if s == "failed" => rerun_failed(&all),
+        Some(RerunHosts::Ids(ids)) => {
+            if ids.len() > MAX_HOSTS {
+                return Err(ServiceError::invalid(
+                    "hosts",
+                    format!("at most {MAX_HOSTS} hosts"),
+                ));
+            }
             let mut out = Vec::new();
-            for v in ids {
-                let want = v
-                    .as_str()
-                    .and_then(|s| s.parse::<Uuid>().ok())
-                    .ok_or_else(|| {
-                        ServiceError::invalid("hosts", "hosts is \"failed\" or a list of host ids")
-                    })?;
+            for &want in ids {
                 let h = all.iter().find(|h| h.host_id == want).ok_or_else(|| {
                     ServiceError::invalid("hosts", format!("host {want} is not part of the job"))
                 })?;
@@ -648,7 +648,7 @@ pub(crate) async fn rerun(
             }
             out
         }
-        Some(_) => {
+        Some(RerunHosts::Named(_)) => {
             return Err(ServiceError::invalid(
                 "hosts",
                 "hosts is \"failed\" or a list of host ids",

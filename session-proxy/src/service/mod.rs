@@ -15,6 +15,7 @@ pub(crate) mod runs;
 pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod shares;
+pub(crate) mod task_params;
 pub(crate) mod throttles;
 pub(crate) mod tokens;
 pub(crate) mod users;

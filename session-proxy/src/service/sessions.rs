@@ -9,8 +9,6 @@ use super::{authorize, hosts, Action, HostAction, Resource, ServiceError};
 use crate::auth::AuthUser;
 use crate::bus::BrokerError;
 use crate::state::AppState;
-use crate::store::access::AccountRow;
-use crate::store::hosts::HostRow;
 use crate::store::{self, sessions::SessionRow};
 
 /// The session, if `user` may do `action` to it.
@@ -130,25 +128,12 @@ pub(crate) async fn open(
     let account = access::account_for(st, &access, &host, req.account.as_deref()).await?;
     let action = Action::Use(access::session_action(shell));
     access.check(&host, Some(&account.login), action)?;
-    request(st, user, Uuid::now_v7(), &host, &account, pty, shell).await
-}
-
-/// Writes a `pending` session `id` on `host` as `account` and asks the
-/// runners for it; the caller has decided that `user` may.
-pub(crate) async fn request(
-    st: &AppState,
-    user: &AuthUser,
-    id: Uuid,
-    host: &HostRow,
-    account: &AccountRow,
-    pty: PtySize,
-    shell: bool,
-) -> Result<Uuid, ServiceError> {
-    let target = hosts::target(st, host, account).await?;
+    let target = hosts::target(st, &host, &account).await?;
     if !st.broker.is_up() {
         // Refused before anything is written: no session to clean up.
         return Err(BrokerError::NotConnected.into());
     }
+    let id = Uuid::now_v7();
     let new = store::sessions::NewSession {
         id,
         host: host.id,

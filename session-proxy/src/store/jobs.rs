@@ -504,3 +504,26 @@ pub(crate) async fn tails(
     .fetch_all(db)
     .await
 }
+
+/// New output of each of `sessions` after its own cursor (`after[i]`), at
+/// most `limit` messages each, in order: `(session, seq, stream, data)`.
+pub(crate) async fn output_after(
+    db: &PgPool,
+    sessions: &[Uuid],
+    after: &[i64],
+    limit: i64,
+) -> Result<Vec<(Uuid, i64, String, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.session_id, c.seq, c.stream, c.data \
+         FROM unnest($1::uuid[], $2::bigint[]) AS t(s, a) \
+         JOIN LATERAL (SELECT session_id, seq, stream, data FROM output_chunks \
+           WHERE session_id = t.s AND seq > t.a AND stream IN ('stdout', 'stderr') \
+           ORDER BY seq LIMIT $3) c ON true \
+         ORDER BY c.session_id, c.seq",
+    )
+    .bind(sessions)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

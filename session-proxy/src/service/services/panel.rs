@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
+use serde_json::json;
 use shellway_common::api::services::{ServiceLogs, ServiceStatus, UnitStatus};
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::outcome::{self, HostRun};
+use super::outcome;
 use super::status::UnitState;
 use super::unit::{Unit, UnitAction};
 use super::{commands, exec, Panel};
@@ -83,43 +83,6 @@ pub(crate) async fn targets(
     Ok(out)
 }
 
-/// Runs one command per target at once; each host's run, in order.
-pub(crate) async fn run_each(
-    st: &AppState,
-    user: &AuthUser,
-    work: Vec<(Target, String)>,
-) -> Vec<(Target, HostRun)> {
-    let mut set = JoinSet::new();
-    for (i, (target, command)) in work.into_iter().enumerate() {
-        let (st, user) = (st.clone(), user.clone());
-        set.spawn(async move {
-            let run = exec::run(
-                &st,
-                &user,
-                &target.host,
-                &target.account,
-                command,
-                READ_LIMIT,
-            )
-            .await
-            .unwrap_or_else(|e| HostRun {
-                status: "error".into(),
-                error: Some(crate::error::ApiError::from(e).message),
-                ..HostRun::default()
-            });
-            (i, target, run)
-        });
-    }
-    let mut done = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        if let Ok(item) = joined {
-            done.push(item);
-        }
-    }
-    done.sort_by_key(|(i, _, _)| *i);
-    done.into_iter().map(|(_, t, r)| (t, r)).collect()
-}
-
 fn dto(host: &HostRow, s: &StatusRow) -> UnitStatus {
     UnitStatus {
         host_id: host.id,
@@ -149,6 +112,14 @@ fn row(service: Uuid, host: Uuid, u: UnitState) -> StatusRow {
         error: u.error,
         checked_at: Utc::now(),
     }
+}
+
+/// `a.service, b.service`: the units of a poll, each once.
+fn units_label(polled: &[Vec<(Uuid, Unit)>]) -> String {
+    let mut names: Vec<&str> = polled.iter().flatten().map(|(_, u)| u.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(", ")
 }
 
 /// The units to poll on `host` as `login`: every service there acting as
@@ -221,7 +192,9 @@ pub(crate) async fn status(
             ));
             polled.push(units);
         }
-        let runs = run_each(st, user, work).await;
+        let label = format!("status {}", units_label(&polled));
+        let request = json!({"service_id": id, "action": "status", "poll": true});
+        let runs = exec::run_each(st, user, &label, &request, work, READ_LIMIT).await?;
         let mut rows = Vec::new();
         for ((target, run), units) in runs.into_iter().zip(polled) {
             let states = outcome::states(&run, units.len());
@@ -293,7 +266,17 @@ pub(crate) async fn logs(
     let mut targets = targets(st, &access, &panel, hosts, Some(&[host])).await?;
     let target = targets.pop().ok_or(ServiceError::NotFound("host"))?;
     let command = commands::logs(&panel.unit, lines, false).line();
-    let mut runs = run_each(st, user, vec![(target, command)]).await;
+    let label = format!("logs {}", panel.row.unit);
+    let request = json!({"service_id": id, "action": "logs", "lines": lines});
+    let mut runs = exec::run_each(
+        st,
+        user,
+        &label,
+        &request,
+        vec![(target, command)],
+        READ_LIMIT,
+    )
+    .await?;
     let (target, run) = runs
         .pop()
         .ok_or_else(|| ServiceError::Internal("a journal read ended without a result".into()))?;
