@@ -732,6 +732,7 @@ async fn the_services_page_shows_dots_and_restarts_two_cells_with_feedback() {
         "[...document.querySelectorAll('#service-feedback .feedback-host[data-status=ok] pre')].filter((p) => p.textContent.includes('ActiveState=active')).length === 2",
     )
     .await;
+    br.screenshot("docs/screenshots/services.png").await;
     // Stop asks first, then the dots turn grey.
     br.js(
         "document.getElementById('service-action').value = 'stop';",
@@ -749,7 +750,6 @@ async fn the_services_page_shows_dots_and_restarts_two_cells_with_feedback() {
         (fake_a.pid("web.service"), fake_b.pid("web.service")),
         (None, None)
     );
-    br.screenshot("docs/screenshots/services.png").await;
     br.quit().await;
     env.finish().await;
 }
