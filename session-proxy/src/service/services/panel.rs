@@ -115,8 +115,8 @@ fn row(service: Uuid, host: Uuid, u: UnitState) -> StatusRow {
 }
 
 /// `a.service, b.service`: the units of a poll, each once.
-fn units_label(polled: &[Vec<(Uuid, Unit)>]) -> String {
-    let mut names: Vec<&str> = polled.iter().flatten().map(|(_, u)| u.as_str()).collect();
+fn units_label<'a>(polled: impl Iterator<Item = &'a Vec<(Uuid, Unit)>>) -> String {
+    let mut names: Vec<&str> = polled.flatten().map(|(_, u)| u.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     names.join(", ")
@@ -161,11 +161,16 @@ pub(crate) async fn status(
     allowed(&panel, UnitAction::Status)?;
     let visible = hosts.len();
     let mut targets = Vec::new();
+    // Hosts where no account can be chosen: an amber dot saying why.
+    let mut problems = Vec::new();
     for host in hosts {
-        let mine = targets_one(st, &access, &panel, host).await;
-        targets.extend(mine);
+        match targets_one(st, &access, &panel, host).await? {
+            Ok(Some(target)) => targets.push(target),
+            Ok(None) => {}
+            Err((host, why)) => problems.push(unknown(&host, why)),
+        }
     }
-    if targets.is_empty() && visible > 0 {
+    if targets.is_empty() && problems.is_empty() && visible > 0 {
         return Err(Denied::NotGranted(HostAction::Service.as_str()).into());
     }
     let cached = store::services::statuses(&st.db, id).await?;
@@ -178,7 +183,7 @@ pub(crate) async fn status(
     let stale: Vec<&Target> = targets.iter().filter(|t| !fresh(t)).collect();
     if !stale.is_empty() {
         let mut work = Vec::new();
-        let mut polled: Vec<Vec<(Uuid, Unit)>> = Vec::new();
+        let mut polled: BTreeMap<Uuid, Vec<(Uuid, Unit)>> = BTreeMap::new();
         for t in &stale {
             let units = units_on(st, &t.host, &t.account.login).await?;
             let refs: Vec<&Unit> = units.iter().map(|(_, u)| u).collect();
@@ -190,13 +195,14 @@ pub(crate) async fn status(
                 },
                 command,
             ));
-            polled.push(units);
+            polled.insert(t.host.id, units);
         }
-        let label = format!("status {}", units_label(&polled));
+        let label = format!("status {}", units_label(polled.values()));
         let request = json!({"service_id": id, "action": "status", "poll": true});
         let runs = exec::run_each(st, user, &label, &request, work, READ_LIMIT).await?;
         let mut rows = Vec::new();
-        for ((target, run), units) in runs.into_iter().zip(polled) {
+        for (target, run) in runs {
+            let units = polled.remove(&target.host.id).unwrap_or_default();
             let states = outcome::states(&run, units.len());
             for ((service, _), state) in units.into_iter().zip(states) {
                 rows.push(row(service, target.host.id, state));
@@ -212,6 +218,7 @@ pub(crate) async fn status(
     let hosts = targets
         .iter()
         .filter_map(|t| cached.get(&t.host.id).map(|s| dto(&t.host, s)))
+        .chain(problems)
         .collect();
     Ok(ServiceStatus {
         service_id: id,
@@ -220,24 +227,44 @@ pub(crate) async fn status(
     })
 }
 
-/// The host as a target when the caller may act on it there (else none).
+/// The host as a target when the caller may act on it there (`None`
+/// when not); the host and why when no account can be chosen there.
 async fn targets_one(
     st: &AppState,
     access: &Access,
     panel: &Panel,
     host: HostRow,
-) -> Option<Target> {
-    let account = access::account_for(st, access, &host, panel.row.account.as_deref())
-        .await
-        .ok()?;
-    access
+) -> Result<Result<Option<Target>, (HostRow, String)>, ServiceError> {
+    let account = match access::account_for(st, access, &host, panel.row.account.as_deref()).await {
+        Ok(account) => account,
+        Err(ServiceError::Invalid { message, .. }) => return Ok(Err((host, message))),
+        Err(other) => return Err(other),
+    };
+    let granted = access
         .check(
             &host,
             Some(&account.login),
             Action::Use(HostAction::Service),
         )
-        .ok()?;
-    Some(Target { host, account })
+        .is_ok();
+    Ok(Ok(granted.then_some(Target { host, account })))
+}
+
+/// An amber dot for a host the panel cannot poll, saying why.
+fn unknown(host: &HostRow, why: String) -> UnitStatus {
+    UnitStatus {
+        host_id: host.id,
+        host_name: host.name.clone(),
+        state: "unknown".into(),
+        dot: super::status::dot("unknown").to_owned(),
+        active_state: None,
+        sub_state: None,
+        unit_file_state: None,
+        main_pid: None,
+        since: None,
+        error: Some(why),
+        checked_at: Utc::now(),
+    }
 }
 
 /// `GET /api/services/{id}/logs`: the last `lines` of the unit's journal on
