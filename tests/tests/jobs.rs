@@ -614,3 +614,79 @@ async fn the_jobs_page_runs_a_job_shows_the_grid_and_reruns_the_failed_hosts() {
     b.quit().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_host_group_targets_its_hosts_and_labels() {
+    let env = TestEnv::start().await;
+    let named = add_host(&env, host_on(&env.sshd, "named", json!({}))).await;
+    let labelled = add_host(
+        &env,
+        host_on(&env.sshd, "labelled", json!({"env": "stage"})),
+    )
+    .await;
+    add_host(&env, host_on(&env.sshd, "other", json!({"env": "prod"}))).await;
+    let (status, group) = env
+        .api
+        .post(
+            "/api/host-groups",
+            json!({"name": "stage-and-named", "host_ids": [named], "labels": {"env": "stage"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/host-groups",
+            json!({"name": "stage-and-named", "host_ids": [named]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    let (status, preview) = env
+        .api
+        .post(
+            "/api/jobs/preview",
+            json!({"targets": {"group": "stage-and-named"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let mut names: Vec<&str> = preview["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["labelled", "named"]);
+    let job = start(
+        &env,
+        json!({"targets": {"group": "stage-and-named"}, "command": "echo grouped"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    assert_eq!(host_result(&done, labelled)["stdout_tail"], "grouped\n");
+    assert_eq!(done["groups"][0]["count"], 2, "{done}");
+    // Only administrators write groups; a user sees no host of it that
+    // no grant gives them.
+    let carol = env.add_user("carol").await;
+    let (status, _) = carol
+        .post(
+            "/api/host-groups",
+            json!({"name": "mine", "host_ids": [named]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, groups) = carol.get("/api/host-groups").await;
+    assert_eq!(groups[0]["host_ids"], json!([]), "{groups}");
+    let (status, preview) = carol
+        .post(
+            "/api/jobs/preview",
+            json!({"targets": {"group": "stage-and-named"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["count"], 0, "{preview}");
+    let id = group["id"].as_str().unwrap();
+    let (status, _) = env.api.delete(&format!("/api/host-groups/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    env.finish().await;
+}

@@ -331,18 +331,22 @@ pub(crate) async fn resolve_targets(
     account: Option<&str>,
     kind: JobKind,
 ) -> Result<Vec<(HostRow, String)>, ServiceError> {
-    if targets.group.is_some() {
-        return Err(ServiceError::invalid(
-            "targets.group",
-            "saved host groups are not supported yet: name host_ids or labels",
-        ));
-    }
+    let group = match &targets.group {
+        Some(name) => Some(
+            store::jobs::host_group(&st.db, name)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::invalid("targets.group", format!("no host group named {name:?}"))
+                })?,
+        ),
+        None => None,
+    };
     let ids = targets.host_ids.as_deref().unwrap_or_default();
     let labels = targets.labels.as_ref();
-    if ids.is_empty() && labels.is_none_or(BTreeMap::is_empty) {
+    if ids.is_empty() && labels.is_none_or(BTreeMap::is_empty) && group.is_none() {
         return Err(ServiceError::invalid(
             "targets",
-            "name hosts: host_ids and/or labels",
+            "name hosts: host_ids, labels and/or group",
         ));
     }
     if ids.len() > MAX_HOSTS {
@@ -371,10 +375,25 @@ pub(crate) async fn resolve_targets(
         }
     }
     let explicit = chosen.len();
-    if let Some(want) = labels.filter(|l| !l.is_empty()) {
+    // Reached by a selector or a group: only hosts the caller may use.
+    let usable = |h: &HostRow| access.check(h, None, action).is_ok();
+    if let Some(g) = &group {
+        for id in &g.host_ids {
+            if let Some(h) = by_id.get(id).copied() {
+                if usable(h) && seen.insert(h.id) {
+                    chosen.push(h);
+                }
+            }
+        }
+    }
+    let selectors = [
+        labels,
+        group.as_ref().and_then(|g| g.labels.as_ref().map(|l| &l.0)),
+    ];
+    for want in selectors.into_iter().flatten().filter(|l| !l.is_empty()) {
         for h in &all {
             let matches = want.iter().all(|(k, v)| h.labels.0.get(k) == Some(v));
-            if matches && access.check(h, None, action).is_ok() && seen.insert(h.id) {
+            if matches && usable(h) && seen.insert(h.id) {
                 chosen.push(h);
             }
         }
