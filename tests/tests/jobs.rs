@@ -690,3 +690,107 @@ async fn a_saved_host_group_targets_its_hosts_and_labels() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_job_names_the_failed_step_one_host_cancels_and_everything_is_audited() {
+    let env = TestEnv::start().await;
+    let (status, script) = env
+        .api
+        .post(
+            "/api/scripts",
+            json!({"name": "steps", "body": "echo one\nfalse\necho never\n"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{script}");
+    let a = add_host(&env, host_on(&env.sshd, "s1", json!({}))).await;
+    let b = add_host(&env, host_on(&env.sshd, "s2", json!({}))).await;
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": [a, b]}, "script_id": script["id"]}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    for h in [a, b] {
+        let r = host_result(&done, h);
+        assert_eq!(r["status"], "failed", "{r}");
+        assert_eq!(r["failed_step"], 2, "{r}");
+        assert_eq!(r["stdout_tail"], "one\n", "{r}");
+    }
+    assert_eq!(done["kind"], "script");
+
+    // One host canceled, the other runs to its end.
+    let sleep = format!("sleep 299.{}", rand::random::<u32>() % 1000 + 2000);
+    let job2 = start(
+        &env,
+        json!({"targets": {"host_ids": [a, b]},
+               "command": format!("{sleep}; echo after")}),
+    )
+    .await;
+    eventually("both sleeps running", WAIT, || async {
+        (pgrep(&sleep) >= 2).then_some(())
+    })
+    .await;
+    let (status, reply) = env
+        .api
+        .post(&format!("/api/jobs/{job2}/hosts/{a}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
+    eventually("one sleep left", WAIT, || async {
+        (pgrep(&sleep) == 1).then_some(())
+    })
+    .await;
+    let (_, now) = env.api.get(&format!("/api/jobs/{job2}")).await;
+    assert_eq!(host_result(&now, b)["status"], "running", "{now}");
+    // Rerun an explicit selection: only that host.
+    let (status, again) = env
+        .api
+        .post(&format!("/api/jobs/{job}/rerun"), json!({"hosts": [b]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let rerun = finished(&env, id_of(&again)).await;
+    assert_eq!(rerun["host_results"].as_array().unwrap().len(), 1);
+    assert_eq!(rerun["host_results"][0]["host_id"], b.to_string());
+    let (status, reply) = env
+        .api
+        .post(
+            &format!("/api/jobs/{job}/rerun"),
+            json!({"hosts": [Uuid::now_v7()]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    env.api
+        .post(&format!("/api/jobs/{job2}/cancel"), json!({}))
+        .await;
+    let ended = finished(&env, job2).await;
+    assert_eq!(host_result(&ended, a)["status"], "canceled");
+    assert_eq!(host_result(&ended, b)["status"], "canceled");
+
+    let db = env.db().await;
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, target FROM audit WHERE action LIKE 'job.%' ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let expected = [
+        ("job.start", job),
+        ("job.start", job2),
+        ("job.cancel", job2),
+        ("job.rerun", id_of(&again)),
+        ("job.cancel", job2),
+    ];
+    let got: Vec<(&str, String)> = actions
+        .iter()
+        .map(|(a, t)| (a.as_str(), t.clone()))
+        .collect();
+    let want: Vec<(&str, String)> = expected.iter().map(|(a, t)| (*a, t.to_string())).collect();
+    assert_eq!(got, want);
+    // Each host ran in a recorded session of its own, hidden from the
+    // session list.
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 2);
+    env.finish().await;
+}

@@ -19,6 +19,9 @@ use crate::store::{self, jobs::JobRow};
 
 /// How often a driver looks at its job without being told of a change.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a driver lets notifications gather before it looks (hosts
+/// often end together).
+const GATHER: Duration = Duration::from_millis(20);
 
 /// What a driver starts each host with (from the job's spec).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -88,7 +91,7 @@ async fn drive_inner(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(POLL) => {}
-            _ = changed(&mut changes, job) => {}
+            _ = changed(&mut changes, job) => tokio::time::sleep(GATHER).await,
         }
     }
 }
