@@ -794,3 +794,42 @@ async fn a_script_job_names_the_failed_step_one_host_cancels_and_everything_is_a
     assert_eq!(sessions, 2);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_the_proxy_that_drove_it() {
+    let mut env = TestEnv::start_with(shellway_tests::TestEnvOptions {
+        proxy_process: true,
+        ..Default::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("t{i}"), json!({}))).await);
+    }
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "sleep 1; echo done",
+               "strategy": "rolling", "batch": "1"}),
+    )
+    .await;
+    eventually("the first host running", WAIT, || async {
+        let (_, j) = env.api.get(&format!("/api/jobs/{job}")).await;
+        (j["counts"]["running"] == 1).then_some(())
+    })
+    .await;
+    // Its driver dies with the proxy; another proxy takes the job over
+    // once the driver has been silent long enough.
+    env.kill_proxy_process().await;
+    env.start_proxy().await;
+    let done = eventually("the job to end", Duration::from_secs(90), || async {
+        let (_, j) = env.api.get(&format!("/api/jobs/{job}")).await;
+        (j["status"] == "done").then_some(j)
+    })
+    .await;
+    for h in &ids {
+        let r = host_result(&done, *h);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["stdout_tail"], "done\n", "{r}");
+    }
+    env.finish().await;
+}
