@@ -241,6 +241,9 @@ pub(crate) struct Progress {
     pub session_id: Option<Uuid>,
     pub run_id: Option<Uuid>,
     pub cancel_requested: bool,
+    /// Claimed long ago, and still no session: its proxy died between the
+    /// claim and the request.
+    pub never_started: bool,
     pub session_status: Option<String>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
@@ -254,6 +257,7 @@ pub(crate) struct Progress {
 pub(crate) async fn running(db: &PgPool, job: Uuid) -> Result<Vec<Progress>, sqlx::Error> {
     sqlx::query_as(
         "SELECT jh.host_id, jh.session_id, jh.run_id, jh.cancel_requested, \
+           (s.id IS NULL AND jh.started_at < now() - interval '30 seconds') AS never_started, \
            s.status AS session_status, s.error_kind, s.error, r.status AS run_status, \
            r.exit_code, r.exit_signal, r.failed_step, r.duration_ms \
          FROM job_hosts jh LEFT JOIN sessions s ON s.id = jh.session_id \
