@@ -833,3 +833,27 @@ async fn a_job_outlives_the_proxy_that_drove_it() {
     }
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_hosts_at_concurrency_twenty_all_end_ok() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("c{i:03}"), json!({}))).await);
+    }
+    let started = std::time::Instant::now();
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "uname -s; sleep 0.2", "concurrency": 20}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    println!(
+        "measured: 100 hosts at concurrency 20 in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(done["counts"]["ok"], 100, "{}", done["counts"]);
+    assert_eq!(done["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(done["groups"][0]["count"], 100);
+    env.finish().await;
+}

@@ -85,8 +85,15 @@ async fn drive_inner(
             return Ok(());
         }
         let room = plan.room(running, hosts.len());
-        for h in hosts.iter().filter(|h| h.status == "queued").take(room) {
-            start_host(st, &row, &run, h).await?;
+        // Side by side: each start is a few database round trips and a
+        // publish (at most `room`, bounded by the concurrency or batch).
+        let starts = hosts
+            .iter()
+            .filter(|h| h.status == "queued")
+            .take(room)
+            .map(|h| start_host(st, &row, &run, h));
+        for started in futures_util::future::join_all(starts).await {
+            started?;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
