@@ -15,7 +15,8 @@ function jobStatusClass(s) {
 }
 
 async function jobsView(view) {
-  const [hosts, tasks, scripts] = await Promise.all([api('GET', '/api/hosts'), api('GET', '/api/tasks'), api('GET', '/api/scripts')]);
+  const [hosts, tasks, scripts, groups] = await Promise.all([api('GET', '/api/hosts'), api('GET', '/api/tasks'),
+    api('GET', '/api/scripts'), api('GET', '/api/host-groups')]);
   const errs = {};
   const err = (name) => (errs[name] = h('span', {class: 'field-error', id: 'job-' + name.replace(/\./g, '-') + '-error', role: 'alert'}));
   const hostList = h('div', {class: 'job-host-picks', id: 'job-hosts'}, hosts.map((x) =>
@@ -23,6 +24,7 @@ async function jobsView(view) {
       Object.keys(x.labels || {}).length ? h('span', {class: 'muted'}, ' ' + labelText(x.labels)) : null)));
   const labels = h('input', {id: 'job-labels', placeholder: 'role=web, env=prod'});
   const account = h('input', {id: 'job-account', placeholder: 'the host\'s only account'});
+  const group = h('select', {id: 'job-group'}, h('option', {value: ''}, '—'), groups.map((g) => h('option', {value: g.name}, g.name)));
   const preview = h('span', {id: 'job-preview', class: 'muted', role: 'status'});
   const what = h('select', {id: 'job-what'}, h('option', {value: 'command'}, 'Command'), h('option', {value: 'task'}, 'Saved task'), h('option', {value: 'script'}, 'Script'));
   const command = h('input', {id: 'job-command', placeholder: 'uptime'});
@@ -57,13 +59,14 @@ async function jobsView(view) {
     if (ids.length) t.host_ids = ids;
     const l = parseLabels(labels.value);
     if (Object.keys(l).length) t.labels = l;
+    if (group.value) t.group = group.value;
     return t;
   }
   let previewing = 0;
   async function showPreview() {
     const mine = ++previewing;
     const t = targets();
-    if (!t.host_ids && !t.labels) { preview.textContent = 'No host chosen.'; return; }
+    if (!t.host_ids && !t.labels && !t.group) { preview.textContent = 'No host chosen.'; return; }
     try {
       const body = {targets: t};
       if (account.value.trim()) body.account = account.value.trim();
@@ -75,6 +78,7 @@ async function jobsView(view) {
   const form = h('form', {class: 'form-grid card', id: 'job-form', novalidate: true},
     h('label', {}, 'Hosts'), hostList, err('targets'),
     h('label', {for: 'job-labels'}, 'Labels'), labels, err('targets.labels'),
+    h('label', {for: 'job-group'}, 'Host group'), group, err('targets.group'),
     h('label', {for: 'job-account'}, 'Account'), account, err('account'),
     h('span'), preview, h('span'),
     h('label', {for: 'job-what'}, 'Run'), h('div', {class: 'row-actions'}, what, command, task, script), err('command'),
@@ -107,6 +111,7 @@ async function jobsView(view) {
     } catch (e) { showFieldErrors(e, errs); }
   });
   hostList.addEventListener('change', showPreview);
+  group.addEventListener('change', showPreview);
   let typing = null;
   for (const el of [labels, account]) el.addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(showPreview, 300); });
   what.addEventListener('change', showWhat); strategy.addEventListener('change', showWhat); task.addEventListener('change', showParams);

@@ -59,3 +59,15 @@ CREATE INDEX sessions_job ON sessions (job_id) WHERE job_id IS NOT NULL;
 -- "description": ""}]; `{{name}}` in the command becomes the value,
 -- shell-quoted, once it matches the (anchored) pattern.
 ALTER TABLE tasks ADD COLUMN params jsonb NOT NULL DEFAULT '[]';
+
+-- Saved host groups jobs can target by name: explicit hosts and/or a
+-- label selector, resolved (and filtered by the caller's grants) when a
+-- job starts.
+CREATE TABLE host_groups (
+    id         uuid PRIMARY KEY,
+    name       text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 64),
+    host_ids   uuid[] NOT NULL DEFAULT '{}',
+    labels     jsonb,
+    created_by uuid REFERENCES users (id) ON DELETE SET NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);

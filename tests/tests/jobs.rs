@@ -614,3 +614,246 @@ async fn the_jobs_page_runs_a_job_shows_the_grid_and_reruns_the_failed_hosts() {
     b.quit().await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_host_group_targets_its_hosts_and_labels() {
+    let env = TestEnv::start().await;
+    let named = add_host(&env, host_on(&env.sshd, "named", json!({}))).await;
+    let labelled = add_host(
+        &env,
+        host_on(&env.sshd, "labelled", json!({"env": "stage"})),
+    )
+    .await;
+    add_host(&env, host_on(&env.sshd, "other", json!({"env": "prod"}))).await;
+    let (status, group) = env
+        .api
+        .post(
+            "/api/host-groups",
+            json!({"name": "stage-and-named", "host_ids": [named], "labels": {"env": "stage"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let (status, reply) = env
+        .api
+        .post(
+            "/api/host-groups",
+            json!({"name": "stage-and-named", "host_ids": [named]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{reply}");
+    let (status, preview) = env
+        .api
+        .post(
+            "/api/jobs/preview",
+            json!({"targets": {"group": "stage-and-named"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    let mut names: Vec<&str> = preview["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["labelled", "named"]);
+    let job = start(
+        &env,
+        json!({"targets": {"group": "stage-and-named"}, "command": "echo grouped"}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    assert_eq!(host_result(&done, labelled)["stdout_tail"], "grouped\n");
+    assert_eq!(done["groups"][0]["count"], 2, "{done}");
+    // Only administrators write groups; a user sees no host of it that
+    // no grant gives them.
+    let carol = env.add_user("carol").await;
+    let (status, _) = carol
+        .post(
+            "/api/host-groups",
+            json!({"name": "mine", "host_ids": [named]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, groups) = carol.get("/api/host-groups").await;
+    assert_eq!(groups[0]["host_ids"], json!([]), "{groups}");
+    let (status, preview) = carol
+        .post(
+            "/api/jobs/preview",
+            json!({"targets": {"group": "stage-and-named"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(preview["count"], 0, "{preview}");
+    let id = group["id"].as_str().unwrap();
+    let (status, _) = env.api.delete(&format!("/api/host-groups/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_job_names_the_failed_step_one_host_cancels_and_everything_is_audited() {
+    let env = TestEnv::start().await;
+    let (status, script) = env
+        .api
+        .post(
+            "/api/scripts",
+            json!({"name": "steps", "body": "echo one\nfalse\necho never\n"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{script}");
+    let a = add_host(&env, host_on(&env.sshd, "s1", json!({}))).await;
+    let b = add_host(&env, host_on(&env.sshd, "s2", json!({}))).await;
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": [a, b]}, "script_id": script["id"]}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    for h in [a, b] {
+        let r = host_result(&done, h);
+        assert_eq!(r["status"], "failed", "{r}");
+        assert_eq!(r["failed_step"], 2, "{r}");
+        assert_eq!(r["stdout_tail"], "one\n", "{r}");
+    }
+    assert_eq!(done["kind"], "script");
+
+    // One host canceled, the other runs to its end.
+    let sleep = format!("sleep 299.{}", rand::random::<u32>() % 1000 + 2000);
+    let job2 = start(
+        &env,
+        json!({"targets": {"host_ids": [a, b]},
+               "command": format!("{sleep}; echo after")}),
+    )
+    .await;
+    eventually("both sleeps running", WAIT, || async {
+        (pgrep(&sleep) >= 2).then_some(())
+    })
+    .await;
+    let (status, reply) = env
+        .api
+        .post(&format!("/api/jobs/{job2}/hosts/{a}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{reply}");
+    eventually("one sleep left", WAIT, || async {
+        (pgrep(&sleep) == 1).then_some(())
+    })
+    .await;
+    let (_, now) = env.api.get(&format!("/api/jobs/{job2}")).await;
+    assert_eq!(host_result(&now, b)["status"], "running", "{now}");
+    // Rerun an explicit selection: only that host.
+    let (status, again) = env
+        .api
+        .post(&format!("/api/jobs/{job}/rerun"), json!({"hosts": [b]}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let rerun = finished(&env, id_of(&again)).await;
+    assert_eq!(rerun["host_results"].as_array().unwrap().len(), 1);
+    assert_eq!(rerun["host_results"][0]["host_id"], b.to_string());
+    let (status, reply) = env
+        .api
+        .post(
+            &format!("/api/jobs/{job}/rerun"),
+            json!({"hosts": [Uuid::now_v7()]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+    env.api
+        .post(&format!("/api/jobs/{job2}/cancel"), json!({}))
+        .await;
+    let ended = finished(&env, job2).await;
+    assert_eq!(host_result(&ended, a)["status"], "canceled");
+    assert_eq!(host_result(&ended, b)["status"], "canceled");
+
+    let db = env.db().await;
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, target FROM audit WHERE action LIKE 'job.%' ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let expected = [
+        ("job.start", job),
+        ("job.start", job2),
+        ("job.cancel", job2),
+        ("job.rerun", id_of(&again)),
+        ("job.cancel", job2),
+    ];
+    let got: Vec<(&str, String)> = actions
+        .iter()
+        .map(|(a, t)| (a.as_str(), t.clone()))
+        .collect();
+    let want: Vec<(&str, String)> = expected.iter().map(|(a, t)| (*a, t.to_string())).collect();
+    assert_eq!(got, want);
+    // Each host ran in a recorded session of its own, hidden from the
+    // session list.
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 2);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outlives_the_proxy_that_drove_it() {
+    let mut env = TestEnv::start_with(shellway_tests::TestEnvOptions {
+        proxy_process: true,
+        ..Default::default()
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("t{i}"), json!({}))).await);
+    }
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "sleep 1; echo done",
+               "strategy": "rolling", "batch": "1"}),
+    )
+    .await;
+    eventually("the first host running", WAIT, || async {
+        let (_, j) = env.api.get(&format!("/api/jobs/{job}")).await;
+        (j["counts"]["running"] == 1).then_some(())
+    })
+    .await;
+    // Its driver dies with the proxy; another proxy takes the job over
+    // once the driver has been silent long enough.
+    env.kill_proxy_process().await;
+    env.start_proxy().await;
+    let done = eventually("the job to end", Duration::from_secs(90), || async {
+        let (_, j) = env.api.get(&format!("/api/jobs/{job}")).await;
+        (j["status"] == "done").then_some(j)
+    })
+    .await;
+    for h in &ids {
+        let r = host_result(&done, *h);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["stdout_tail"], "done\n", "{r}");
+    }
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_hosts_at_concurrency_twenty_all_end_ok() {
+    let env = TestEnv::start().await;
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(add_host(&env, host_on(&env.sshd, &format!("c{i:03}"), json!({}))).await);
+    }
+    let started = std::time::Instant::now();
+    let job = start(
+        &env,
+        json!({"targets": {"host_ids": ids}, "command": "uname -s; sleep 0.2", "concurrency": 20}),
+    )
+    .await;
+    let done = finished(&env, job).await;
+    println!(
+        "measured: 100 hosts at concurrency 20 in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(done["counts"]["ok"], 100, "{}", done["counts"]);
+    assert_eq!(done["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(done["groups"][0]["count"], 100);
+    env.finish().await;
+}

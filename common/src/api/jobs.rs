@@ -17,7 +17,8 @@ pub struct Targets {
     pub host_ids: Option<Vec<Uuid>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
-    /// A saved host group, by name (not supported yet: answered 422).
+    /// A saved host group, by name (`/api/host-groups`): its hosts and
+    /// its label selector, as far as the caller may run jobs there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
 }
@@ -196,4 +197,26 @@ pub struct JobHostOutput {
     pub status: String,
     pub stdout: String,
     pub stderr: String,
+}
+
+/// `POST /api/host-groups`: a name jobs target (`targets.group`) for
+/// explicit hosts and/or every host carrying all `labels`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostGroupBody {
+    pub name: String,
+    #[serde(default)]
+    pub host_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostGroup {
+    pub id: Uuid,
+    pub name: String,
+    /// The group's hosts the caller may see.
+    pub host_ids: Vec<Uuid>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub created_at: DateTime<Utc>,
 }

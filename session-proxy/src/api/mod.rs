@@ -4,6 +4,7 @@
 mod access;
 mod account;
 mod credentials;
+mod host_groups;
 mod host_input;
 mod hosts;
 mod jobs;
@@ -102,6 +103,11 @@ pub(crate) fn routes() -> Router<AppState> {
             "/api/sessions/{id}/recording/events",
             get(recording::events),
         )
+        .route(
+            "/api/host-groups",
+            get(host_groups::list).post(host_groups::create),
+        )
+        .route("/api/host-groups/{id}", delete(host_groups::remove))
         .route("/api/jobs", get(jobs::list).post(jobs::create))
         .route("/api/jobs/preview", post(jobs::preview))
         .route("/api/jobs/{id}", get(jobs::detail))

@@ -148,6 +148,13 @@ impl Plan {
 /// How a running host ended, from its session and run (`None`: not yet).
 pub(crate) fn outcome(p: &store::jobs::Progress) -> Option<store::jobs::Outcome> {
     use store::jobs::Outcome;
+    if p.never_started {
+        return Some(Outcome {
+            status: "failed",
+            error: Some("the host was never started: the proxy starting it stopped".into()),
+            ..Default::default()
+        });
+    }
     let session = p.session_status.as_deref();
     let session_error = || p.error.clone();
     if matches!(session, Some("failed" | "rejected")) {
@@ -331,18 +338,22 @@ pub(crate) async fn resolve_targets(
     account: Option<&str>,
     kind: JobKind,
 ) -> Result<Vec<(HostRow, String)>, ServiceError> {
-    if targets.group.is_some() {
-        return Err(ServiceError::invalid(
-            "targets.group",
-            "saved host groups are not supported yet: name host_ids or labels",
-        ));
-    }
+    let group = match &targets.group {
+        Some(name) => Some(
+            store::jobs::host_group(&st.db, name)
+                .await?
+                .ok_or_else(|| {
+                    ServiceError::invalid("targets.group", format!("no host group named {name:?}"))
+                })?,
+        ),
+        None => None,
+    };
     let ids = targets.host_ids.as_deref().unwrap_or_default();
     let labels = targets.labels.as_ref();
-    if ids.is_empty() && labels.is_none_or(BTreeMap::is_empty) {
+    if ids.is_empty() && labels.is_none_or(BTreeMap::is_empty) && group.is_none() {
         return Err(ServiceError::invalid(
             "targets",
-            "name hosts: host_ids and/or labels",
+            "name hosts: host_ids, labels and/or group",
         ));
     }
     if ids.len() > MAX_HOSTS {
@@ -371,10 +382,25 @@ pub(crate) async fn resolve_targets(
         }
     }
     let explicit = chosen.len();
-    if let Some(want) = labels.filter(|l| !l.is_empty()) {
+    // Reached by a selector or a group: only hosts the caller may use.
+    let usable = |h: &HostRow| access.check(h, None, action).is_ok();
+    if let Some(g) = &group {
+        for id in &g.host_ids {
+            if let Some(h) = by_id.get(id).copied() {
+                if usable(h) && seen.insert(h.id) {
+                    chosen.push(h);
+                }
+            }
+        }
+    }
+    let selectors = [
+        labels,
+        group.as_ref().and_then(|g| g.labels.as_ref().map(|l| &l.0)),
+    ];
+    for want in selectors.into_iter().flatten().filter(|l| !l.is_empty()) {
         for h in &all {
             let matches = want.iter().all(|(k, v)| h.labels.0.get(k) == Some(v));
-            if matches && access.check(h, None, action).is_ok() && seen.insert(h.id) {
+            if matches && usable(h) && seen.insert(h.id) {
                 chosen.push(h);
             }
         }
@@ -744,6 +770,7 @@ mod tests {
             session_id: Some(Uuid::nil()),
             run_id: Some(Uuid::nil()),
             cancel_requested: false,
+            never_started: false,
             session_status: Some("open".into()),
             error_kind: None,
             error: None,
@@ -758,6 +785,12 @@ mod tests {
     #[test]
     fn a_host_ends_as_its_run_or_its_session_says() {
         assert_eq!(outcome(&progress()), None);
+        let lost_start = store::jobs::Progress {
+            never_started: true,
+            session_status: None,
+            ..progress()
+        };
+        assert_eq!(outcome(&lost_start).map(|o| o.status), Some("failed"));
         let ok = store::jobs::Progress {
             run_status: Some("ok".into()),
             exit_code: Some(0),

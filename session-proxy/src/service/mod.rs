@@ -7,6 +7,7 @@ pub(crate) mod access;
 pub(crate) mod accounts;
 pub(crate) mod authorize;
 pub(crate) mod credentials;
+pub(crate) mod host_groups;
 pub(crate) mod hosts;
 pub(crate) mod job_results;
 pub(crate) mod jobs;

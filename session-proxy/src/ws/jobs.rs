@@ -24,9 +24,11 @@ use crate::store;
 
 /// The most often a job is looked at.
 const TICK: Duration = Duration::from_millis(250);
-/// A look even without a notification (another proxy's recorder may be
-/// behind a broken listener).
+/// A look at new output even without a notification; the hosts are read
+/// again every [`HOSTS_EVERY`] looks without one (a listener may have
+/// missed a notification).
 const IDLE_LOOK: Duration = Duration::from_secs(1);
+const HOSTS_EVERY: u32 = 5;
 /// Output messages read per host per look.
 const OUTPUT_PAGE: i64 = 32;
 
@@ -69,20 +71,24 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
     let mut job_status = String::new();
     let mut hosts: HashMap<Uuid, Value> = HashMap::new();
     let mut cursors: HashMap<Uuid, Cursor> = HashMap::new();
+    let mut owners: HashMap<Uuid, Uuid> = HashMap::new();
+    let mut over = None;
     let mut dirty = true;
+    let mut quiet_looks = 0;
     loop {
-        if dirty {
+        // The hosts are read again when told of a change (or now and
+        // then); new output at every look.
+        quiet_looks += 1;
+        if dirty || quiet_looks >= HOSTS_EVERY {
             dirty = false;
+            quiet_looks = 0;
             let row = store::jobs::get(&st.db, id)
                 .await?
                 .ok_or(ServiceError::NotFound("job"))?;
             if row.status != job_status {
                 job_status = row.status.clone();
-                send(
-                    &mut socket,
-                    json!({"type": "job", "job": job_results::summary(&row)}),
-                )
-                .await?;
+                let frame = json!({"type": "job", "job": job_results::summary(&row)});
+                send(&mut socket, frame).await?;
             }
             let detail = job_results::detail(&st, &row).await?;
             for h in detail.host_results {
@@ -92,33 +98,26 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
                     send(&mut socket, json!({"type": "host", "host": value})).await?;
                 }
                 if let Some(session) = h.session_id {
+                    owners.insert(session, h.host_id);
                     let c = cursors.entry(session).or_default();
                     c.drained = c.drained || !matches!(h.status.as_str(), "queued" | "running");
                 }
             }
-            let over = jobs::is_over(&row);
-            let owners: HashMap<Uuid, Uuid> = hosts
-                .values()
-                .filter_map(|h| {
-                    let s = h["session_id"].as_str()?.parse().ok()?;
-                    let host = h["host_id"].as_str()?.parse().ok()?;
-                    Some((s, host))
-                })
-                .collect();
-            let more = stream_output(&st, &mut socket, &mut cursors, &owners).await?;
-            if over && !more {
-                send(
-                    &mut socket,
-                    json!({"type": "end", "job": job_results::summary(&row)}),
-                )
-                .await?;
-                let _ = socket.send(Message::Close(None)).await;
-                return Ok(());
-            }
-            if more {
-                dirty = true;
-            }
+            over = jobs::is_over(&row).then(|| job_results::summary(&row));
         }
+        let more = stream_output(&st, &mut socket, &mut cursors, &owners).await?;
+        if let (Some(summary), false) = (&over, more) {
+            send(&mut socket, json!({"type": "end", "job": summary})).await?;
+            let _ = socket.send(Message::Close(None)).await;
+            return Ok(());
+        }
+        if more {
+            // More output is waiting: read on at once.
+            continue;
+        }
+        // Hosts producing output are read twice as often.
+        let producing = cursors.values().any(|c| c.seq >= 0 && !c.drained);
+        let wait = if producing { IDLE_LOOK / 2 } else { IDLE_LOOK };
         tokio::select! {
             _ = st.shutdown.cancelled() => return Ok(()),
             incoming = socket.recv() => match incoming {
@@ -126,7 +125,7 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
                 Some(Ok(_)) => {}
             },
             _ = changed(&mut changes, id) => { dirty = true; }
-            _ = tokio::time::sleep(IDLE_LOOK) => { dirty = true; }
+            _ = tokio::time::sleep(wait) => {}
         }
         // Let a burst of changes gather into one look.
         tokio::time::sleep(TICK).await;
