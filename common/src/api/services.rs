@@ -52,6 +52,7 @@ pub struct Service {
     pub name: String,
     /// The full unit name (with its suffix).
     pub unit: String,
+    /// The hosts named by id (those that exist and the caller may see).
     pub host_ids: Vec<Uuid>,
     pub labels: BTreeMap<String, String>,
     pub account: Option<String>,
@@ -60,7 +61,8 @@ pub struct Service {
     /// The hosts it resolves to now (those the caller may see).
     pub hosts: Vec<ServiceHost>,
     /// The sudoers lines to install on the hosts so that `sudo -n` allows
-    /// exactly the allowed actions on this unit (empty without `use_sudo`).
+    /// exactly the allowed actions on this unit, for each login it acts as
+    /// on the hosts the caller may see (empty without `use_sudo`).
     pub sudoers: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -144,9 +144,6 @@ fn sudoers(panel: &Panel, hosts: &[HostRow]) -> Vec<String> {
         return Vec::new();
     }
     let mut logins: Vec<&str> = hosts.iter().map(|h| panel.login_on(h)).collect();
-    if let Some(a) = &panel.row.account {
-        logins = vec![a.as_str()];
-    }
     logins.sort_unstable();
     logins.dedup();
     logins
@@ -157,24 +154,30 @@ fn sudoers(panel: &Panel, hosts: &[HostRow]) -> Vec<String> {
 
 fn dto(panel: &Panel, hosts: &[HostRow], access: &Access) -> Service {
     let r = &panel.row;
+    // Only what the caller may see: hidden hosts' names and logins stay hidden.
+    let visible: Vec<HostRow> = hosts.iter().filter(|h| access.sees(h)).cloned().collect();
     Service {
         id: r.id,
         name: r.name.clone(),
         unit: r.unit.clone(),
-        host_ids: r.host_ids.clone(),
+        host_ids: r
+            .host_ids
+            .iter()
+            .copied()
+            .filter(|id| visible.iter().any(|h| h.id == *id))
+            .collect(),
         labels: r.labels.0.clone(),
         account: r.account.clone(),
         actions: r.actions.clone(),
         use_sudo: r.use_sudo,
-        hosts: hosts
+        hosts: visible
             .iter()
-            .filter(|h| access.sees(h))
             .map(|h| ServiceHost {
                 id: h.id,
                 name: h.name.clone(),
             })
             .collect(),
-        sudoers: sudoers(panel, hosts),
+        sudoers: sudoers(panel, &visible),
         created_at: r.created_at,
         updated_at: r.updated_at,
     }
