@@ -7,7 +7,9 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use shellway_tests::{api::id_of, eventually, Api, FakeSystemd, Sshd, TestEnv, WAIT};
+use shellway_tests::{
+    api::id_of, eventually, Api, FakeSystemd, Sshd, TestEnv, TestEnvOptions, WAIT,
+};
 use uuid::Uuid;
 
 /// A host entry for `sshd` (another than the environment's own), logging in
@@ -820,5 +822,61 @@ async fn following_logs_in_the_page_streams_and_stops_when_leaving_it() {
     })
     .await;
     br.quit().await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_polls_status_on_its_own_schedule() {
+    let env = TestEnv::start_with(TestEnvOptions {
+        service_status_every: std::time::Duration::from_secs(1),
+        ..TestEnvOptions::default()
+    })
+    .await;
+    let fake = FakeSystemd::install(&env.sshd);
+    fake.add_unit("web.service");
+    assert!(fake
+        .systemctl(&["start", "--", "web.service"])
+        .status
+        .success());
+    let host = env.add_host().await;
+    let svc = id_of(
+        &register(
+            &env.api,
+            json!({"name": "web", "unit": "web", "host_ids": [host], "actions": ["status"]}),
+        )
+        .await,
+    );
+    let db = env.db().await;
+    let stored = |state: &'static str| {
+        let db = db.clone();
+        async move {
+            let got: Option<String> =
+                sqlx::query_scalar("SELECT state FROM service_status WHERE service_id = $1")
+                    .bind(svc)
+                    .fetch_optional(&db)
+                    .await
+                    .unwrap();
+            (got.as_deref() == Some(state)).then_some(())
+        }
+    };
+    // Nobody asks; the dots follow the unit anyway.
+    eventually("a scheduled poll to see it active", WAIT, || {
+        stored("active")
+    })
+    .await;
+    assert!(fake
+        .systemctl(&["stop", "--", "web.service"])
+        .status
+        .success());
+    eventually("a scheduled poll to see it inactive", WAIT, || {
+        stored("inactive")
+    })
+    .await;
+    // What people read between polls is that cache.
+    let (_, body) = env
+        .api
+        .get(&format!("/api/services/{svc}/status?max_age=3600"))
+        .await;
+    assert_eq!(body["hosts"][0]["state"], "inactive", "{body}");
     env.finish().await;
 }
