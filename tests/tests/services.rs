@@ -323,7 +323,9 @@ async fn acting_on_a_host_needs_a_grant_of_service_there() {
     let fake = FakeSystemd::install(&env.sshd);
     fake.add_unit("web.service");
     let host = env.add_host().await;
-    let svc = id_of(&register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [host], "actions": ["status", "restart", "logs"]})).await);
+    // A second host of the service that bob is never granted.
+    let hidden = env.add_host().await;
+    let svc = id_of(&register(&env.api, json!({"name": "web", "unit": "web", "host_ids": [host, hidden], "actions": ["status", "restart", "logs"]})).await);
     let bob = env.add_user("bob").await;
     // No grant at all: the service does not exist for bob.
     for path in [
@@ -335,7 +337,11 @@ async fn acting_on_a_host_needs_a_grant_of_service_there() {
     }
     // A grant to run commands there is not one to act on services.
     let grant = env.grant(&bob, host, &["run"]).await;
-    assert_eq!(bob.get("/api/services").await.1[0]["name"], "web");
+    let (_, list) = bob.get("/api/services").await;
+    assert_eq!(list[0]["name"], "web");
+    // Of its hosts, bob learns only of the one he may see.
+    assert_eq!(list[0]["host_ids"], json!([host]), "{list}");
+    assert_eq!(list[0]["hosts"].as_array().unwrap().len(), 1, "{list}");
     for path in [
         format!("/api/services/{svc}/status"),
         format!("/api/services/{svc}/logs"),
@@ -361,7 +367,15 @@ async fn acting_on_a_host_needs_a_grant_of_service_there() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     env.grant(&bob, host, &["service"]).await;
     let got = dots(&bob, svc).await;
+    assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].1, "inactive", "{got:?}");
+    let (status, body) = bob
+        .post(
+            &format!("/api/services/{svc}/actions"),
+            json!({"action": "restart", "hosts": [hidden]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     // `service` alone keeps a longer run alive: the live-access re-check
     // (every 2 s) judges service jobs by the `service` grant.
     let (status, started) = bob

@@ -49,8 +49,8 @@ pub(crate) fn allowed(panel: &Panel, action: UnitAction) -> Result<(), ServiceEr
     })
 }
 
-/// The service's hosts to act on (`wanted`, or all of them), each with its
-/// account, every one granted `service` to the caller.
+/// The service's hosts to act on (`wanted`, or all those the caller may
+/// see), each with its account, every one granted `service` to the caller.
 pub(crate) async fn targets(
     st: &AppState,
     access: &Access,
@@ -58,6 +58,8 @@ pub(crate) async fn targets(
     hosts: Vec<HostRow>,
     wanted: Option<&[Uuid]>,
 ) -> Result<Vec<Target>, ServiceError> {
+    // Hosts the caller may not see are not theirs to name or to act on.
+    let hosts: Vec<HostRow> = hosts.into_iter().filter(|h| access.sees(h)).collect();
     let picked: Vec<HostRow> = match wanted {
         None => hosts,
         Some(ids) => {
@@ -280,7 +282,8 @@ pub(crate) async fn logs(
     let (panel, hosts) = super::load(st, &access, id).await?;
     allowed(&panel, UnitAction::Logs)?;
     let lines = check_lines(lines)?;
-    let host = match (host, hosts.as_slice()) {
+    let seen: Vec<&HostRow> = hosts.iter().filter(|h| access.sees(h)).collect();
+    let host = match (host, seen.as_slice()) {
         (Some(h), _) => h,
         (None, [only]) => only.id,
         (None, _) => {
