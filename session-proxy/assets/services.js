@@ -268,7 +268,10 @@ async function servicesView(view) {
     fields.host_ids.replaceChildren(...hosts.map((x) => h('option', {value: x.id}, x.name)));
   }
   await load();
-  const timer = setInterval(() => refresh(STATUS_REFRESH_MS / 1000), STATUS_REFRESH_MS);
+  // Between clicks, read what the proxy's own schedule polled (it polls
+  // every SHELLWAY_SERVICE_STATUS_S, 30 s by default); poll only when that
+  // is older than a minute (the schedule is off, or backing off).
+  const timer = setInterval(() => refresh(60), STATUS_REFRESH_MS);
   const leave = () => stopFollow();
   window.addEventListener('pagehide', leave);
   app.cleanup = () => { alive = false; clearInterval(timer); stopFollow(); window.removeEventListener('pagehide', leave); };
