@@ -808,13 +808,22 @@ async fn a_job_outlives_the_proxy_that_drove_it() {
     }
     let job = start(
         &env,
-        json!({"targets": {"host_ids": ids}, "command": "sleep 1; echo done",
+        json!({"targets": {"host_ids": ids}, "command": "sleep 2; echo done",
                "strategy": "rolling", "batch": "1"}),
     )
     .await;
-    eventually("the first host running", WAIT, || async {
-        let (_, j) = env.api.get(&format!("/api/jobs/{job}")).await;
-        (j["counts"]["running"] == 1).then_some(())
+    // Killed while the first host's command runs (not between a host's
+    // claim and its request, where the host would end `failed`).
+    let db = env.db().await;
+    eventually("the first host's session open", WAIT, || async {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sessions WHERE job_id = $1 AND status = 'open'",
+        )
+        .bind(job)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        (open == 1).then_some(())
     })
     .await;
     // Its driver dies with the proxy; another proxy takes the job over

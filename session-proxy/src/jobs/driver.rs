@@ -60,7 +60,12 @@ async fn drive_inner(
             return Ok(());
         }
         for p in store::jobs::running(&st.db, job).await? {
-            if let Some(o) = outcome(&p) {
+            if p.never_started {
+                // Claimed by a proxy that stopped before writing its
+                // session: nothing ran, so it is started again.
+                tracing::info!(host_id = %p.host_id, "a host was claimed but never started: queued again");
+                store::jobs::requeue(&st.db, job, p.host_id).await?;
+            } else if let Some(o) = outcome(&p) {
                 store::jobs::finish(&st.db, job, p.host_id, &o).await?;
             } else if p.cancel_requested && told.insert(p.host_id) {
                 tell_cancel(st, p.session_id, p.run_id).await;
@@ -208,6 +213,19 @@ async fn open_host(
         by: Some(owner_id),
     };
     store::runs::queue(&st.db, &queued).await?;
+    if !store::jobs::still_claimed(&st.db, job.id, h.host_id, session).await? {
+        // This proxy stalled and another queued the host again: it is not
+        // ours to start any more.
+        let change = store::sessions::Change {
+            error_kind: Some("runtime"),
+            error: Some("the job host was started elsewhere"),
+            ..Default::default()
+        };
+        let mut tx = st.db.begin().await?;
+        store::sessions::set_status(&mut tx, session, SessionStatus::Failed, change).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
     let request = SessionRequest {
         session,
         owner: owner_id.1.to_owned(),

@@ -148,13 +148,6 @@ impl Plan {
 /// How a running host ended, from its session and run (`None`: not yet).
 pub(crate) fn outcome(p: &store::jobs::Progress) -> Option<store::jobs::Outcome> {
     use store::jobs::Outcome;
-    if p.never_started {
-        return Some(Outcome {
-            status: "failed",
-            error: Some("the host was never started: the proxy starting it stopped".into()),
-            ..Default::default()
-        });
-    }
     let session = p.session_status.as_deref();
     let session_error = || p.error.clone();
     if matches!(session, Some("failed" | "rejected")) {
@@ -785,12 +778,6 @@ mod tests {
     #[test]
     fn a_host_ends_as_its_run_or_its_session_says() {
         assert_eq!(outcome(&progress()), None);
-        let lost_start = store::jobs::Progress {
-            never_started: true,
-            session_status: None,
-            ..progress()
-        };
-        assert_eq!(outcome(&lost_start).map(|o| o.status), Some("failed"));
         let ok = store::jobs::Progress {
             run_status: Some("ok".into()),
             exit_code: Some(0),

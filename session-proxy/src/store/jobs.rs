@@ -234,6 +234,43 @@ pub(crate) async fn claim(
     Ok(claimed)
 }
 
+/// A host claimed but never started (no session was written) goes back
+/// to `queued`.
+pub(crate) async fn requeue(db: &PgPool, job: Uuid, host: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "UPDATE job_hosts SET status = 'queued', session_id = NULL, run_id = NULL, \
+           started_at = NULL \
+         WHERE job_id = $1 AND host_id = $2 AND status = 'running' \
+           AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = job_hosts.session_id)",
+    )
+    .bind(job)
+    .bind(host)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Whether the host is still claimed for `session` (not queued again
+/// meanwhile). Asked once its session exists: from then on it cannot be
+/// queued again.
+pub(crate) async fn still_claimed(
+    db: &PgPool,
+    job: Uuid,
+    host: Uuid,
+    session: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_hosts WHERE job_id = $1 AND host_id = $2 AND session_id = $3",
+    )
+    .bind(job)
+    .bind(host)
+    .bind(session)
+    .fetch_one(db)
+    .await?;
+    Ok(n == 1)
+}
+
 /// A running host, with what its session and run say now.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Progress {

@@ -62,9 +62,16 @@ enum FollowError {
 struct Cursor {
     seq: i64,
     partial: HashMap<String, Vec<u8>>,
-    /// The host ended and its last output was read.
+    /// The host ended.
     drained: bool,
+    /// Reads that found nothing new since it ended.
+    empty_after_end: u8,
 }
+
+/// Reads a host's output goes on getting after it ended with nothing new:
+/// proxies share the recorder's queue, so the last output may be stored
+/// by another proxy a moment after the ending.
+const READS_AFTER_END: u8 = 2;
 
 async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), FollowError> {
     let mut changes = st.jobs.changes();
@@ -106,7 +113,8 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
             over = jobs::is_over(&row).then(|| job_results::summary(&row));
         }
         let more = stream_output(&st, &mut socket, &mut cursors, &owners).await?;
-        if let (Some(summary), false) = (&over, more) {
+        let all_read = cursors.values().all(|c| c.seq < 0);
+        if let (Some(summary), false, true) = (&over, more, all_read) {
             send(&mut socket, json!({"type": "end", "job": summary})).await?;
             let _ = socket.send(Message::Close(None)).await;
             return Ok(());
@@ -115,8 +123,8 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
             // More output is waiting: read on at once.
             continue;
         }
-        // Hosts producing output are read twice as often.
-        let producing = cursors.values().any(|c| c.seq >= 0 && !c.drained);
+        // Hosts producing output (or just ended) are read twice as often.
+        let producing = cursors.values().any(|c| c.seq >= 0);
         let wait = if producing { IDLE_LOOK / 2 } else { IDLE_LOOK };
         tokio::select! {
             _ = st.shutdown.cancelled() => return Ok(()),
@@ -190,9 +198,12 @@ async fn stream_output(
         let got = read.get(session).copied().unwrap_or(0);
         if got >= OUTPUT_PAGE {
             more = true;
-        } else if c.drained {
-            // Read to the end after it ended: done with this host.
-            c.seq = -1;
+        } else if c.drained && got == 0 {
+            c.empty_after_end += 1;
+            if c.empty_after_end >= READS_AFTER_END {
+                // Read to the end after it ended: done with this host.
+                c.seq = -1;
+            }
         }
     }
     Ok(more)
