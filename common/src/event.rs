@@ -232,6 +232,9 @@ impl RunStatus {
 pub enum ErrorKind {
     /// Connecting, authenticating or host-key verification failed.
     Ssh,
+    /// A job host could not be reached: no TCP connection, or no SSH
+    /// server answered in time (sessions people open report `ssh`).
+    Unreachable,
     /// Something failed while the session was running.
     Runtime,
     /// Not allowed.

@@ -20,6 +20,12 @@ pub struct SessionRequest {
     /// proxy from its configuration, so one setting governs a deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_s: Option<u64>,
+    /// A job host: the one run this session exists for. The runner starts
+    /// it as soon as the session is open and closes the session once it
+    /// completed (`closed {reason: "job host done"}`). Absent for sessions
+    /// people open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::control::RunSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +136,7 @@ mod tests {
             shell: true,
             requested_at: Utc::now(),
             idle_timeout_s: Some(1800),
+            run: None,
         };
         let json = serde_json::to_string(&req).unwrap_or_default();
         assert!(json.contains(r#""method":"key_path""#), "{json}");
@@ -145,6 +152,7 @@ mod tests {
             "pty":{"cols":80,"rows":24},"shell":true,"requested_at":"2026-01-01T00:00:00Z"}"#;
         let req: SessionRequest = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(req.idle_timeout_s, None);
+        assert_eq!(req.run, None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 // Shellway web console. One page app, no build step: the proxy serves this
 // file as is. Views: console, hosts (with their accounts and labels), my
-// hosts, logs (+ replay), live monitor, join, users, groups and grants
+// hosts, jobs (jobs.js), logs (+ replay), live monitor, join, users, groups and grants
 // (admins), account, manual. Protocol: docs/protocol.md. It runs
 // under a Content-Security-Policy without inline scripts or style
 // attributes of its own: style with classes (app.css).
@@ -938,7 +938,8 @@ function libraryView(kind) {
     const form = h('form', {class: 'form-grid card', id: kind + '-form', novalidate: true},
       row('name', h('input', {placeholder: isTask ? 'restart_app' : 'deploy'})),
       isTask ? row('label', h('input', {placeholder: 'Restart the app'})) : [],
-      isTask ? row('command', h('input', {placeholder: 'sudo systemctl restart app'})) : [],
+      isTask ? row('command', h('input', {placeholder: 'sudo systemctl restart {{unit}}'})) : [],
+      isTask ? row('params', h('textarea', {rows: 2, placeholder: 'unit=[a-z0-9@._-]+   (one parameter a line: name=pattern; {{name}} in the command)'})) : [],
       row('description', h('input', {})),
       isTask ? [] : row('body', h('textarea', {rows: 6, placeholder: '# one command a step\ncd /srv/app\ngit pull\n./deploy.sh'})),
       h('span'), h('div', {class: 'row-actions'}, h('button', {class: 'primary', type: 'submit', id: kind + '-save'}, 'Save'),
@@ -946,6 +947,7 @@ function libraryView(kind) {
     function edit(item) {
       editing = item ? item.id : null;
       for (const c of cols) { fields[c].value = item ? item[c] : ''; errs[c].textContent = ''; }
+      if (isTask) { fields.params.value = item ? item.params.map((p) => p.name + '=' + p.pattern).join('\n') : ''; errs.params.textContent = ''; }
       flash(null);
     }
     form.addEventListener('submit', async (ev) => {
@@ -953,6 +955,13 @@ function libraryView(kind) {
       for (const c of cols) errs[c].textContent = '';
       const body = {};
       for (const c of cols) body[c] = fields[c].value;
+      if (isTask) {
+        body.params = fields.params.value.split('\n').map((l) => l.trim()).filter(Boolean).map((l) => {
+          const i = l.indexOf('=');
+          return i < 0 ? {name: l, pattern: ''} : {name: l.slice(0, i).trim(), pattern: l.slice(i + 1).trim()};
+        });
+        errs.params.textContent = '';
+      }
       try {
         if (editing) await api('PUT', '/api/' + kind + '/' + editing, body); else await api('POST', '/api/' + kind, body);
         edit(null); load(); flash('Saved.', 'info');
@@ -970,7 +979,7 @@ function libraryView(kind) {
           }}, 'Delete')]))));
     }
     view.append(h('h2', {}, isTask ? 'Saved tasks' : 'Batch scripts'),
-      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console.' : 'One command a step (if … fi, loops and functions may span lines); # comments; cd, export and functions carry over; the batch stops at the first failing step.'),
+      h('p', {class: 'muted'}, isTask ? 'A task is one command with a name; run it from the console, or on many hosts as a job (with its parameters).' : 'One command a step (if … fi, loops and functions may span lines); # comments; cd, export and functions carry over; the batch stops at the first failing step.'),
       h('table', {id: kind + '-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, isTask ? 'Label' : 'Steps'), h('th', {}, isTask ? 'Command' : 'Script'), h('th', {}, 'Description'), admin ? h('th') : null)), tbody),
       ...(admin ? [h('h2', {class: 'section-title'}, 'Add or edit'), form] : [readOnlyNote(isTask ? 'tasks' : 'scripts')]));
     await load();
@@ -1032,6 +1041,7 @@ async function logsView(view) {
   const older = h('button', {id: 'logs-older', disabled: true}, 'Older →');
   const pageInfo = h('span', {class: 'muted', id: 'logs-page'});
   const tbody = h('tbody');
+  const jobRows = h('tbody');
   // The `before` cursor of each page on the way here: page 1 has none.
   let cursors = [null];
   async function load() {
@@ -1068,9 +1078,12 @@ async function logsView(view) {
   view.append(h('div', {class: 'toolbar'}, h('h2', {}, 'Logs'), status, host, owner, h('label', {for: 'logs-from'}, 'From'), from,
     h('label', {for: 'logs-to'}, 'to'), to, search),
     h('table', {id: 'logs-table'}, h('thead', {}, h('tr', {}, h('th', {}, 'Started'), h('th', {}, 'Host'), h('th', {}, 'Owner'), h('th', {}, 'Status'), h('th', {}, 'Runner'), h('th', {}, 'Runs'), h('th'))), tbody),
-    h('div', {class: 'toolbar pager'}, newer, pageInfo, older));
+    h('div', {class: 'toolbar pager'}, newer, pageInfo, older),
+    h('h2', {class: 'section-title'}, 'Jobs'), h('p', {class: 'muted'}, 'Each job host runs in a session of its own, recorded like any other; ',
+      h('a', {href: '/jobs', 'data-link': true}, 'all jobs'), '.'),
+    h('table', {id: 'logs-jobs'}, h('thead', {}, h('tr', {}, h('th', {}, 'Started'), h('th', {}, 'What'), h('th', {}, 'Owner'), h('th', {}, 'Status'), h('th', {}, 'Hosts'))), jobRows));
   app.cleanup = () => clearTimeout(typing);
-  await load();
+  await Promise.all([load(), jobHistory(jobRows, 10)]);
 }
 
 function statusClass(s) {
@@ -1483,6 +1496,9 @@ const routes = [
   [/^\/hosts$/, hostsView, 'hosts'],
   [/^\/tasks$/, libraryView('tasks'), 'tasks'],
   [/^\/scripts$/, libraryView('scripts'), 'scripts'],
+  [/^\/jobs$/, jobsView, 'jobs'],
+  [/^\/jobs\/([0-9a-f-]+)$/, jobView, 'jobs'],
+  [/^\/services$/, servicesView, 'services'],
   [/^\/logs$/, logsView, 'logs'],
   [/^\/logs\/([0-9a-f-]+)$/, replayView, 'logs'],
   [/^\/monitor$/, monitorView, 'monitor'],

@@ -90,6 +90,11 @@ mod tests {
                 session_idle_timeout: Duration::ZERO,
                 vault: Default::default(),
             }),
+            jobs: crate::jobs::Jobs::new(
+                "p".into(),
+                tokio_util::task::TaskTracker::new(),
+                shutdown.clone(),
+            ),
             shutdown,
         })
     }

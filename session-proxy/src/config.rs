@@ -307,6 +307,15 @@ pub(crate) struct Options {
     /// credentials are sealed to. Public keys: the proxy cannot decrypt.
     #[arg(long, env = "SHELLWAY_VAULT_RECIPIENTS", global = true)]
     pub vault_recipients: Option<String>,
+    /// Seconds between scheduled polls of the service panels' status
+    /// (0: only on demand); unreachable services back off up to 10 min.
+    #[arg(
+        long,
+        env = "SHELLWAY_SERVICE_STATUS_S",
+        global = true,
+        default_value_t = 30
+    )]
+    pub service_status_s: u64,
 }
 
 fn parse_origin(s: &str) -> Result<Origin, String> {
@@ -441,6 +450,7 @@ impl Options {
                 sweep_every: Duration::from_secs(self.recording_sweep_s),
             },
             security: self.security(),
+            service_status_every: Duration::from_secs(self.service_status_s),
             vault_recipients: self
                 .vault_recipients
                 .as_deref()

@@ -175,6 +175,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { code, message } => Self::conflict(code, message),
             ServiceError::Denied(denied) => denied.into(),
             ServiceError::Forbidden(why) => Self::forbidden(why),
+            ServiceError::NotAllowed { code, message } => {
+                Self::new(StatusCode::FORBIDDEN, code, message)
+            }
             ServiceError::Unauthenticated(why) => {
                 Self::new(StatusCode::UNAUTHORIZED, "invalid_credentials", why)
             }

@@ -17,6 +17,7 @@ mod fanout;
 mod headers;
 mod health;
 mod inputs;
+mod jobs;
 mod liveness;
 mod origin;
 mod passwords;
@@ -74,6 +75,9 @@ pub struct Config {
     /// sealed to; none: the vault refuses credentials. The proxy never
     /// holds an identity.
     pub vault_recipients: Vec<shellway_common::vault::Recipient>,
+    /// How often service panels' status dots are polled again (zero:
+    /// only when someone asks).
+    pub service_status_every: Duration,
 }
 
 pub use crate::client_addr::TrustedProxies;
@@ -185,9 +189,17 @@ pub async fn run(
             session_idle_timeout: config.session_idle_timeout,
             vault: crate::service::credentials::Vault::new(config.vault_recipients.clone()),
         }),
+        jobs: jobs::Jobs::new(config.proxy_id.clone(), tracker.clone(), tasks.clone()),
         shutdown: tasks.clone(),
     };
+    tracker.spawn(state.jobs.clone().listen(db.clone()));
+    tracker.spawn(state.jobs.clone().adopt(state.clone()));
     tracker.spawn(service::access::watch(state.clone(), tasks.clone()));
+    tracker.spawn(service::services::schedule::run(
+        state.clone(),
+        config.service_status_every,
+        tasks.clone(),
+    ));
     tracker.spawn(recorder::run(
         db.clone(),
         recording,

@@ -44,6 +44,8 @@ pub(crate) struct AppState {
     pub inputs: crate::inputs::InputLog,
     pub hasher: Hasher,
     pub settings: Arc<Settings>,
+    /// Jobs this proxy drives, and the news of every job's changes.
+    pub jobs: crate::jobs::Jobs,
     /// Cancelled at shutdown; WebSockets end on it.
     pub shutdown: CancellationToken,
 }

@@ -31,6 +31,8 @@ macro_rules! asset {
 
 const ASSETS: &[Asset] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
+    asset!("jobs.js", "text/javascript; charset=utf-8"),
+    asset!("services.js", "text/javascript; charset=utf-8"),
     asset!("login.js", "text/javascript; charset=utf-8"),
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("manual.html", "text/html; charset=utf-8"),
@@ -48,8 +50,11 @@ const PAGES: &[&str] = &[
     "/hosts",
     "/tasks",
     "/scripts",
+    "/services",
     "/logs",
     "/logs/{id}",
+    "/jobs",
+    "/jobs/{id}",
     "/manual",
     "/monitor",
     "/users",

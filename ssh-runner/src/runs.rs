@@ -103,6 +103,8 @@ pub(crate) struct RunWorker {
     stop: CancellationToken,
     /// The shell steps run in, once known.
     shell: Option<String>,
+    /// A job host's session: cancelled once its one run is done.
+    one_shot: Option<CancellationToken>,
 }
 
 pub(crate) fn queue(
@@ -123,6 +125,7 @@ pub(crate) fn queue(
         publisher,
         stop,
         shell: None,
+        one_shot: None,
     };
     (queue, worker)
 }
@@ -165,6 +168,11 @@ fn signal_name(sig: &Sig) -> String {
 }
 
 impl RunWorker {
+    /// Serves one run only, then cancels `done`.
+    pub(crate) fn one_shot(&mut self, done: CancellationToken) {
+        self.one_shot = Some(done);
+    }
+
     pub(crate) async fn run(mut self) {
         loop {
             let spec = tokio::select! {
@@ -175,6 +183,10 @@ impl RunWorker {
             match spec {
                 Some(spec) => self.execute(spec).await,
                 None => break,
+            }
+            if let Some(done) = &self.one_shot {
+                done.cancel();
+                break;
             }
         }
         self.rx.close();

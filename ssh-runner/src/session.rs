@@ -39,6 +39,8 @@ use crate::Config;
 
 /// How long a closing session waits for its confirms.
 const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+/// Why a job host's session ends when its run is done.
+const JOB_HOST_DONE: &str = "job host done";
 /// How long a closing session waits for the shell's last output.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
@@ -142,6 +144,8 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
             close_channel(&input).await;
             let kind = if err.is_vault() {
                 ErrorKind::Auth
+            } else if request.run.is_some() && err.is_unreachable() {
+                ErrorKind::Unreachable
             } else {
                 ErrorKind::Ssh
             };
@@ -178,9 +182,16 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
     tracing::info!("session open");
 
     let stop_runs = CancellationToken::new();
-    let (runs, worker) = runs::queue(ssh.clone(), publisher.clone(), stop_runs.clone());
-    let worker = AbortOnDropHandle::new(tokio::spawn(worker.run().in_current_span()));
+    let (runs, mut worker) = runs::queue(ssh.clone(), publisher.clone(), stop_runs.clone());
+    // The shell's end, or a job host's run's: either ends the session.
     let shell_done = CancellationToken::new();
+    let done_reason = if request.run.is_some() {
+        worker.one_shot(shell_done.clone());
+        JOB_HOST_DONE
+    } else {
+        "shell exited"
+    };
+    let worker = AbortOnDropHandle::new(tokio::spawn(worker.run().in_current_span()));
     let screen = pty
         .as_ref()
         .map(|_| Screen::new(request.pty.cols, request.pty.rows));
@@ -218,7 +229,12 @@ async fn serve_inner(request: SessionRequest, deps: SessionDeps) {
         publisher: publisher.clone(),
         resizes: 0,
     };
-    let End { reason, by } = actor.run(&shutdown, &shell_done, ssh.closed()).await;
+    if let Some(spec) = request.run {
+        actor.start_run(spec).await;
+    }
+    let End { reason, by } = actor
+        .run(&shutdown, (&shell_done, done_reason), ssh.closed())
+        .await;
     tracing::info!(%reason, by = by.as_deref().unwrap_or(""), "closing session");
 
     // Runs first (a canceled run reports itself), then the host, then the
@@ -444,7 +460,7 @@ impl Actor {
     async fn run(
         &mut self,
         shutdown: &CancellationToken,
-        shell_done: &CancellationToken,
+        (shell_done, done_reason): (&CancellationToken, &str),
         host_gone: &CancellationToken,
     ) -> End {
         let mut presence_check = tokio::time::interval(PRESENCE_REFRESH);
@@ -457,7 +473,7 @@ impl Actor {
                 () = shutdown.cancelled() => Step::End(End::because("runner shutting down")),
                 // Before `shell_done`: a lost connection also ends the shell.
                 () = host_gone.cancelled() => Step::End(End::because("connection to the host was lost")),
-                () = shell_done.cancelled() => Step::End(End::because("shell exited")),
+                () = shell_done.cancelled() => Step::End(End::because(done_reason)),
                 () = tokio::time::sleep_until(give_up.unwrap_or_else(tokio::time::Instant::now)), if give_up.is_some() => {
                     Step::End(End::because(&format!(
                         "the runner could not reach the message broker for {} s",
@@ -684,25 +700,7 @@ impl Actor {
                     }
                 }
             }
-            Control::Run(spec) => {
-                tracing::info!(run_id = %spec.run, by = %spec.by, kind = spec.kind.as_str(), "run requested");
-                let queued = Event::Queued {
-                    run: spec.run,
-                    kind: spec.kind,
-                    command: spec.label.clone(),
-                    steps: spec.steps.len() as u32,
-                };
-                // Handed over under the publisher's lock: the worker's
-                // `started` waits for it, so `queued` always comes first.
-                let mut p = self.publisher.lock().await;
-                match self.runs.submit(spec) {
-                    Ok(()) => p.event(&queued).await,
-                    Err(spec) => {
-                        drop(p);
-                        self.refuse(spec).await;
-                    }
-                }
-            }
+            Control::Run(spec) => self.start_run(spec).await,
             Control::Cancel { run } => match self.runs.cancel(run) {
                 Some(run) => {
                     tracing::info!(run_id = %run, "cancel requested");
@@ -827,6 +825,26 @@ impl Actor {
         }
         p.output(Stream::Pty, None, text.as_bytes().to_vec(), budget)
             .await;
+    }
+
+    async fn start_run(&self, spec: RunSpec) {
+        tracing::info!(run_id = %spec.run, by = %spec.by, kind = spec.kind.as_str(), "run requested");
+        let queued = Event::Queued {
+            run: spec.run,
+            kind: spec.kind,
+            command: spec.label.clone(),
+            steps: spec.steps.len() as u32,
+        };
+        // Handed over under the publisher's lock: the worker's
+        // `started` waits for it, so `queued` always comes first.
+        let mut p = self.publisher.lock().await;
+        match self.runs.submit(spec) {
+            Ok(()) => p.event(&queued).await,
+            Err(spec) => {
+                drop(p);
+                self.refuse(spec).await;
+            }
+        }
     }
 
     async fn refuse(&self, spec: RunSpec) {

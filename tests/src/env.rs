@@ -44,6 +44,8 @@ pub struct TestEnvOptions {
     pub start_proxy: bool,
     /// Let the test sshd accept passwords (of system users) too.
     pub sshd_password_auth: bool,
+    /// How often the proxies poll service panels' status by themselves.
+    pub service_status_every: Duration,
 }
 
 /// The proxy's security defaults, but room for many connections: every
@@ -71,6 +73,7 @@ impl Default for TestEnvOptions {
             database_server: None,
             start_proxy: true,
             sshd_password_auth: false,
+            service_status_every: Duration::from_secs(30),
         }
     }
 }
@@ -258,6 +261,7 @@ impl TestEnv {
             security: self.opts.security.clone(),
             session_idle_timeout: self.opts.session_idle_timeout,
             vault_recipients: vec![self.vault.to_public()],
+            service_status_every: self.opts.service_status_every,
         }
     }
 
@@ -470,6 +474,10 @@ impl TestEnv {
                     .header_timeout
                     .as_millis()
                     .to_string(),
+            )
+            .env(
+                "SHELLWAY_SERVICE_STATUS_S",
+                self.opts.service_status_every.as_secs().to_string(),
             )
             .env("SHELLWAY_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env(

@@ -22,12 +22,14 @@ pub mod relay;
 pub mod rss;
 pub mod signin;
 pub mod sshd;
+pub mod systemd;
 pub mod ws;
 
 pub use api::Api;
 pub use env::{TestEnv, TestEnvOptions};
 pub use signin::{try_login, CookieClient};
 pub use sshd::Sshd;
+pub use systemd::FakeSystemd;
 pub use ws::{Frame, WsClient};
 
 use std::time::Duration;

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
+/// sshd's own default `PATH` for sessions.
+const STD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub struct Sshd {
     pub port: u16,
     pub dir: crate::ScratchDir,
@@ -97,6 +100,10 @@ impl Sshd {
         // a shell killed mid-start can leave their lock files behind.
         let home = dir.join("home");
         std::fs::create_dir_all(&home).unwrap();
+        // Sessions find programs in `bin` first (empty unless a test puts
+        // fakes there, e.g. `FakeSystemd`), then in the usual places.
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
         let port = free_port();
         let config = dir.join("sshd_config");
         std::fs::write(
@@ -106,10 +113,11 @@ impl Sshd {
                  PidFile none\nUsePAM no\nStrictModes no\nPermitRootLogin yes\n\
                  PasswordAuthentication {pw}\nKbdInteractiveAuthentication no\n\
                  MaxStartups 2000:30:4000\nMaxSessions 64\nLogLevel VERBOSE\n\
-                 AcceptEnv LANG LC_*\nSetEnv HOME={home}\n",
+                 AcceptEnv LANG LC_*\nSetEnv HOME={home} PATH={bin}:{STD_PATH}\n",
                 hk = host_key.display(),
                 ak = dir.join("authorized_keys").display(),
                 home = home.display(),
+                bin = bin.display(),
                 pw = if password_auth { "yes" } else { "no" },
             ),
         )

@@ -88,6 +88,7 @@ async fn the_console_works_under_its_content_security_policy_without_a_violation
     // Every other view, rendered in the same document.
     open_view(&b, "manual", "document.getElementById('batch')").await;
     open_view(&b, "hosts", "document.getElementById('host-form')").await;
+    open_view(&b, "services", "document.getElementById('service-form')").await;
     open_view(
         &b,
         "users",

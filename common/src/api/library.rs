@@ -15,6 +15,22 @@ pub struct TaskBody {
     pub command: String,
     #[serde(default)]
     pub description: String,
+    /// Named values a job fills in: `{{name}}` in the command becomes the
+    /// value, shell-quoted, once it matches the parameter's pattern.
+    #[serde(default)]
+    pub params: Vec<TaskParam>,
+}
+
+/// A task parameter: `name` (`[A-Za-z_][A-Za-z0-9_]*`, at most 32) and
+/// the pattern every value must match as a whole (a regular expression,
+/// anchored at both ends by Shellway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskParam {
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub description: String,
 }
 
 /// `POST /api/scripts`, `PUT /api/scripts/{id}`.
@@ -42,6 +58,7 @@ pub struct Task {
     pub label: String,
     pub command: String,
     pub description: String,
+    pub params: Vec<TaskParam>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -4,13 +4,16 @@
 mod access;
 mod account;
 mod credentials;
+mod host_groups;
 mod host_input;
 mod hosts;
+mod jobs;
 mod library;
 pub(crate) mod login;
 pub(crate) mod openapi;
 mod recording;
 mod runs;
+mod services;
 mod sessions;
 mod shares;
 mod throttles;
@@ -102,6 +105,21 @@ pub(crate) fn routes() -> Router<AppState> {
             get(recording::events),
         )
         .route(
+            "/api/host-groups",
+            get(host_groups::list).post(host_groups::create),
+        )
+        .route("/api/host-groups/{id}", delete(host_groups::remove))
+        .route("/api/jobs", get(jobs::list).post(jobs::create))
+        .route("/api/jobs/preview", post(jobs::preview))
+        .route("/api/jobs/{id}", get(jobs::detail))
+        .route("/api/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/jobs/{id}/rerun", post(jobs::rerun))
+        .route(
+            "/api/jobs/{id}/hosts/{host_id}/cancel",
+            post(jobs::cancel_host),
+        )
+        .route("/api/jobs/{id}/hosts/{host_id}/output", get(jobs::output))
+        .route(
             "/api/tasks",
             get(library::list_tasks).post(library::create_task),
         )
@@ -110,6 +128,20 @@ pub(crate) fn routes() -> Router<AppState> {
             get(library::get_task)
                 .put(library::update_task)
                 .delete(library::delete_task),
+        )
+        .route("/api/services", get(services::list).post(services::create))
+        .route(
+            "/api/services/{id}",
+            get(services::get_one)
+                .put(services::update)
+                .delete(services::remove),
+        )
+        .route("/api/services/{id}/status", get(services::status))
+        .route("/api/services/{id}/logs", get(services::logs))
+        .route("/api/services/{id}/actions", post(services::act))
+        .route(
+            "/api/services/{id}/actions/{job_id}",
+            get(services::action_result),
         )
         .route(
             "/api/scripts",

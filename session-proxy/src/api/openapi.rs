@@ -12,8 +12,8 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    access, account, credentials, hosts, library, login, recording, runs, sessions, shares,
-    throttles, tokens, users,
+    access, account, credentials, host_groups, hosts, jobs, library, login, recording, runs,
+    services, sessions, shares, throttles, tokens, users,
 };
 
 #[derive(OpenApi)]
@@ -39,10 +39,15 @@ use super::{
         access::list_grants, access::create_grant, access::delete_grant, access::mine,
         throttles::list, throttles::clear,
         recording::asciicast, recording::events,
+        jobs::create, jobs::preview, jobs::list, jobs::detail, jobs::cancel, jobs::cancel_host,
+        jobs::rerun, jobs::output,
+        host_groups::list, host_groups::create, host_groups::remove,
         library::list_tasks, library::create_task, library::get_task,
         library::update_task, library::delete_task,
         library::list_scripts, library::create_script, library::get_script,
         library::update_script, library::delete_script,
+        services::list, services::create, services::get_one, services::update, services::remove,
+        services::status, services::logs, services::act, services::action_result,
         crate::health::healthz, crate::health::readyz, document,
     ),
     components(schemas(ErrorBody))
@@ -169,6 +174,6 @@ mod tests {
             }
         }
         // Every route of the router but the WebSockets and the console's pages.
-        assert_eq!(operations.len(), 58);
+        assert_eq!(operations.len(), 78);
     }
 }

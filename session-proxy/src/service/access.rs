@@ -260,7 +260,10 @@ fn still_allowed(s: &LiveAccess, grants: &[Grant], now: DateTime<Utc>) -> bool {
             host,
             &labels,
             Some(account),
-            Action::Use(session_action(s.shell)),
+            Action::Use(match s.job_kind.as_deref() {
+                Some(kind) => super::jobs::host_action(kind),
+                None => session_action(s.shell),
+            }),
         )
         .is_ok()
 }

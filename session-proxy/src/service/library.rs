@@ -68,13 +68,14 @@ fn may_read(user: &AuthUser) -> Result<(), ServiceError> {
     Ok(authorize(&user.actor(), Action::Read, Resource::Library)?)
 }
 
-fn task_dto((id, name, label, command, description): TaskRow) -> Task {
+fn task_dto((id, name, label, command, description, params): TaskRow) -> Task {
     Task {
         id,
         name,
         label,
         command,
         description,
+        params: params.0,
     }
 }
 
@@ -115,12 +116,14 @@ pub(crate) async fn save_task(
     }
     may_manage(user)?;
     let name = both(check_name(&body.name), check_text("command", &body.command))?;
+    super::task_params::check(&body.params, body.command.trim())?;
     let id = id.unwrap_or_else(Uuid::now_v7);
     let fields = library::TaskFields {
         name: &name,
         label: body.label.trim(),
         command: body.command.trim(),
         description: body.description.trim(),
+        params: &body.params,
     };
     library::save_task(&st.db, id, &fields, user.audit_id())
         .await
@@ -191,4 +194,16 @@ pub(crate) async fn delete(
     } else {
         Err(ServiceError::NotFound(kind.name()))
     }
+}
+
+/// The command a job runs for the saved task `name` with `params`.
+pub(crate) async fn task_for_job(
+    st: &AppState,
+    name: &str,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<String, ServiceError> {
+    let (_, command, declared) = library::task_command(&st.db, None, Some(name))
+        .await?
+        .ok_or_else(|| ServiceError::invalid("task.name", "no such saved task"))?;
+    super::task_params::render(&command, &declared.0, params)
 }

@@ -7,11 +7,16 @@ pub(crate) mod access;
 pub(crate) mod accounts;
 pub(crate) mod authorize;
 pub(crate) mod credentials;
+pub(crate) mod host_groups;
 pub(crate) mod hosts;
+pub(crate) mod job_results;
+pub(crate) mod jobs;
 pub(crate) mod library;
 pub(crate) mod runs;
+pub(crate) mod services;
 pub(crate) mod sessions;
 pub(crate) mod shares;
+pub(crate) mod task_params;
 pub(crate) mod throttles;
 pub(crate) mod tokens;
 pub(crate) mod users;
@@ -45,6 +50,10 @@ pub(crate) enum ServiceError {
     /// Not allowed, for a reason the caller can act on.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// Not allowed by a rule of the thing itself (`code` names it: a
+    /// service's action allowlist).
+    #[error("{message}")]
+    NotAllowed { code: &'static str, message: String },
     /// Who the caller says they are is not proven.
     #[error("{0}")]
     Unauthenticated(&'static str),

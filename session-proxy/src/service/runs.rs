@@ -35,9 +35,16 @@ async fn resolve(
         ));
     }
     if task {
-        let (name, command) = store::library::task_command(db, req.task_id, req.task.as_deref())
-            .await?
-            .ok_or_else(|| ServiceError::invalid("task", "no such saved task"))?;
+        let (name, command, params) =
+            store::library::task_command(db, req.task_id, req.task.as_deref())
+                .await?
+                .ok_or_else(|| ServiceError::invalid("task", "no such saved task"))?;
+        if !params.0.is_empty() {
+            return Err(ServiceError::invalid(
+                "task",
+                "this task takes parameters: run it as a job (POST /api/jobs)",
+            ));
+        }
         let (_, _, steps) = plan(&RunRequest {
             command: Some(command),
             ..Default::default()

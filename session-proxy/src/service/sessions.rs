@@ -143,6 +143,7 @@ pub(crate) async fn open(
         cols: pty.cols,
         rows: pty.rows,
         shell,
+        job: None,
     };
     store::sessions::create(&st.db, &new).await?;
     let request = SessionRequest {
@@ -153,6 +154,7 @@ pub(crate) async fn open(
         shell,
         requested_at: Utc::now(),
         idle_timeout_s: Some(st.settings.session_idle_timeout.as_secs()),
+        run: None,
     };
     let sent = async {
         st.broker.declare_session(id).await?;

@@ -531,6 +531,8 @@ pub(crate) struct LiveAccess {
     pub host_labels: Option<Json<std::collections::BTreeMap<String, String>>>,
     pub account: Option<String>,
     pub shell: bool,
+    /// The kind of job this session is a host of (`command`, `service`…).
+    pub job_kind: Option<String>,
     /// The host no longer has the account the session logged in as.
     pub account_gone: bool,
 }
@@ -546,11 +548,12 @@ pub(crate) async fn live_to_check(
     sqlx::query_as(
         "SELECT s.id, s.owner_id, u.role AS owner_role, \
          (u.disabled_at IS NOT NULL OR u.deleted_at IS NOT NULL) AS owner_disabled, \
-         s.host_id, h.labels AS host_labels, s.account, s.shell, \
+         s.host_id, h.labels AS host_labels, s.account, s.shell, j.kind AS job_kind, \
          (h.id IS NOT NULL AND s.account IS NOT NULL AND NOT EXISTS \
            (SELECT 1 FROM host_accounts a WHERE a.host_id = s.host_id AND a.login = s.account)) \
            AS account_gone \
          FROM sessions s JOIN users u ON u.id = s.owner_id LEFT JOIN hosts h ON h.id = s.host_id \
+         LEFT JOIN jobs j ON j.id = s.job_id \
          WHERE s.status = ANY($1) AND s.access_revoked_at IS NULL AND u.role <> 'admin' \
          AND s.id > $2 ORDER BY s.id LIMIT $3",
     )

@@ -192,3 +192,19 @@ pub(crate) async fn pin_first_key(
     }
     Ok(())
 }
+
+/// The hosts named by id, and those carrying all of `labels` (when any).
+pub(crate) async fn selected(
+    db: &PgPool,
+    ids: &[Uuid],
+    labels: &Labels,
+) -> Result<Vec<HostRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM hosts \
+         WHERE id = ANY($1) OR ($2 <> '{{}}'::jsonb AND labels @> $2) ORDER BY name"
+    )))
+    .bind(ids)
+    .bind(Json(labels))
+    .fetch_all(db)
+    .await
+}

@@ -4,6 +4,9 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use shellway_common::api::library::TaskParam;
+use sqlx::types::Json;
+
 use super::audit::{self, AuditAction, Who};
 
 /// Which library table.
@@ -46,19 +49,19 @@ fn duplicate(err: sqlx::Error) -> SaveError {
     }
 }
 
-/// Id, name, label, command, description.
-pub(crate) type TaskRow = (Uuid, String, String, String, String);
+/// Id, name, label, command, description, parameters.
+pub(crate) type TaskRow = (Uuid, String, String, String, String, Json<Vec<TaskParam>>);
 /// Id, name, description, body.
 pub(crate) type ScriptRow = (Uuid, String, String, String);
 
 pub(crate) async fn tasks(db: &PgPool) -> Result<Vec<TaskRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, label, command, description FROM tasks ORDER BY name")
+    sqlx::query_as("SELECT id, name, label, command, description, params FROM tasks ORDER BY name")
         .fetch_all(db)
         .await
 }
 
 pub(crate) async fn task(db: &PgPool, id: Uuid) -> Result<Option<TaskRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, label, command, description FROM tasks WHERE id = $1")
+    sqlx::query_as("SELECT id, name, label, command, description, params FROM tasks WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
@@ -77,17 +80,19 @@ pub(crate) async fn script(db: &PgPool, id: Uuid) -> Result<Option<ScriptRow>, s
         .await
 }
 
-/// A task's name and command, by id or else by name.
+/// A task's name, command and parameters, by id or else by name.
 pub(crate) async fn task_command(
     db: &PgPool,
     id: Option<Uuid>,
     name: Option<&str>,
-) -> Result<Option<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT name, command FROM tasks WHERE id = $1 OR ($1 IS NULL AND name = $2)")
-        .bind(id)
-        .bind(name)
-        .fetch_optional(db)
-        .await
+) -> Result<Option<(String, String, Json<Vec<TaskParam>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT name, command, params FROM tasks WHERE id = $1 OR ($1 IS NULL AND name = $2)",
+    )
+    .bind(id)
+    .bind(name)
+    .fetch_optional(db)
+    .await
 }
 
 /// A script's name and body.
@@ -107,6 +112,7 @@ pub(crate) struct TaskFields<'a> {
     pub label: &'a str,
     pub command: &'a str,
     pub description: &'a str,
+    pub params: &'a [TaskParam],
 }
 
 pub(crate) async fn save_task(
@@ -117,8 +123,10 @@ pub(crate) async fn save_task(
 ) -> Result<(), SaveError> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO tasks (id, name, label, command, description, created_by) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (id) DO UPDATE SET name = $2, label = $3, command = $4, description = $5, updated_at = now()",
+        "INSERT INTO tasks (id, name, label, command, description, created_by, params) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (id) DO UPDATE SET name = $2, label = $3, command = $4, description = $5, \
+           params = $7, updated_at = now()",
     )
     .bind(id)
     .bind(t.name)
@@ -126,6 +134,7 @@ pub(crate) async fn save_task(
     .bind(t.command)
     .bind(t.description)
     .bind(who.map(|w| w.0))
+    .bind(Json(t.params))
     .execute(&mut *tx)
     .await
     .map_err(duplicate)?;

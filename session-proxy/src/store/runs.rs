@@ -200,6 +200,7 @@ pub(crate) async fn completed(
         .bind(tail)
         .execute(&mut *conn)
         .await?;
+        super::jobs::notify_session(conn, session).await?;
     }
     Ok(moved)
 }

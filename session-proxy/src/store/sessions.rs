@@ -78,7 +78,7 @@ pub(crate) struct Filter<'a> {
 
 pub(crate) async fn list(db: &PgPool, f: &Filter<'_>) -> Result<Vec<SessionRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{} WHERE s.status = ANY($1) AND ($2::uuid IS NULL OR s.owner_id = $2) \
+        "{} WHERE s.job_id IS NULL AND s.status = ANY($1) AND ($2::uuid IS NULL OR s.owner_id = $2) \
          AND ($3::uuid IS NULL OR s.host_id = $3) \
          AND ($4::text IS NULL OR u.username = $4) \
          AND ($5::timestamptz IS NULL OR s.created_at >= $5) \
@@ -113,14 +113,16 @@ pub(crate) struct NewSession<'a> {
     pub cols: u16,
     pub rows: u16,
     pub shell: bool,
+    /// The job this session is a host of.
+    pub job: Option<Uuid>,
 }
 
 /// Writes a `pending` session and its `session.open` audit line.
 pub(crate) async fn create(db: &PgPool, s: &NewSession<'_>) -> Result<(), sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "INSERT INTO sessions (id, host_id, owner_id, status, cols, rows, shell, account) \
-         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)",
+        "INSERT INTO sessions (id, host_id, owner_id, status, cols, rows, shell, account, job_id) \
+         VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, $8)",
     )
     .bind(s.id)
     .bind(s.host)
@@ -129,6 +131,7 @@ pub(crate) async fn create(db: &PgPool, s: &NewSession<'_>) -> Result<(), sqlx::
     .bind(i32::from(s.rows))
     .bind(s.shell)
     .bind(s.account)
+    .bind(s.job)
     .execute(&mut *tx)
     .await?;
     let detail = json!({"host": s.host_name, "account": s.account});
@@ -197,6 +200,7 @@ pub(crate) async fn set_status(
             RunStatus::Canceled
         };
         let started = runs::end_with_session(conn, id, run_status).await?;
+        super::jobs::notify_session(conn, id).await?;
         recordings::runs_cut_short(conn, id, &started, run_status.as_str()).await?;
     }
     Ok(Moved::From(from))

@@ -1,5 +1,6 @@
 //! The console WebSocket of one session: `GET /ws/sessions/{id}` (owner or
-//! admin) and `GET /ws/join/{token}` (share link).
+//! admin) and `GET /ws/join/{token}` (share link); and a job's live
+//! results, `GET /ws/jobs/{id}` ([`jobs`]).
 //!
 //! A viewer is two tasks: [`client`] reads what the browser sends and acts
 //! on it at once (input never waits for output), and [`viewer`] sends the
@@ -10,6 +11,7 @@
 //! the recording).
 
 mod client;
+mod jobs;
 mod outbox;
 mod replay;
 mod viewer;
@@ -37,6 +39,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/ws/sessions/{id}", get(upgrade))
         .route("/ws/join/{token}", get(join))
+        .route("/ws/jobs/{id}", get(jobs::upgrade))
 }
 
 #[derive(Deserialize)]

@@ -65,6 +65,12 @@ impl SshError {
     pub(crate) fn is_vault(&self) -> bool {
         matches!(self, Self::Vault(_) | Self::StoredKey(_))
     }
+
+    /// No connection, or no SSH server answered: the host is unreachable
+    /// (not refusing us).
+    pub(crate) fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect { .. })
+    }
 }
 
 /// The key a server presented, and what the pinned keys said about it.
