@@ -201,6 +201,7 @@ async fn parallel_never_runs_more_hosts_than_its_concurrency() {
         .unwrap();
     assert!(max <= 3, "{max} hosts ran at once");
     assert!(max >= 2, "the hosts did not run side by side ({max})");
+    let _ = std::fs::remove_dir_all(&dir);
     env.finish().await;
 }
 

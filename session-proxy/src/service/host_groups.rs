@@ -22,7 +22,7 @@ pub(crate) async fn list(st: &AppState, user: &AuthUser) -> Result<Vec<HostGroup
         .filter(|h| access.sees(h))
         .map(|h| h.id)
         .collect();
-    Ok(store::jobs::host_groups(&st.db)
+    Ok(store::host_groups::host_groups(&st.db)
         .await?
         .into_iter()
         .map(|g| HostGroup {
@@ -83,7 +83,7 @@ pub(crate) async fn create(
     }
     let mut ids = body.host_ids.clone();
     ids.dedup();
-    let row = store::jobs::create_host_group(
+    let row = store::host_groups::create_host_group(
         &st.db,
         Uuid::now_v7(),
         name,
@@ -106,7 +106,7 @@ pub(crate) async fn create(
 
 pub(crate) async fn delete(st: &AppState, user: &AuthUser, id: Uuid) -> Result<(), ServiceError> {
     authorize(&user.actor(), Action::Manage, Resource::Hosts)?;
-    if !store::jobs::delete_host_group(&st.db, id, user.audit_id()).await? {
+    if !store::host_groups::delete_host_group(&st.db, id, user.audit_id()).await? {
         return Err(ServiceError::NotFound("host group"));
     }
     Ok(())

@@ -6,6 +6,7 @@
 pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod credentials;
+pub(crate) mod host_groups;
 pub(crate) mod hosts;
 pub(crate) mod inputs;
 pub(crate) mod jobs;
