@@ -95,7 +95,9 @@ const DAEMON: &str = r#"#!/bin/bash
 # A unit's main process: a journal line every 200 ms until stopped.
 u="$1"; d="$2"; n=0
 trap 'echo "$(date -u +%Y-%m-%dT%H:%M:%S+0000) testhost $u[$$]: stopping" >> "$d/log"; exit 0' TERM
-while :; do
+# Ends on its own once the test's scratch directory is gone, or after 10
+# minutes: a test that died before stopping it leaves nothing running.
+while [ -d "$d" ] && [ "$n" -lt 3000 ]; do
   n=$((n+1))
   echo "$(date -u +%Y-%m-%dT%H:%M:%S+0000) testhost $u[$$]: tick $n" >> "$d/log"
   sleep 0.2

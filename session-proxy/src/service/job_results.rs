@@ -14,8 +14,6 @@ use crate::store::{self, jobs::JobRow};
 
 /// Bytes of each stream shown as a tail.
 pub(crate) const TAIL_BYTES: usize = 2048;
-/// Output messages read for a tail (each holds up to ~32 KiB).
-const TAIL_CHUNKS: i64 = 4;
 
 pub(crate) fn summary(row: &JobRow) -> JobSummary {
     let counts: std::collections::BTreeMap<String, i64> =
@@ -50,7 +48,7 @@ pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceEr
         digests.insert((session, stream), digest);
     }
     let mut tails: HashMap<(Uuid, String), Vec<u8>> = HashMap::new();
-    for (session, stream, data) in store::jobs::tails(&st.db, &sessions, TAIL_CHUNKS).await? {
+    for (session, stream, data) in store::jobs::tails(&st.db, &sessions, TAIL_BYTES as i64).await? {
         tails.entry((session, stream)).or_default().extend(data);
     }
     let mut results: Vec<JobHost> = hosts

@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 
 use regex_automata::meta::Regex;
 use shellway_common::api::library::TaskParam;
+// The one shell quoting (`'…'`, each `'` as `'\''`; plain words as they
+// are): the shell reads a value back literally.
+use shellway_common::script::shell_quote;
 
 use super::ServiceError;
 
@@ -18,11 +21,6 @@ const MAX_PATTERN: usize = 256;
 const MAX_VALUE: usize = 1024;
 /// Bytes the compiled pattern may take (a bound on what a pattern costs).
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
-
-/// `'…'` with each `'` as `'\''`: the shell reads it back literally.
-pub(crate) fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
 
 fn name_ok(name: &str) -> bool {
     (1..=32).contains(&name.len())
@@ -179,7 +177,7 @@ mod tests {
             &declared,
             &values(&[("unit", "nginx")]),
         );
-        assert_eq!(ok.ok().as_deref(), Some("systemctl status 'nginx'"));
+        assert_eq!(ok.ok().as_deref(), Some("systemctl status nginx"));
         // A pattern is anchored: a match inside the value is not enough.
         for bad in ["nginx; id", "", "NGINX", "a\nb"] {
             let err = render("x {{unit}}", &declared, &values(&[("unit", bad)]));
@@ -206,7 +204,7 @@ mod tests {
                 &values(&[("a", "x")])
             )
             .ok(),
-            Some("awk '{{ print }}' 'x'".to_owned())
+            Some("awk '{{ print }}' x".to_owned())
         );
     }
 }

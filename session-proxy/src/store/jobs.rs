@@ -526,22 +526,24 @@ pub(crate) async fn digests(
     .await
 }
 
-/// The last `chunks` output messages of each stream of `sessions`, in
-/// order: `(session, stream, data)`.
+/// The output messages that hold the last `bytes` of each stream of
+/// `sessions` (however small the messages), in order: `(session, stream,
+/// data)`.
 pub(crate) async fn tails(
     db: &PgPool,
     sessions: &[Uuid],
-    chunks: i64,
+    bytes: i64,
 ) -> Result<Vec<(Uuid, String, Vec<u8>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT session_id, stream, data FROM ( \
            SELECT session_id, stream, data, seq, \
-             row_number() OVER (PARTITION BY session_id, stream ORDER BY seq DESC) AS rn \
+             coalesce(sum(length(data)) OVER (PARTITION BY session_id, stream ORDER BY seq DESC \
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS later \
            FROM output_chunks WHERE session_id = ANY($1) AND stream IN ('stdout', 'stderr')) t \
-         WHERE rn <= $2 ORDER BY session_id, stream, seq",
+         WHERE later < $2 ORDER BY session_id, stream, seq",
     )
     .bind(sessions)
-    .bind(chunks)
+    .bind(bytes)
     .fetch_all(db)
     .await
 }
