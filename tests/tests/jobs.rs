@@ -593,6 +593,7 @@ async fn the_jobs_page_runs_a_job_shows_the_grid_and_reruns_the_failed_hosts() {
         "document.getElementById('job-stdout').textContent === 'from-the-page\\n'",
     )
     .await;
+    b.screenshot("docs/screenshots/jobs.png").await;
     let first = b.js("return location.pathname", json!([])).await;
     // Rerun the failed host: a new job with that host only.
     b.click("#job-rerun").await;
