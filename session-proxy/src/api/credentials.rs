@@ -63,7 +63,7 @@ pub(crate) async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, operation_id = "rotate_credentials", path = "/api/credentials/rotate", tag = "credentials", responses((status = 200, description = "Every credential is now sealed to the recipients configured now (SHELLWAY_VAULT_RECIPIENTS); a runner re-sealed those that were not (administrators)", body = Rotation), (status = 409, description = "`vault_not_configured`, or `rotation_refused`: the runner does not hold the new key's identity, or cannot open a credential (the message says which); nothing changed", body = shellway_common::api::errors::ErrorBody), (status = 503, description = "No runner answered; nothing changed", body = shellway_common::api::errors::ErrorBody)))]
+#[utoipa::path(post, operation_id = "rotate_credentials", path = "/api/credentials/rotate", tag = "credentials", responses((status = 200, description = "Every credential is now sealed to the recipients configured now (SHELLWAY_VAULT_RECIPIENTS); a runner re-sealed those that were not (administrators)", body = Rotation), (status = 409, description = "`vault_not_configured`, or `rotation_refused`: the runner does not hold the new key's identity, or cannot open a credential (the message says which); batches (100 credentials) written before it stay moved, a retry finishes the rest", body = shellway_common::api::errors::ErrorBody), (status = 503, description = "No runner answered; batches written before it stay moved", body = shellway_common::api::errors::ErrorBody)))]
 pub(crate) async fn rotate(
     State(st): State<AppState>,
     user: AuthUser,

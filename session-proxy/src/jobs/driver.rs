@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use shellway_common::control::{RunKind, RunSpec};
-use shellway_common::{Control, PtySize, SessionRequest, SessionStatus};
+use shellway_common::{Control, PtySize, SessionRequest};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::service::jobs::{outcome, Plan};
-use crate::service::{hosts, ServiceError};
+use crate::service::{hosts, sessions, ServiceError};
 use crate::state::AppState;
 use crate::store::{self, jobs::JobRow};
 
@@ -103,21 +103,7 @@ async fn drive_inner(
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(POLL) => {}
-            _ = changed(&mut changes, job) => tokio::time::sleep(GATHER).await,
-        }
-    }
-}
-
-/// Waits for a notification about `job` (a lagged receiver counts as one).
-async fn changed(changes: &mut tokio::sync::broadcast::Receiver<Uuid>, job: Uuid) {
-    loop {
-        match changes.recv().await {
-            Ok(id) if id == job => return,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                std::future::pending::<()>().await
-            }
+            _ = crate::jobs::changed(&mut changes, job) => tokio::time::sleep(GATHER).await,
         }
     }
 }
@@ -216,14 +202,7 @@ async fn open_host(
     if !store::jobs::still_claimed(&st.db, job.id, h.host_id, session).await? {
         // This proxy stalled and another queued the host again: it is not
         // ours to start any more.
-        let change = store::sessions::Change {
-            error_kind: Some("runtime"),
-            error: Some("the job host was started elsewhere"),
-            ..Default::default()
-        };
-        let mut tx = st.db.begin().await?;
-        store::sessions::set_status(&mut tx, session, SessionStatus::Failed, change).await?;
-        tx.commit().await?;
+        sessions::fail_unsent(st, session, "the job host was started elsewhere").await?;
         return Ok(());
     }
     let request = SessionRequest {
@@ -242,24 +221,7 @@ async fn open_host(
             by: owner_id.1.to_owned(),
         }),
     };
-    let sent = async {
-        st.broker.declare_session(session).await?;
-        st.broker
-            .publish_request(&request, st.settings.request_ttl)
-            .await
-    }
-    .await;
-    if let Err(err) = sent {
-        let change = store::sessions::Change {
-            error_kind: Some("runtime"),
-            error: Some("the message broker was unavailable"),
-            ..Default::default()
-        };
-        let mut tx = st.db.begin().await?;
-        store::sessions::set_status(&mut tx, session, SessionStatus::Failed, change).await?;
-        tx.commit().await?;
-        return Err(err.into());
-    }
+    sessions::publish(st, &request).await?;
     tracing::info!(session_id = %session, host = %host.name, "job host started");
     Ok(())
 }

@@ -127,3 +127,16 @@ impl Jobs {
         }
     }
 }
+
+/// Waits for a notification about `job` from [`Jobs::changes`] (a lagged
+/// receiver counts as one: something may have changed).
+pub(crate) async fn changed(changes: &mut broadcast::Receiver<Uuid>, job: Uuid) {
+    loop {
+        match changes.recv().await {
+            Ok(id) if id == job => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}

@@ -279,10 +279,13 @@ pub(crate) struct Rotation {
 
 /// `POST /api/credentials/rotate`: re-seals every credential not sealed to
 /// the recipients configured now (`SHELLWAY_VAULT_RECIPIENTS`). The proxy
-/// cannot open them, so a runner does it, in batches; it seals only to
+/// cannot open them, so a runner does it, a batch at a time (so memory
+/// stays one batch, however many credentials there are); it seals only to
 /// keys whose identity it holds. Nothing is locked while the runner works:
-/// the new ciphertexts are written in one transaction, each only if its
-/// credential was not changed meanwhile; any refusal changes nothing.
+/// each batch is written in one transaction, each credential only if it
+/// was not changed meanwhile. A refusal stops the rotation; batches before
+/// it stay moved (the runners hold the new key), and running it again
+/// finishes the rest.
 pub(crate) async fn rotate_through_runner(
     st: &AppState,
     user: &AuthUser,
@@ -296,71 +299,99 @@ pub(crate) async fn rotate_through_runner(
         ));
     }
     let label = vault.label();
-    let stale = store::credentials::sealed_elsewhere(&st.db, &label).await?;
     let total = store::credentials::count(&st.db).await?;
     let recipients: Vec<String> = vault.recipients.iter().map(ToString::to_string).collect();
-    let mut moved = Vec::with_capacity(stale.len());
+    let (mut resealed, mut stale, mut after) = (0, 0, None);
     let mut runners = Vec::new();
-    for batch in stale.chunks(RESEAL_BATCH) {
-        let request = ResealRequest {
-            recipients: recipients.clone(),
-            items: batch
-                .iter()
-                .map(|(id, c)| SealedItem {
-                    id: *id,
-                    ciphertext: vault::to_base64(c),
-                })
-                .collect(),
+    let outcome = loop {
+        let batch =
+            store::credentials::sealed_elsewhere(&st.db, &label, after, RESEAL_BATCH as i64)
+                .await?;
+        let Some(last) = batch.last() else {
+            break Ok(());
         };
-        let (runner, items) = match st.asks.reseal(&request).await {
-            Ok(ResealReply::Resealed { runner, items }) => (runner, items),
-            Ok(ResealReply::Refused { runner, message }) => {
-                tracing::warn!(%runner, %message, "a runner refused to re-seal the vault");
-                return Err(ServiceError::conflict("rotation_refused", message));
+        after = Some(last.0);
+        stale += batch.len();
+        match reseal_batch(st, &recipients, &batch).await {
+            Ok((runner, moved)) => {
+                let mut tx = st.db.begin().await?;
+                for ((id, old), new) in batch.iter().zip(&moved) {
+                    if store::credentials::reseal_if_unchanged(&mut tx, *id, old, new, &label)
+                        .await?
+                    {
+                        resealed += 1;
+                    }
+                }
+                tx.commit().await?;
+                if !runners.contains(&runner) {
+                    runners.push(runner);
+                }
             }
-            Ok(ResealReply::Taken { .. }) => {
-                return Err(ServiceError::Internal("a re-seal ended at `taken`".into()))
-            }
-            Err(err @ AskError::NoRunner(_)) => {
-                return Err(ServiceError::NoCapacity(err.to_string()))
-            }
-            Err(AskError::Broker(err)) => return Err(err.into()),
-        };
-        let same = items.len() == batch.len() && items.iter().zip(batch).all(|(i, b)| i.id == b.0);
-        if !same {
-            return Err(ServiceError::Internal(format!(
-                "runner {runner} answered a re-seal with other credentials than asked"
-            )));
+            Err(err) => break Err(err),
         }
-        for (item, (id, old)) in items.into_iter().zip(batch) {
-            let new = vault::from_base64(&item.ciphertext).map_err(|_| {
-                ServiceError::Internal(format!("runner {runner} sent a damaged ciphertext"))
-            })?;
-            moved.push((*id, old, new));
-        }
-        if !runners.contains(&runner) {
-            runners.push(runner);
-        }
+    };
+    if resealed > 0 || outcome.is_ok() {
+        let detail = json!({
+            "credentials": resealed,
+            "already_current": total.saturating_sub(stale),
+            "recipient": label,
+            "runners": runners,
+            "complete": outcome.is_ok(),
+        });
+        let mut tx = st.db.begin().await?;
+        store::credentials::record_rotation(&mut tx, user.audit_id(), detail).await?;
+        tx.commit().await?;
     }
-    let mut tx = st.db.begin().await?;
-    let mut resealed = 0;
-    for (id, old, new) in &moved {
-        if store::credentials::reseal_if_unchanged(&mut tx, *id, old, new, &label).await? {
-            resealed += 1;
-        }
-    }
-    let detail = json!({
-        "credentials": resealed,
-        "already_current": total.saturating_sub(stale.len()),
-        "recipient": label,
-        "runners": runners,
-    });
-    store::credentials::record_rotation(&mut tx, user.audit_id(), detail).await?;
-    tx.commit().await?;
+    outcome?;
     tracing::info!(resealed, runners = ?runners, user = %user.username, "vault rotated from the console");
     Ok(Rotation {
         resealed,
-        already_current: total.saturating_sub(stale.len()),
+        already_current: total.saturating_sub(stale),
         recipient: label,
     })
+}
+
+/// Has a runner re-seal one batch to `recipients`: the runner's name and
+/// the new ciphertexts, in the batch's order.
+async fn reseal_batch(
+    st: &AppState,
+    recipients: &[String],
+    batch: &[(Uuid, Vec<u8>)],
+) -> Result<(String, Vec<Vec<u8>>), ServiceError> {
+    let request = ResealRequest {
+        recipients: recipients.to_vec(),
+        items: batch
+            .iter()
+            .map(|(id, c)| SealedItem {
+                id: *id,
+                ciphertext: vault::to_base64(c),
+            })
+            .collect(),
+    };
+    let (runner, items) = match st.asks.reseal(&request).await {
+        Ok(ResealReply::Resealed { runner, items }) => (runner, items),
+        Ok(ResealReply::Refused { runner, message }) => {
+            tracing::warn!(%runner, %message, "a runner refused to re-seal the vault");
+            return Err(ServiceError::conflict("rotation_refused", message));
+        }
+        Ok(ResealReply::Taken { .. }) => {
+            return Err(ServiceError::Internal("a re-seal ended at `taken`".into()))
+        }
+        Err(err @ AskError::NoRunner(_)) => return Err(ServiceError::NoCapacity(err.to_string())),
+        Err(AskError::Broker(err)) => return Err(err.into()),
+    };
+    let same = items.len() == batch.len() && items.iter().zip(batch).all(|(i, b)| i.id == b.0);
+    if !same {
+        return Err(ServiceError::Internal(format!(
+            "runner {runner} answered a re-seal with other credentials than asked"
+        )));
+    }
+    let moved = items
+        .iter()
+        .map(|item| vault::from_base64(&item.ciphertext))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            ServiceError::Internal(format!("runner {runner} sent a damaged ciphertext"))
+        })?;
+    Ok((runner, moved))
 }

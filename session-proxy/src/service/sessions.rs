@@ -156,26 +156,39 @@ pub(crate) async fn open(
         idle_timeout_s: Some(st.settings.session_idle_timeout.as_secs()),
         run: None,
     };
+    publish(st, &request).await?;
+    tracing::info!(session_id = %id, host = %host.name, user = %user.username, "session requested");
+    Ok(id)
+}
+
+/// Declares a written session's input queue and asks the runners for it;
+/// when the broker fails, the session is failed here and the error returned.
+pub(crate) async fn publish(st: &AppState, request: &SessionRequest) -> Result<(), ServiceError> {
     let sent = async {
-        st.broker.declare_session(id).await?;
+        st.broker.declare_session(request.session).await?;
         st.broker
-            .publish_request(&request, st.settings.request_ttl)
+            .publish_request(request, st.settings.request_ttl)
             .await
     }
     .await;
     if let Err(err) = sent {
-        let change = store::sessions::Change {
-            error_kind: Some("runtime"),
-            error: Some("the message broker was unavailable"),
-            ..Default::default()
-        };
-        let mut tx = st.db.begin().await?;
-        store::sessions::set_status(&mut tx, id, SessionStatus::Failed, change).await?;
-        tx.commit().await?;
+        fail_unsent(st, request.session, "the message broker was unavailable").await?;
         return Err(err.into());
     }
-    tracing::info!(session_id = %id, host = %host.name, user = %user.username, "session requested");
-    Ok(id)
+    Ok(())
+}
+
+/// Fails a written session no runner was asked for (`runtime`, `why`).
+pub(crate) async fn fail_unsent(st: &AppState, id: Uuid, why: &str) -> Result<(), ServiceError> {
+    let change = store::sessions::Change {
+        error_kind: Some("runtime"),
+        error: Some(why),
+        ..Default::default()
+    };
+    let mut tx = st.db.begin().await?;
+    store::sessions::set_status(&mut tx, id, SessionStatus::Failed, change).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// `DELETE /api/sessions/{id}`: the owner ends a live session, an admin

@@ -171,15 +171,23 @@ pub(crate) async fn lock_all(conn: &mut PgConnection) -> Result<Vec<(Uuid, Vec<u
         .await
 }
 
-/// Every credential not sealed to exactly `recipient`: id and ciphertext.
+/// Up to `limit` credentials not sealed to exactly `recipient`, by id,
+/// after `after` (keyset pages): id and ciphertext.
 pub(crate) async fn sealed_elsewhere(
     db: &PgPool,
     recipient: &str,
+    after: Option<Uuid>,
+    limit: i64,
 ) -> Result<Vec<(Uuid, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, ciphertext FROM credentials WHERE recipient <> $1 ORDER BY id")
-        .bind(recipient)
-        .fetch_all(db)
-        .await
+    sqlx::query_as(
+        "SELECT id, ciphertext FROM credentials WHERE recipient <> $1 \
+         AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3",
+    )
+    .bind(recipient)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Replaces a credential's ciphertext if it is still `old` (a rotation

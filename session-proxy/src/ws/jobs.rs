@@ -132,24 +132,11 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(FollowError::Gone),
                 Some(Ok(_)) => {}
             },
-            _ = changed(&mut changes, id) => { dirty = true; }
+            _ = crate::jobs::changed(&mut changes, id) => { dirty = true; }
             _ = tokio::time::sleep(wait) => {}
         }
         // Let a burst of changes gather into one look.
         tokio::time::sleep(TICK).await;
-    }
-}
-
-async fn changed(changes: &mut tokio::sync::broadcast::Receiver<Uuid>, job: Uuid) {
-    loop {
-        match changes.recv().await {
-            Ok(id) if id == job => return,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                std::future::pending::<()>().await
-            }
-        }
     }
 }
 
