@@ -5,6 +5,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::bus::Report;
 
@@ -12,17 +15,61 @@ use crate::bus::Report;
 /// client that reads nothing at all; output is skipped long before).
 const MAX_EVENTS: usize = 4096;
 
+/// How far back [`Recent`] looks (between one and two of these).
+const RECENT: Duration = Duration::from_millis(250);
+
 #[derive(Default)]
 pub(super) struct Outbox {
     items: VecDeque<Arc<Report>>,
     output_bytes: usize,
     events: usize,
+    recent: Recent,
+}
+
+/// Output that arrived lately, held or not: a flood in progress shows here
+/// even at a moment the viewer has caught up (what the program printed
+/// before a Ctrl-C is still on its way from the host).
+#[derive(Default)]
+struct Recent {
+    start: Option<Instant>,
+    current: usize,
+    previous: usize,
+}
+
+impl Recent {
+    fn roll(&mut self, now: Instant) {
+        let Some(start) = self.start else {
+            self.start = Some(now);
+            return;
+        };
+        let age = now.saturating_duration_since(start);
+        if age >= 2 * RECENT {
+            (self.previous, self.current) = (0, 0);
+            self.start = Some(now);
+        } else if age >= RECENT {
+            self.previous = std::mem::take(&mut self.current);
+            self.start = Some(start + RECENT);
+        }
+    }
+
+    fn note(&mut self, bytes: usize, now: Instant) {
+        self.roll(now);
+        self.current += bytes;
+    }
+
+    fn bytes(&mut self, now: Instant) -> usize {
+        self.roll(now);
+        self.previous + self.current
+    }
 }
 
 impl Outbox {
     pub(super) fn push(&mut self, report: Arc<Report>) {
         match report.as_ref() {
-            Report::Output { data, .. } => self.output_bytes += data.len(),
+            Report::Output { data, .. } => {
+                self.output_bytes += data.len();
+                self.recent.note(data.len(), Instant::now());
+            }
             _ => self.events += 1,
         }
         self.items.push_back(report);
@@ -70,6 +117,11 @@ impl Outbox {
         self.output_bytes
     }
 
+    /// Output that arrived in the last quarter to half second.
+    pub(super) fn recent_output(&mut self) -> usize {
+        self.recent.bytes(Instant::now())
+    }
+
     /// Reports held.
     pub(super) fn len(&self) -> usize {
         self.items.len()
@@ -108,6 +160,25 @@ mod tests {
 
     fn event() -> Arc<Report> {
         Arc::new(Report::Event(Event::error(ErrorKind::Runtime, "e")))
+    }
+
+    #[test]
+    fn recent_output_forgets_what_came_long_ago() {
+        let t0 = Instant::now();
+        let mut r = Recent::default();
+        r.note(100, t0);
+        r.note(10, t0 + RECENT);
+        assert_eq!(r.bytes(t0 + RECENT), 110);
+        assert_eq!(r.bytes(t0 + 2 * RECENT), 10);
+        assert_eq!(r.bytes(t0 + 4 * RECENT), 0);
+    }
+
+    #[test]
+    fn dropped_output_still_counts_as_recent() {
+        let mut o = Outbox::default();
+        o.push(output(1, 100));
+        o.drop_output();
+        assert_eq!((o.output_bytes(), o.recent_output()), (0, 100));
     }
 
     #[test]

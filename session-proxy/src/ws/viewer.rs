@@ -56,13 +56,17 @@ const LINGER_MAX: Duration = Duration::from_secs(5);
 /// How long a joiner waits for the runner's snapshot before falling back
 /// to replaying the recording.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(3);
+/// How long a viewer that saw a session fail waits for the recorder to
+/// store the error it missed.
+const RECORDED_ERROR_WAIT: Duration = Duration::from_secs(2);
 /// Live messages taken from the feed in one go (then one frame is sent).
 const DRAIN_BATCH: usize = 64;
 /// Messages the client reader may have waiting for this side.
 const FROM_CLIENT: usize = 32;
 /// Output waiting for (or sent to and not yet drawn by) a flow-controlled
-/// viewer when it types Ctrl-C beyond which it stops being streamed output
-/// and is shown the screen instead (see [`Settling`]).
+/// viewer when it types Ctrl-C — or arriving for it lately, a flood in
+/// progress — beyond which it stops being streamed output and is shown the
+/// screen instead (see [`Settling`]).
 const INTERRUPT_SKIP: usize = 64 * 1024;
 /// After such a Ctrl-C, the screen is painted once the feed has been quiet
 /// this long (the program stopped, the prompt is out)…
@@ -317,7 +321,8 @@ impl Viewer {
                     // draw it, and paint the screen once the program has
                     // stopped (even to a page still drawing).
                     let behind = self.outbox.output_bytes() + self.window.unacked();
-                    if self.window.is_flow_controlled() && behind >= INTERRUPT_SKIP {
+                    let flooding = self.outbox.recent_output();
+                    if self.window.is_flow_controlled() && behind.max(flooding) >= INTERRUPT_SKIP {
                         let now = Instant::now();
                         self.outbox.drop_output();
                         self.settling = Some(Settling {
@@ -666,6 +671,11 @@ impl Viewer {
                 if *status == SessionStatus::Open && self.status != SessionStatus::Open {
                     self.needs_sync = true;
                 }
+                if *status == SessionStatus::Failed && !self.error_sent {
+                    // The runner's error came before this viewer
+                    // subscribed: the recording has it.
+                    self.send_recorded_error(sink).await?;
+                }
                 self.status = *status;
             }
             Event::Closed { .. } if self.status.is_live() => self.status = SessionStatus::Closed,
@@ -838,8 +848,32 @@ impl Viewer {
 
     // ---- status -------------------------------------------------------------
 
-    /// The error (if any) and the final status of an ended session.
-    async fn send_final<Si: Sink<Message, Error = E> + Unpin, E>(
+    /// Sends the error the recorder stored for this failed session, waiting
+    /// a moment for it (the recorder trails the live feed).
+    async fn send_recorded_error<Si: Sink<Message, Error = E> + Unpin, E>(
+        &mut self,
+        sink: &mut Si,
+    ) -> Result<(), Gone> {
+        let deadline = Instant::now() + RECORDED_ERROR_WAIT;
+        loop {
+            match fanout::load_status(&self.st.db, self.session).await {
+                Ok(Some(row)) if row.error.is_some() => {
+                    return self.send_error_of(sink, &row).await
+                }
+                Ok(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(25)).await
+                }
+                Ok(_) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the session's error");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The stored error of `row`, once per viewer.
+    async fn send_error_of<Si: Sink<Message, Error = E> + Unpin, E>(
         &mut self,
         sink: &mut Si,
         row: &StoredStatus,
@@ -854,6 +888,16 @@ impl Viewer {
             self.send_event(sink, &BrowserEvent::error(kind, message.clone()))
                 .await?;
         }
+        Ok(())
+    }
+
+    /// The error (if any) and the final status of an ended session.
+    async fn send_final<Si: Sink<Message, Error = E> + Unpin, E>(
+        &mut self,
+        sink: &mut Si,
+        row: &StoredStatus,
+    ) -> Result<(), Gone> {
+        self.send_error_of(sink, row).await?;
         self.status = row.status;
         let event = BrowserEvent::Status {
             status: row.status,
