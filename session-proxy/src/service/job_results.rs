@@ -43,10 +43,7 @@ fn tail(bytes: &[u8]) -> String {
 pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceError> {
     let hosts = store::jobs::hosts(&st.db, row.id).await?;
     let sessions: Vec<Uuid> = hosts.iter().filter_map(|h| h.session_id).collect();
-    let mut digests: HashMap<(Uuid, String), String> = HashMap::new();
-    for (session, stream, digest, _) in store::jobs::digests(&st.db, &sessions).await? {
-        digests.insert((session, stream), digest);
-    }
+    let digests = digests(st, row.id, &hosts).await?;
     let mut tails: HashMap<(Uuid, String), Vec<u8>> = HashMap::new();
     for (session, stream, data) in store::jobs::tails(&st.db, &sessions, TAIL_BYTES as i64).await? {
         tails.entry((session, stream)).or_default().extend(data);
@@ -80,9 +77,10 @@ pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceEr
             }
         })
         .collect();
-    let digest = |h: &JobHost, stream: &str| {
-        h.session_id
-            .and_then(|s| digests.get(&(s, stream.to_owned())).cloned())
+    let digest = |h: &JobHost, stream: usize| {
+        digests
+            .get(&h.host_id)
+            .map(|d| d[stream].clone())
             .unwrap_or_default()
     };
     let keys: Vec<Option<GroupKey>> = results
@@ -93,8 +91,8 @@ pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceEr
                 exit_code: h.exit_code,
                 exit_signal: h.exit_signal.clone(),
                 error: h.error.clone(),
-                stdout: digest(h, "stdout"),
-                stderr: digest(h, "stderr"),
+                stdout: digest(h, 0),
+                stderr: digest(h, 1),
             })
         })
         .collect();
@@ -125,6 +123,40 @@ pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceEr
         host_results: results,
         groups: out_groups,
     })
+}
+
+/// How long after a host ended its recording is taken as complete (the
+/// recorders commit within a fraction of a second), so that its digests
+/// are kept rather than computed again.
+const SETTLED: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
+/// The digests of each ended host's whole stdout and stderr, by host: kept
+/// in `job_hosts` once computed, so a read of a job costs the same however
+/// much its hosts printed.
+async fn digests(
+    st: &AppState,
+    job: Uuid,
+    hosts: &[store::jobs::JobHostRow],
+) -> Result<HashMap<Uuid, [String; 2]>, ServiceError> {
+    let mut out = HashMap::new();
+    for h in hosts.iter().filter(|h| ended(&h.status)) {
+        if let (Some(o), Some(e)) = (&h.stdout_digest, &h.stderr_digest) {
+            out.insert(h.host_id, [o.clone(), e.clone()]);
+            continue;
+        }
+        let Some(session) = h.session_id else {
+            continue;
+        };
+        let stdout = store::jobs::stream_digest(&st.db, session, "stdout").await?;
+        let stderr = store::jobs::stream_digest(&st.db, session, "stderr").await?;
+        if h.ended_at
+            .is_some_and(|at| at + SETTLED < chrono::Utc::now())
+        {
+            store::jobs::save_digests(&st.db, job, h.host_id, &stdout, &stderr).await?;
+        }
+        out.insert(h.host_id, [stdout, stderr]);
+    }
+    Ok(out)
 }
 
 fn ended(status: &str) -> bool {

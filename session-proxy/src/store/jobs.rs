@@ -50,6 +50,8 @@ pub(crate) struct JobHostRow {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    pub stdout_digest: Option<String>,
+    pub stderr_digest: Option<String>,
 }
 
 const SELECT_JOB: &str =
@@ -170,7 +172,8 @@ pub(crate) async fn list(
 pub(crate) async fn hosts(db: &PgPool, job: Uuid) -> Result<Vec<JobHostRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT host_id, host_name, account, position, session_id, status, exit_code, \
-           exit_signal, failed_step, error, started_at, ended_at, duration_ms \
+           exit_signal, failed_step, error, started_at, ended_at, duration_ms, \
+           stdout_digest, stderr_digest \
          FROM job_hosts WHERE job_id = $1 ORDER BY position",
     )
     .bind(job)
@@ -509,21 +512,61 @@ pub(crate) async fn take(
         == 1)
 }
 
-/// Digest (md5) and size of each stdout and stderr of `sessions`:
-/// `(session, stream, digest, bytes)`.
-pub(crate) async fn digests(
+/// Output rows read at a time while digesting a stream (each at most a
+/// few tens of KiB).
+const DIGEST_PAGE: i64 = 128;
+
+/// SHA-256 (hex) of the whole of one stream of `session`, read a page at a
+/// time: the memory it takes does not grow with the output.
+pub(crate) async fn stream_digest(
     db: &PgPool,
-    sessions: &[Uuid],
-) -> Result<Vec<(Uuid, String, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT session_id, stream, md5(string_agg(data, ''::bytea ORDER BY seq)), \
-           sum(length(data))::bigint \
-         FROM output_chunks WHERE session_id = ANY($1) AND stream IN ('stdout', 'stderr') \
-         GROUP BY session_id, stream",
+    session: Uuid,
+    stream: &str,
+) -> Result<String, sqlx::Error> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut after = 0i64;
+    loop {
+        let page: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, data FROM output_chunks WHERE session_id = $1 AND stream = $2 AND seq > $3 \
+             ORDER BY seq LIMIT $4",
+        )
+        .bind(session)
+        .bind(stream)
+        .bind(after)
+        .bind(DIGEST_PAGE)
+        .fetch_all(db)
+        .await?;
+        for (_, data) in &page {
+            hash.update(data);
+        }
+        match page.last() {
+            Some((seq, _)) if page.len() as i64 == DIGEST_PAGE => after = *seq,
+            _ => break,
+        }
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
+/// Keeps the digests of an ended host's streams (first writer wins).
+pub(crate) async fn save_digests(
+    db: &PgPool,
+    job: Uuid,
+    host: Uuid,
+    stdout: &str,
+    stderr: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE job_hosts SET stdout_digest = $3, stderr_digest = $4 \
+         WHERE job_id = $1 AND host_id = $2 AND stdout_digest IS NULL",
     )
-    .bind(sessions)
-    .fetch_all(db)
+    .bind(job)
+    .bind(host)
+    .bind(stdout)
+    .bind(stderr)
+    .execute(db)
     .await
+    .map(drop)
 }
 
 /// The output messages that hold the last `bytes` of each stream of
