@@ -892,5 +892,13 @@ async fn the_proxy_polls_status_on_its_own_schedule() {
         .get(&format!("/api/services/{svc}/status?max_age=3600"))
         .await;
     assert_eq!(body["hosts"][0]["state"], "inactive", "{body}");
+    // The polls are jobs on record, but the job history shows them only
+    // when asked: they would bury the jobs people ran.
+    let (_, listed) = env.api.get("/api/jobs").await;
+    assert_eq!(listed, json!([]), "{listed}");
+    let (_, polls) = env.api.get("/api/jobs?polls=true&limit=200").await;
+    let polls = polls.as_array().unwrap();
+    assert!(polls.len() >= 2, "{polls:?}");
+    assert!(polls.iter().all(|j| j["kind"] == "service"), "{polls:?}");
     env.finish().await;
 }

@@ -68,6 +68,10 @@ pub(crate) struct ListQuery {
     /// 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// Also list the service panels' status reads (every status refresh
+    /// and scheduled poll is a job; hidden by default).
+    #[serde(default)]
+    polls: bool,
 }
 
 #[utoipa::path(get, operation_id = "list_jobs", path = "/api/jobs", tag = "jobs", params(ListQuery), responses((status = 200, description = "Newest first", body = Vec<JobSummary>)))]
@@ -84,7 +88,7 @@ pub(crate) async fn list(
             format!("limit is 1 to {PAGE_MAX}"),
         ));
     }
-    let rows = jobs::list(&st, &user, q.before, i64::from(limit)).await?;
+    let rows = jobs::list(&st, &user, q.before, i64::from(limit), q.polls).await?;
     Ok(axum::Json(rows.iter().map(job_results::summary).collect()))
 }
 

@@ -287,16 +287,17 @@ pub(crate) async fn load(
 }
 
 /// Jobs newest first: everybody's for those who see every session, else
-/// the caller's own.
+/// the caller's own; service status reads only with `polls`.
 pub(crate) async fn list(
     st: &AppState,
     user: &AuthUser,
     before: Option<Uuid>,
     limit: i64,
+    polls: bool,
 ) -> Result<Vec<JobRow>, ServiceError> {
     let all = authorize(&user.actor(), Action::ListAll, Resource::Sessions).is_ok();
     let owned_by = (!all).then_some(user.id);
-    Ok(store::jobs::list(&st.db, owned_by, before, limit).await?)
+    Ok(store::jobs::list(&st.db, owned_by, before, limit, polls).await?)
 }
 
 /// Cancels a whole job, or one host of it (`host`): hosts not started end

@@ -155,16 +155,19 @@ pub(crate) async fn list(
     owned_by: Option<Uuid>,
     before: Option<Uuid>,
     limit: i64,
+    polls: bool,
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_JOB} WHERE ($1::uuid IS NULL OR j.created_by = $1) \
          AND ($2::uuid IS NULL OR (j.created_at, j.id) < \
               (SELECT c.created_at, c.id FROM jobs c WHERE c.id = $2)) \
+         AND ($4 OR j.spec #> '{{request,poll}}' IS DISTINCT FROM 'true'::jsonb) \
          ORDER BY j.created_at DESC, j.id DESC LIMIT $3"
     )))
     .bind(owned_by)
     .bind(before)
     .bind(limit)
+    .bind(polls)
     .fetch_all(db)
     .await
 }
