@@ -139,19 +139,27 @@ async fn digests(
     hosts: &[store::jobs::JobHostRow],
 ) -> Result<HashMap<Uuid, [String; 2]>, ServiceError> {
     let mut out = HashMap::new();
+    let mut missing = Vec::new();
     for h in hosts.iter().filter(|h| ended(&h.status)) {
-        if let (Some(o), Some(e)) = (&h.stdout_digest, &h.stderr_digest) {
-            out.insert(h.host_id, [o.clone(), e.clone()]);
-            continue;
+        match (&h.stdout_digest, &h.stderr_digest, h.session_id) {
+            (Some(o), Some(e), _) => {
+                out.insert(h.host_id, [o.clone(), e.clone()]);
+            }
+            (_, _, Some(session)) => missing.push((h, session)),
+            _ => {}
         }
-        let Some(session) = h.session_id else {
+    }
+    if missing.is_empty() {
+        return Ok(out);
+    }
+    let sessions: Vec<Uuid> = missing.iter().map(|(_, s)| *s).collect();
+    let mut computed = store::jobs::stream_digests(&st.db, &sessions).await?;
+    let settled = chrono::Utc::now() - SETTLED;
+    for (h, session) in missing {
+        let Some([stdout, stderr]) = computed.remove(&session) else {
             continue;
         };
-        let stdout = store::jobs::stream_digest(&st.db, session, "stdout").await?;
-        let stderr = store::jobs::stream_digest(&st.db, session, "stderr").await?;
-        if h.ended_at
-            .is_some_and(|at| at + SETTLED < chrono::Utc::now())
-        {
+        if h.ended_at.is_some_and(|at| at < settled) {
             store::jobs::save_digests(&st.db, job, h.host_id, &stdout, &stderr).await?;
         }
         out.insert(h.host_id, [stdout, stderr]);

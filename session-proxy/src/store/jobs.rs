@@ -4,6 +4,8 @@
 //! another proxy) never both win. Changes are announced on the
 //! [`CHANNEL`] notification channel with the job's id as payload.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -515,40 +517,35 @@ pub(crate) async fn take(
         == 1)
 }
 
-/// Output rows read at a time while digesting a stream (each at most a
-/// few tens of KiB).
-const DIGEST_PAGE: i64 = 128;
-
-/// SHA-256 (hex) of the whole of one stream of `session`, read a page at a
-/// time: the memory it takes does not grow with the output.
-pub(crate) async fn stream_digest(
+/// SHA-256 (hex) of the whole stdout and stderr of each of `sessions`, in
+/// one query whose rows are hashed as they arrive (in the primary key's
+/// order, so nothing is sorted): the memory it takes does not grow with
+/// the output.
+pub(crate) async fn stream_digests(
     db: &PgPool,
-    session: Uuid,
-    stream: &str,
-) -> Result<String, sqlx::Error> {
+    sessions: &[Uuid],
+) -> Result<HashMap<Uuid, [String; 2]>, sqlx::Error> {
+    use futures_util::TryStreamExt;
     use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    let mut after = 0i64;
-    loop {
-        let page: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, data FROM output_chunks WHERE session_id = $1 AND stream = $2 AND seq > $3 \
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(session)
-        .bind(stream)
-        .bind(after)
-        .bind(DIGEST_PAGE)
-        .fetch_all(db)
-        .await?;
-        for (_, data) in &page {
-            hash.update(data);
-        }
-        match page.last() {
-            Some((seq, _)) if page.len() as i64 == DIGEST_PAGE => after = *seq,
-            _ => break,
+    let mut hashes: HashMap<Uuid, [Sha256; 2]> = sessions
+        .iter()
+        .map(|s| (*s, [Sha256::new(), Sha256::new()]))
+        .collect();
+    let mut rows = sqlx::query_as::<_, (Uuid, String, Vec<u8>)>(
+        "SELECT session_id, stream, data FROM output_chunks \
+         WHERE session_id = ANY($1) AND stream IN ('stdout', 'stderr') ORDER BY session_id, seq",
+    )
+    .bind(sessions)
+    .fetch(db);
+    while let Some((session, stream, data)) = rows.try_next().await? {
+        if let Some(h) = hashes.get_mut(&session) {
+            h[usize::from(stream == "stderr")].update(&data);
         }
     }
-    Ok(hex::encode(hash.finalize()))
+    Ok(hashes
+        .into_iter()
+        .map(|(s, [o, e])| (s, [hex::encode(o.finalize()), hex::encode(e.finalize())]))
+        .collect())
 }
 
 /// Keeps the digests of an ended host's streams (first writer wins).
