@@ -28,6 +28,11 @@ use crate::store::pool as db;
 use crate::store::{hosts, recordings, runs, sessions, Moved};
 
 const PREFETCH: u16 = 500;
+/// Output bytes of one batch (one transaction), well under what a runner
+/// may hold unrecorded (16 MiB a session): the runner keeps publishing
+/// while a batch commits and the broker already delivers the next one,
+/// rather than every session stopping until a prefetch-sized batch is in.
+const BATCH_BYTES: usize = 1 << 20;
 /// How long a batch waits for more messages after its first.
 const LINGER: Duration = Duration::from_millis(20);
 const RETRY: Duration = Duration::from_millis(250);
@@ -67,6 +72,7 @@ pub(crate) async fn run(
     // (viewers get output from the live feed, not from here).
     let batching = Batching {
         max: PREFETCH as usize,
+        max_bytes: BATCH_BYTES,
         linger: LINGER,
     };
     consume(

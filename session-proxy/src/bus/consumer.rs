@@ -51,6 +51,8 @@ pub(crate) enum Queue {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batching {
     pub max: usize,
+    /// A batch is closed once its messages' bodies reach this many bytes.
+    pub max_bytes: usize,
     pub linger: Duration,
 }
 
@@ -181,9 +183,13 @@ async fn session<H: Handler>(
 /// A failure ends the batch; it surfaces on the next read.
 async fn gather(consumer: &mut lapin::Consumer, batch: &mut Vec<Delivery>, batching: Batching) {
     let until = tokio::time::Instant::now() + batching.linger;
-    while batch.len() < batching.max {
+    let mut bytes: usize = batch.iter().map(|d| d.data.len()).sum();
+    while batch.len() < batching.max && bytes < batching.max_bytes {
         match tokio::time::timeout_at(until, consumer.next()).await {
-            Ok(Some(Ok(d))) => batch.push(d),
+            Ok(Some(Ok(d))) => {
+                bytes += d.data.len();
+                batch.push(d);
+            }
             Ok(Some(Err(err))) => {
                 tracing::debug!(error = %err, "consumer interrupted within a batch");
                 return;
