@@ -326,6 +326,44 @@ async fn a_user_needs_the_job_grant_on_every_host() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{reply}");
+    // An account of a granted host that no grant of hers covers reads as
+    // one that does not exist.
+    let two = add_host(&env, host_on(&env.sshd, "two-accounts", json!({}))).await;
+    let (status, body) = env
+        .api
+        .post(
+            &format!("/api/hosts/{two}/accounts"),
+            json!({"login": "operator", "auth_method": "agent"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, me) = alice.get("/api/me").await;
+    let (status, body) = env
+        .api
+        .post(
+            "/api/grants",
+            json!({"subject": {"user": me["user"]["id"]}, "target": {"host": two},
+                   "account": env.sshd.username, "actions": ["job"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let mut replies = Vec::new();
+    for account in ["operator", "nobody"] {
+        let (status, reply) = alice
+            .post(
+                "/api/jobs",
+                json!({"targets": {"host_ids": [two]}, "account": account, "command": "true"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reply}");
+        replies.push(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace(account, "X"),
+        );
+    }
+    assert_eq!(replies[0], replies[1]);
     // Labels reach only the hosts the user may run jobs on.
     let (status, preview) = alice
         .post(

@@ -130,12 +130,13 @@ pub(crate) async fn account_for(
     login: Option<&str>,
 ) -> Result<AccountRow, ServiceError> {
     let accounts = store::access::accounts(&st.db, host.id).await?;
-    // Named in a refusal: only those the caller may know of.
+    // Found or named in a refusal: only those the caller may know of (an
+    // account no grant of theirs covers reads as one that does not exist).
     let known = |a: &&AccountRow| access.check(host, Some(&a.login), Action::Read).is_ok();
     match login {
         Some(login) => accounts
             .into_iter()
-            .find(|a| a.login == login)
+            .find(|a| a.login == login && known(&a))
             .ok_or_else(|| {
                 ServiceError::invalid("account", format!("this host has no account {login:?}"))
             }),

@@ -100,8 +100,10 @@ pub(crate) async fn resolve_targets(
     let mut out = Vec::new();
     for (i, host) in chosen.into_iter().enumerate() {
         let logins = accounts.remove(&host.id).unwrap_or_default();
+        // An account no grant of the caller's covers reads as missing.
+        let known = |l: &str| access.check(host, Some(l), Action::Read).is_ok();
         let login = match account {
-            Some(a) if logins.iter().any(|l| l == a) => Some(a.to_owned()),
+            Some(a) if logins.iter().any(|l| l == a) && known(a) => Some(a.to_owned()),
             Some(_) => None,
             None if logins.len() == 1 => logins.into_iter().next(),
             None => {
