@@ -664,15 +664,18 @@ impl Viewer {
         event: &Event,
     ) -> Result<(), Gone> {
         match event {
-            Event::Status { status, .. } => {
+            Event::Status {
+                status, message, ..
+            } => {
                 if !self.status.is_live() {
                     return Ok(());
                 }
                 if *status == SessionStatus::Open && self.status != SessionStatus::Open {
                     self.needs_sync = true;
                 }
-                if *status == SessionStatus::Failed && !self.error_sent {
-                    // The runner's error came before this viewer
+                if *status == SessionStatus::Failed && message.is_some() && !self.error_sent {
+                    // A runner reports a failure as its error then this
+                    // status; the error came before this viewer
                     // subscribed: the recording has it.
                     self.send_recorded_error(sink).await?;
                 }
