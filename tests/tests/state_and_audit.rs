@@ -1,6 +1,7 @@
 //! The store's guarantees, shown in Postgres: a session's status only
-//! moves forward whoever reports late, and a change whose audit line
-//! cannot be written does not happen.
+//! moves forward whoever reports late, a change whose audit line cannot
+//! be written does not happen, and what a viewer missed of a failure is
+//! read back from the recording.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -176,5 +177,58 @@ async fn a_change_whose_audit_line_cannot_be_written_does_not_happen() {
     )
     .await;
     assert_eq!(audited, count(&db, "SELECT count(*) FROM hosts").await);
+    env.finish().await;
+}
+
+/// A session can fail between a viewer's subscribing and its reading the
+/// status (the runner's error published just before, the recording still
+/// `pending`): the viewer still gets the error, from the recording, before
+/// the failed status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_missed_the_error_of_a_failing_session_reads_it_from_the_recording() {
+    let env = TestEnv::start_with(shellway_tests::TestEnvOptions {
+        runners: 0,
+        ..Default::default()
+    })
+    .await;
+    let db = env.db().await;
+    let host = env.add_host().await;
+    let session = env.api.open_session(host).await;
+    let mut ws = env.attach(session).await;
+    ws.wait_event("connected", WAIT, |e| e["event"] == "connected")
+        .await;
+    // The error as the recorder stored it, never seen by this viewer…
+    let message = "cannot decrypt the stored credential: sealed to another key";
+    sqlx::query("UPDATE sessions SET error_kind = 'auth', error = $2 WHERE id = $1")
+        .bind(session)
+        .bind(message)
+        .execute(&db)
+        .await
+        .unwrap();
+    // …then the status that follows it.
+    let failed = Event::Status {
+        status: SessionStatus::Failed,
+        runner: Some("gone-runner".into()),
+        message: Some(message.into()),
+    };
+    report(&env, session, &[failed]).await;
+    let error = ws
+        .wait_event("error", WAIT, |e| e["event"] == "error")
+        .await;
+    assert_eq!(
+        (error["type"].as_str(), error["message"].as_str()),
+        (Some("auth"), Some(message))
+    );
+    ws.wait_event("failed status", WAIT, |e| e["status"] == "failed")
+        .await;
+    let order: Vec<String> = ws
+        .events
+        .iter()
+        .map(|e| format!("{} {}", e["event"], e["status"]))
+        .collect();
+    let error_at = order.iter().position(|e| e.starts_with("\"error\""));
+    let failed_at = order.iter().position(|e| e.ends_with("\"failed\""));
+    assert!(error_at < failed_at, "{order:?}");
+    db.close().await;
     env.finish().await;
 }
