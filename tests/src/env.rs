@@ -338,6 +338,17 @@ impl TestEnv {
     /// `host` (as the admin); returns the grant's id. Without a grant a
     /// user does not even see a host.
     pub async fn grant(&self, user: &Api, host: Uuid, actions: &[&str]) -> Uuid {
+        self.grant_account(user, host, "*", actions).await
+    }
+
+    /// Grants `actions` on one `account` of `host` (`*`: every account).
+    pub async fn grant_account(
+        &self,
+        user: &Api,
+        host: Uuid,
+        account: &str,
+        actions: &[&str],
+    ) -> Uuid {
         let (_, me) = user.get("/api/me").await;
         let (status, body) = self
             .api
@@ -346,7 +357,7 @@ impl TestEnv {
                 json!({
                     "subject": {"user": me["user"]["id"]},
                     "target": {"host": host},
-                    "account": "*",
+                    "account": account,
                     "actions": actions,
                 }),
             )
@@ -555,6 +566,19 @@ impl TestEnv {
         self.api
             .create_host(self.host_json(&crate::unique("h")))
             .await
+    }
+
+    /// Adds an account `login` to `host` through the runner's agent (an
+    /// account to be granted or not; never used to connect here).
+    pub async fn add_agent_account(&self, host: Uuid, login: &str) {
+        let (status, body) = self
+            .api
+            .post(
+                &format!("/api/hosts/{host}/accounts"),
+                json!({"login": login, "auth_method": "agent"}),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "add account: {body}");
     }
 
     pub async fn attach(&self, session: Uuid) -> WsClient {

@@ -32,14 +32,7 @@ async fn host_with_two_accounts(env: &TestEnv, labels: Value) -> Uuid {
     let mut spec = env.host_json(&shellway_tests::unique("h"));
     spec["labels"] = labels;
     let host = env.api.create_host(spec).await;
-    let (status, body) = env
-        .api
-        .post(
-            &format!("/api/hosts/{host}/accounts"),
-            json!({"login": "operator", "auth_method": "agent"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    env.add_agent_account(host, "operator").await;
     host
 }
 

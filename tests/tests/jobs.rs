@@ -329,24 +329,9 @@ async fn a_user_needs_the_job_grant_on_every_host() {
     // An account of a granted host that no grant of hers covers reads as
     // one that does not exist.
     let two = add_host(&env, host_on(&env.sshd, "two-accounts", json!({}))).await;
-    let (status, body) = env
-        .api
-        .post(
-            &format!("/api/hosts/{two}/accounts"),
-            json!({"login": "operator", "auth_method": "agent"}),
-        )
+    env.add_agent_account(two, "operator").await;
+    env.grant_account(&alice, two, &env.sshd.username, &["job"])
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (_, me) = alice.get("/api/me").await;
-    let (status, body) = env
-        .api
-        .post(
-            "/api/grants",
-            json!({"subject": {"user": me["user"]["id"]}, "target": {"host": two},
-                   "account": env.sshd.username, "actions": ["job"]}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
     let mut replies = Vec::new();
     for account in ["operator", "nobody"] {
         let (status, reply) = alice

@@ -221,14 +221,14 @@ async fn a_viewer_that_missed_the_error_of_a_failing_session_reads_it_from_the_r
     );
     ws.wait_event("failed status", WAIT, |e| e["status"] == "failed")
         .await;
-    let order: Vec<String> = ws
-        .events
-        .iter()
-        .map(|e| format!("{} {}", e["event"], e["status"]))
-        .collect();
-    let error_at = order.iter().position(|e| e.starts_with("\"error\""));
-    let failed_at = order.iter().position(|e| e.ends_with("\"failed\""));
-    assert!(error_at < failed_at, "{order:?}");
+    let at = |pred: &dyn Fn(&serde_json::Value) -> bool| ws.events.iter().position(pred);
+    let error_at = at(&|e| e["event"] == "error");
+    let failed_at = at(&|e| e["status"] == "failed");
+    assert!(
+        error_at.is_some() && error_at < failed_at,
+        "{:?}",
+        ws.events
+    );
     db.close().await;
     env.finish().await;
 }

@@ -40,15 +40,24 @@ fn tail(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }
 
-pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceError> {
-    let hosts = store::jobs::hosts(&st.db, row.id).await?;
+/// Each host's result with the tails of its streams, not grouped (what
+/// the job WebSocket and the service panels show while a job runs): no
+/// digest of anyone's whole output is taken.
+pub(crate) async fn host_results(st: &AppState, job: Uuid) -> Result<Vec<JobHost>, ServiceError> {
+    let hosts = store::jobs::hosts(&st.db, job).await?;
+    results_of(st, &hosts).await
+}
+
+async fn results_of(
+    st: &AppState,
+    hosts: &[store::jobs::JobHostRow],
+) -> Result<Vec<JobHost>, ServiceError> {
     let sessions: Vec<Uuid> = hosts.iter().filter_map(|h| h.session_id).collect();
-    let digests = digests(st, row.id, &hosts).await?;
     let mut tails: HashMap<(Uuid, String), Vec<u8>> = HashMap::new();
     for (session, stream, data) in store::jobs::tails(&st.db, &sessions, TAIL_BYTES as i64).await? {
         tails.entry((session, stream)).or_default().extend(data);
     }
-    let mut results: Vec<JobHost> = hosts
+    Ok(hosts
         .iter()
         .map(|h| {
             let out = |stream: &str| {
@@ -76,23 +85,27 @@ pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceEr
                 group: None,
             }
         })
-        .collect();
-    let digest = |h: &JobHost, stream: usize| {
-        digests
-            .get(&h.host_id)
-            .map(|d| d[stream].clone())
-            .unwrap_or_default()
-    };
+        .collect())
+}
+
+/// The job with every host's result and the hosts grouped by outcome.
+pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceError> {
+    let hosts = store::jobs::hosts(&st.db, row.id).await?;
+    let mut results = results_of(st, &hosts).await?;
+    let digests = digests(st, row.id, &hosts).await?;
     let keys: Vec<Option<GroupKey>> = results
         .iter()
         .map(|h| {
-            ended(&h.status).then(|| GroupKey {
-                status: h.status.clone(),
-                exit_code: h.exit_code,
-                exit_signal: h.exit_signal.clone(),
-                error: h.error.clone(),
-                stdout: digest(h, 0),
-                stderr: digest(h, 1),
+            ended(&h.status).then(|| {
+                let [stdout, stderr] = digests.get(&h.host_id).cloned().unwrap_or_default();
+                GroupKey {
+                    status: h.status.clone(),
+                    exit_code: h.exit_code,
+                    exit_signal: h.exit_signal.clone(),
+                    error: h.error.clone(),
+                    stdout,
+                    stderr,
+                }
             })
         })
         .collect();
@@ -130,7 +143,7 @@ pub(crate) async fn detail(st: &AppState, row: &JobRow) -> Result<Job, ServiceEr
 /// are kept rather than computed again.
 const SETTLED: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
-/// The digests of each ended host's whole stdout and stderr, by host: kept
+/// The digests of each ended host's whole `[stdout, stderr]`, by host: kept
 /// in `job_hosts` once computed, so a read of a job costs the same however
 /// much its hosts printed.
 async fn digests(
@@ -155,14 +168,18 @@ async fn digests(
     let sessions: Vec<Uuid> = missing.iter().map(|(_, s)| *s).collect();
     let mut computed = store::jobs::stream_digests(&st.db, &sessions).await?;
     let settled = chrono::Utc::now() - SETTLED;
+    let mut keep = Vec::new();
     for (h, session) in missing {
-        let Some([stdout, stderr]) = computed.remove(&session) else {
+        let Some(d) = computed.remove(&session) else {
             continue;
         };
         if h.ended_at.is_some_and(|at| at < settled) {
-            store::jobs::save_digests(&st.db, job, h.host_id, &stdout, &stderr).await?;
+            keep.push((h.host_id, d.clone()));
         }
-        out.insert(h.host_id, [stdout, stderr]);
+        out.insert(h.host_id, d);
+    }
+    if !keep.is_empty() {
+        store::jobs::save_digests(&st.db, job, &keep).await?;
     }
     Ok(out)
 }

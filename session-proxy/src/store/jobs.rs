@@ -548,20 +548,23 @@ pub(crate) async fn stream_digests(
         .collect())
 }
 
-/// Keeps the digests of an ended host's streams (first writer wins).
+/// Keeps the digests of ended hosts' streams, `(host, [stdout, stderr])`,
+/// in one statement (first writer wins).
 pub(crate) async fn save_digests(
     db: &PgPool,
     job: Uuid,
-    host: Uuid,
-    stdout: &str,
-    stderr: &str,
+    digests: &[(Uuid, [String; 2])],
 ) -> Result<(), sqlx::Error> {
+    let hosts: Vec<Uuid> = digests.iter().map(|(h, _)| *h).collect();
+    let stdout: Vec<&str> = digests.iter().map(|(_, d)| d[0].as_str()).collect();
+    let stderr: Vec<&str> = digests.iter().map(|(_, d)| d[1].as_str()).collect();
     sqlx::query(
-        "UPDATE job_hosts SET stdout_digest = $3, stderr_digest = $4 \
-         WHERE job_id = $1 AND host_id = $2 AND stdout_digest IS NULL",
+        "UPDATE job_hosts j SET stdout_digest = d.o, stderr_digest = d.e \
+         FROM unnest($2::uuid[], $3::text[], $4::text[]) AS d(h, o, e) \
+         WHERE j.job_id = $1 AND j.host_id = d.h AND j.stdout_digest IS NULL",
     )
     .bind(job)
-    .bind(host)
+    .bind(hosts)
     .bind(stdout)
     .bind(stderr)
     .execute(db)

@@ -97,8 +97,7 @@ async fn follow(st: AppState, id: Uuid, mut socket: WebSocket) -> Result<(), Fol
                 let frame = json!({"type": "job", "job": job_results::summary(&row)});
                 send(&mut socket, frame).await?;
             }
-            let detail = job_results::detail(&st, &row).await?;
-            for h in detail.host_results {
+            for h in job_results::host_results(&st, id).await? {
                 let value = serde_json::to_value(&h).unwrap_or_default();
                 if hosts.get(&h.host_id) != Some(&value) {
                     hosts.insert(h.host_id, value.clone());

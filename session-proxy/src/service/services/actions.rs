@@ -127,9 +127,8 @@ pub(crate) async fn result(
         .as_str()
         .and_then(UnitAction::parse)
         .unwrap_or(UnitAction::Status);
-    let job = job_results::detail(st, &row).await?;
-    let hosts = job
-        .host_results
+    let hosts = job_results::host_results(st, row.id)
+        .await?
         .into_iter()
         .map(|h| {
             let line = (panel.row.use_sudo && action.changes())
